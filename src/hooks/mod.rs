@@ -1,0 +1,1 @@
+//! Outputs: shell hooks and e-mail.
