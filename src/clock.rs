@@ -49,7 +49,9 @@ pub struct ManualClock(Arc<Mutex<SystemTime>>);
 impl ManualClock {
     /// A clock stopped at `unix_secs`.
     pub fn at_unix_secs(unix_secs: u64) -> Self {
-        Self(Arc::new(Mutex::new(UNIX_EPOCH + Duration::from_secs(unix_secs))))
+        Self(Arc::new(Mutex::new(
+            UNIX_EPOCH + Duration::from_secs(unix_secs),
+        )))
     }
 
     /// Moves the clock forward.

@@ -2,6 +2,18 @@
 //! SQLite, enriches them from the Opensteer API and fans them out to hooks.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod domain;
 pub mod hooks;
+pub mod http;
+pub mod metrics;
 pub mod secret;
+pub mod send_test;
+pub mod shutdown;
+pub mod signature;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,142 @@
+//! What each subcommand does. Errors carry context; `main` maps them to exit codes.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+use crate::config::{ConfigError, Settings, DEFAULT_CONFIG_PATH};
+use crate::secret::Secret;
+use crate::signature::{sign, Verifier};
+use crate::startup::{process_env, Application};
+
+/// Exit code for a configuration error (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// The exit code for an error: 78 for configuration errors, else 1.
+pub fn exit_code_for(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<ConfigError>()) {
+        EXIT_CONFIG
+    } else {
+        1
+    }
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
+        .clone()
+        .or_else(|| std::env::var_os("STEERHOOK_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
+    Ok(Settings::load(&config_path(cli), &process_env())?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn read_input(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
+    match file {
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display())),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read stdin")?;
+            Ok(buf)
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve => {
+            let settings = load_settings(&cli)?;
+            crate::telemetry::init(settings.log.format, &settings.log.level, std::io::stderr);
+            runtime()?.block_on(async {
+                let shutdown = CancellationToken::new();
+                crate::shutdown::cancel_on_signals(shutdown.clone())
+                    .context("cannot install signal handlers")?;
+                let app = Application::build(settings).await?;
+                app.run_until_stopped(shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => {
+            let path = config_path(&cli);
+            let settings = load_settings(&cli)?;
+            println!("{} is valid\n", path.display());
+            print!("{}", settings.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sign {
+            secret,
+            timestamp,
+            file,
+        } => {
+            let body = read_input(file.as_ref())?;
+            println!(
+                "{}",
+                sign(secret, timestamp.unwrap_or_else(unix_now), &body)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            secret,
+            header,
+            at,
+            tolerance,
+            file,
+        } => {
+            let body = read_input(file.as_ref())?;
+            let now = UNIX_EPOCH + std::time::Duration::from_secs(at.unwrap_or_else(unix_now));
+            let verifier = Verifier::new(vec![Secret::new(secret.clone())], *tolerance);
+            match verifier.verify(Some(header), body, now) {
+                Ok(_) => {
+                    println!("ok");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("{}", e.code());
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::SendTest {
+            url,
+            secret,
+            event,
+            run_id,
+        } => crate::send_test::run(&cli, url.clone(), secret.clone(), event, run_id.clone()),
+        other => Err(anyhow!("`{other:?}` is not available yet")),
+    }
+}
+
+/// Loads settings for commands that need them (shared with sibling modules).
+pub(crate) fn settings_for(cli: &Cli) -> anyhow::Result<Settings> {
+    load_settings(cli)
+}
+
+/// The async runtime for one-shot commands.
+pub(crate) fn one_shot_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    runtime()
+}

@@ -1,0 +1,290 @@
+use serde_json::Value;
+
+use crate::signature::VerifiedBody;
+
+/// The longest event id or run id we store; longer values are refused as invalid.
+pub const MAX_ID_LEN: usize = 256;
+
+/// The longest event type we store.
+pub const MAX_TYPE_LEN: usize = 128;
+
+/// The event types steerhook processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// `run.succeeded`
+    RunSucceeded,
+    /// `run.failed`
+    RunFailed,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RunSucceeded => "run.succeeded",
+            Self::RunFailed => "run.failed",
+        }
+    }
+
+    /// Every type, in a stable order.
+    pub const ALL: [EventType; 2] = [Self::RunSucceeded, Self::RunFailed];
+}
+
+impl std::str::FromStr for EventType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "run.succeeded" => Ok(Self::RunSucceeded),
+            "run.failed" => Ok(Self::RunFailed),
+            other => Err(format!(
+                "unknown event type {other:?}; expected run.succeeded or run.failed"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a verified body is not a usable event (SPEC §4 step 6: `PAYLOAD_INVALID`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// Not JSON at all.
+    #[error("the body is not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not an object.
+    #[error("the body is JSON but not an object")]
+    NotAnObject,
+    /// Neither `type` nor `event` is a string.
+    #[error("the body has no event type (neither \"type\" nor \"event\" is a string)")]
+    NoType,
+    /// A `run.*` event without a run id at any of the SPEC §5 places.
+    #[error(
+        "the {0} event has no run id (looked at data.run.id, data.runId, run.id, runId, data.id)"
+    )]
+    NoRunId(String),
+    /// An id or type longer than we store.
+    #[error("the {0} is longer than {MAX_ID_LEN} bytes")]
+    TooLong(&'static str),
+}
+
+/// A verified, well-formed run event, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent {
+    /// The sender's id (`id`, else `eventId`), or one we generated.
+    pub id: String,
+    /// `run.succeeded` or `run.failed`.
+    pub event_type: EventType,
+    /// The run the event is about.
+    pub run_id: String,
+    /// The signed timestamp `t`.
+    pub signed_at: u64,
+    /// The raw body, byte for byte as received.
+    pub body: Vec<u8>,
+}
+
+impl IncomingEvent {
+    /// The dedupe key: event type + run id (SPEC §5). A run reaches a terminal
+    /// state once; the sender's retries may carry new ids and timestamps.
+    pub fn dedupe_key(&self) -> (EventType, &str) {
+        (self.event_type, &self.run_id)
+    }
+}
+
+/// What a verified body turned out to be.
+#[derive(Debug, Clone)]
+pub enum ReadEvent {
+    /// A `run.succeeded` / `run.failed` event.
+    Run(IncomingEvent),
+    /// Some other event type; acknowledged and ignored (SPEC §4 step 7).
+    Other {
+        /// The type the sender gave.
+        event_type: String,
+    },
+}
+
+/// A verified body that is not a usable event; the body comes back so it can be quarantined.
+#[derive(Debug)]
+pub struct Rejected {
+    /// Why.
+    pub error: PayloadError,
+    /// The body, as received.
+    pub body: VerifiedBody,
+}
+
+impl ReadEvent {
+    /// Reads a verified body as SPEC §5 says. Takes a [`VerifiedBody`], so
+    /// JSON is never parsed before the signature has been checked.
+    pub fn parse(body: VerifiedBody) -> Result<Self, Rejected> {
+        match Self::read(&body) {
+            Ok(Parsed::Other(event_type)) => Ok(Self::Other { event_type }),
+            Ok(Parsed::Run {
+                id,
+                event_type,
+                run_id,
+            }) => Ok(Self::Run(IncomingEvent {
+                id,
+                event_type,
+                run_id,
+                signed_at: body.timestamp(),
+                body: body.into_bytes(),
+            })),
+            Err(error) => Err(Rejected { error, body }),
+        }
+    }
+
+    fn read(body: &VerifiedBody) -> Result<Parsed, PayloadError> {
+        let value: Value = serde_json::from_slice(body.bytes())
+            .map_err(|e| PayloadError::NotJson(e.to_string()))?;
+        let obj = value.as_object().ok_or(PayloadError::NotAnObject)?;
+        let event_type = obj
+            .get("type")
+            .and_then(Value::as_str)
+            .or_else(|| obj.get("event").and_then(Value::as_str))
+            .ok_or(PayloadError::NoType)?;
+        if event_type.len() > MAX_TYPE_LEN {
+            return Err(PayloadError::TooLong("event type"));
+        }
+        let Ok(known) = event_type.parse::<EventType>() else {
+            if event_type.starts_with("run.") && run_id_of(&value).is_none() {
+                return Err(PayloadError::NoRunId(event_type.to_owned()));
+            }
+            return Ok(Parsed::Other(event_type.to_owned()));
+        };
+        let run_id = run_id_of(&value)
+            .ok_or_else(|| PayloadError::NoRunId(event_type.to_owned()))?
+            .to_owned();
+        if run_id.len() > MAX_ID_LEN || run_id.is_empty() {
+            return Err(PayloadError::TooLong("run id"));
+        }
+        let id = match obj
+            .get("id")
+            .and_then(Value::as_str)
+            .or_else(|| obj.get("eventId").and_then(Value::as_str))
+        {
+            Some(id) if id.len() > MAX_ID_LEN => return Err(PayloadError::TooLong("event id")),
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => format!("evt_{}", uuid::Uuid::new_v4().simple()),
+        };
+        Ok(Parsed::Run {
+            id,
+            event_type: known,
+            run_id,
+        })
+    }
+}
+
+enum Parsed {
+    Other(String),
+    Run {
+        id: String,
+        event_type: EventType,
+        run_id: String,
+    },
+}
+
+/// The first string among `data.run.id`, `data.runId`, `run.id`, `runId`, `data.id`.
+fn run_id_of(v: &Value) -> Option<&str> {
+    [
+        &["data", "run", "id"][..],
+        &["data", "runId"],
+        &["run", "id"],
+        &["runId"],
+        &["data", "id"],
+    ]
+    .iter()
+    .find_map(|path| {
+        path.iter()
+            .try_fold(v, |v, key| v.get(key))
+            .and_then(Value::as_str)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use crate::signature::{sign, Verifier};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn read(body: &str) -> Result<ReadEvent, PayloadError> {
+        let h = sign("s", 100, body.as_bytes());
+        let v = Verifier::new(vec![Secret::new("s")], 10)
+            .verify(
+                Some(&h),
+                body.as_bytes().to_vec(),
+                UNIX_EPOCH + Duration::from_secs(100),
+            )
+            .unwrap();
+        ReadEvent::parse(v).map_err(|r| r.error)
+    }
+
+    fn run(body: &str) -> IncomingEvent {
+        match read(body).unwrap() {
+            ReadEvent::Run(e) => e,
+            other => panic!("expected a run event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_id_is_read_from_each_place_in_order() {
+        let cases = [
+            (
+                r#"{"type":"run.failed","data":{"run":{"id":"a"},"runId":"b"}}"#,
+                "a",
+            ),
+            (
+                r#"{"type":"run.failed","data":{"runId":"b","id":"e"},"runId":"d"}"#,
+                "b",
+            ),
+            (r#"{"type":"run.failed","run":{"id":"c"},"runId":"d"}"#, "c"),
+            (
+                r#"{"type":"run.failed","runId":"d","data":{"id":"e"}}"#,
+                "d",
+            ),
+            (r#"{"type":"run.failed","data":{"id":"e"}}"#, "e"),
+            (
+                r#"{"type":"run.failed","data":{"run":{"id":7},"id":"e"}}"#,
+                "e",
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(run(body).run_id, want, "body {body}");
+        }
+    }
+
+    #[test]
+    fn type_falls_back_to_event_and_id_to_event_id() {
+        let e = run(r#"{"event":"run.succeeded","eventId":"x1","runId":"r"}"#);
+        assert_eq!(e.event_type, EventType::RunSucceeded);
+        assert_eq!(e.id, "x1");
+        let e = run(r#"{"type":"run.succeeded","runId":"r"}"#);
+        assert!(e.id.starts_with("evt_"), "generated id {}", e.id);
+    }
+
+    #[test]
+    fn invalid_payloads_are_refused_with_a_reason() {
+        assert!(matches!(read("nope"), Err(PayloadError::NotJson(_))));
+        assert_eq!(read("[1]").unwrap_err(), PayloadError::NotAnObject);
+        assert_eq!(read("{}").unwrap_err(), PayloadError::NoType);
+        assert!(matches!(
+            read(r#"{"type":"run.failed"}"#),
+            Err(PayloadError::NoRunId(_))
+        ));
+        assert!(matches!(
+            read(r#"{"type":"run.canceled"}"#),
+            Err(PayloadError::NoRunId(_))
+        ));
+    }
+
+    #[test]
+    fn other_types_are_recognised_as_other() {
+        assert!(matches!(
+            read(r#"{"type":"scraper.updated"}"#).unwrap(),
+            ReadEvent::Other { event_type } if event_type == "scraper.updated"
+        ));
+    }
+}

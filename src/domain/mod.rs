@@ -1,0 +1,8 @@
+//! The values steerhook reasons about, parsed from the webhook body (SPEC §5)
+//! and the document a hook receives (SPEC §6).
+
+mod event;
+mod hook_document;
+
+pub use event::{EventType, IncomingEvent, PayloadError, ReadEvent, Rejected};
+pub use hook_document::HookDocument;

@@ -1,0 +1,159 @@
+//! Prometheus metrics (`GET /metrics`), rendered in the OpenMetrics text format.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::store::QueueCounts;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    webhooks: Family<Labels, Counter>,
+    webhook_seconds: Histogram,
+    queue_jobs: Family<Labels, Gauge>,
+    oldest_due_seconds: Gauge,
+    api_calls: Family<Labels, Counter>,
+    deliveries: Family<Labels, Counter>,
+    hook_seconds: Family<Labels, Histogram>,
+    auth_faults: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn hook_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 4.0, 10))
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("steerhook");
+        let webhooks = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook requests by outcome code",
+            webhooks.clone(),
+        );
+        let webhook_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "webhook_duration_seconds",
+            "Time from request to answer on the webhook endpoint",
+            webhook_seconds.clone(),
+        );
+        let queue_jobs = Family::<Labels, Gauge>::default();
+        registry.register("queue_jobs", "Jobs by kind and state", queue_jobs.clone());
+        let oldest_due_seconds = Gauge::default();
+        registry.register(
+            "queue_oldest_due_age_seconds",
+            "Age of the oldest job that is due and not yet running",
+            oldest_due_seconds.clone(),
+        );
+        let api_calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "opensteer_api_calls",
+            "Opensteer API calls by outcome code",
+            api_calls.clone(),
+        );
+        let deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Hook delivery attempts by hook and outcome",
+            deliveries.clone(),
+        );
+        let hook_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(hook_histogram as fn() -> Histogram);
+        registry.register(
+            "hook_duration_seconds",
+            "Duration of hook attempts",
+            hook_seconds.clone(),
+        );
+        let auth_faults = Counter::default();
+        registry.register(
+            "opensteer_auth_faults",
+            "API calls refused because the API key was rejected",
+            auth_faults.clone(),
+        );
+        Self {
+            registry,
+            webhooks,
+            webhook_seconds,
+            queue_jobs,
+            oldest_due_seconds,
+            api_calls,
+            deliveries,
+            hook_seconds,
+            auth_faults,
+        }
+    }
+
+    /// Counts a webhook answer.
+    pub fn observe_webhook(&self, code: &str, latency: Duration) {
+        self.webhooks
+            .get_or_create(&vec![("code", code.to_owned())])
+            .inc();
+        self.webhook_seconds.observe(latency.as_secs_f64());
+    }
+
+    /// Counts an API call outcome (`OK` or the error code).
+    pub fn observe_api_call(&self, code: &str) {
+        self.api_calls
+            .get_or_create(&vec![("code", code.to_owned())])
+            .inc();
+    }
+
+    /// Counts an API key rejection.
+    pub fn observe_auth_fault(&self) {
+        self.auth_faults.inc();
+    }
+
+    /// Counts a delivery attempt.
+    pub fn observe_delivery(&self, hook: &str, outcome: &str, took: Duration) {
+        self.deliveries
+            .get_or_create(&vec![
+                ("hook", hook.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+        self.hook_seconds
+            .get_or_create(&vec![("hook", hook.to_owned())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets the queue gauges from a fresh count.
+    pub fn set_queue(&self, counts: &QueueCounts) {
+        self.queue_jobs.clear();
+        for (kind, state, n) in &counts.by_kind_state {
+            self.queue_jobs
+                .get_or_create(&vec![("kind", kind.clone()), ("state", state.clone())])
+                .set(*n);
+        }
+        self.oldest_due_seconds
+            .set(counts.oldest_due_age_ms.unwrap_or(0) / 1000);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,433 @@
+//! Every SQL statement of the product.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use super::{InsertOutcome, NewEvent, Routing, StoreError};
+
+/// Job kinds.
+pub const KIND_FETCH: &str = "fetch";
+/// Job kinds.
+pub const KIND_DELIVER: &str = "deliver";
+
+/// Inserts the event and its jobs, or reports the duplicate. Runs inside the
+/// writer's batch transaction.
+pub(super) fn insert_event_with_jobs(
+    tx: &Transaction<'_>,
+    ev: &NewEvent,
+    routing: &Routing,
+) -> Result<InsertOutcome, StoreError> {
+    let e = &ev.event;
+    let seq: Option<i64> = tx
+        .prepare_cached(
+            "INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (event_type, run_id) DO NOTHING
+             RETURNING seq",
+        )?
+        .query_row(
+            params![
+                e.id,
+                e.event_type.as_str(),
+                e.run_id,
+                e.signed_at as i64,
+                ev.received_at,
+                ev.client_addr,
+                e.body
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(seq) = seq else {
+        let id: String = tx
+            .prepare_cached("SELECT id FROM events WHERE event_type = ?1 AND run_id = ?2")?
+            .query_row(params![e.event_type.as_str(), e.run_id], |r| r.get(0))?;
+        return Ok(InsertOutcome::Duplicate { id });
+    };
+    let now = ev.received_at;
+    let deliver_state = if routing.enrich {
+        tx.prepare_cached(
+            "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
+             VALUES (?1, 'fetch', '', 'pending', ?2, ?2, ?2)",
+        )?
+        .execute(params![seq, now])?;
+        "blocked"
+    } else {
+        "pending"
+    };
+    let mut any = routing.enrich;
+    for hook in routing.hooks_for(e.event_type) {
+        any = true;
+        tx.prepare_cached(
+            "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
+             VALUES (?1, 'deliver', ?2, ?3, ?4, ?4, ?4)",
+        )?
+        .execute(params![seq, hook, deliver_state, now])?;
+    }
+    if !any {
+        // Nothing to do for this event: it is finished as soon as it is stored.
+        tx.prepare_cached("UPDATE events SET status = 'done' WHERE seq = ?1")?
+            .execute([seq])?;
+    }
+    Ok(InsertOutcome::Accepted { id: e.id.clone() })
+}
+
+/// A signed body that was not a usable event.
+#[derive(Debug, Clone)]
+pub struct QuarantinedBody {
+    /// Receipt time, unix ms.
+    pub received_at: i64,
+    /// The client's address.
+    pub client_addr: Option<String>,
+    /// The signature's `t`.
+    pub signed_at: u64,
+    /// Why it was refused.
+    pub reason: String,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+/// Keeps a refused body for inspection.
+pub fn insert_quarantine(tx: &Connection, q: &QuarantinedBody) -> Result<i64, StoreError> {
+    tx.execute(
+        "INSERT INTO quarantine (received_at, client_addr, signed_at, reason, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![q.received_at, q.client_addr, q.signed_at as i64, q.reason, q.body],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// A job claimed by the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// Job id.
+    pub id: i64,
+    /// The event's row.
+    pub event_seq: i64,
+    /// `fetch` or `deliver`.
+    pub kind: String,
+    /// Hook name (deliver jobs).
+    pub hook: String,
+    /// This attempt's number, 1-based.
+    pub attempt: u32,
+}
+
+/// What the claim may take.
+#[derive(Debug, Clone)]
+pub struct ClaimFilter {
+    /// Now, unix ms.
+    pub now: i64,
+    /// How long the claim holds, ms.
+    pub lease_ms: i64,
+    /// Hooks at their concurrency limit.
+    pub busy_hooks: Vec<String>,
+    /// Whether fetch jobs may be taken (false while the API asked us to wait).
+    pub fetch_allowed: bool,
+}
+
+/// Atomically takes the oldest due job (or one whose lease expired) and marks it running.
+pub fn claim_due_job(tx: &Connection, f: &ClaimFilter) -> Result<Option<ClaimedJob>, StoreError> {
+    let busy = serde_json::to_string(&f.busy_hooks).unwrap_or_else(|_| "[]".into());
+    let job = tx
+        .prepare_cached(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1,
+                    lease_until = ?1 + ?2, updated_at = ?1
+             WHERE id = (
+                SELECT id FROM jobs
+                WHERE ((state = 'pending' AND due_at <= ?1) OR (state = 'running' AND lease_until <= ?1))
+                  AND (kind <> 'fetch' OR ?4)
+                  AND (kind <> 'deliver' OR hook NOT IN (SELECT value FROM json_each(?3)))
+                ORDER BY id LIMIT 1)
+             RETURNING id, event_seq, kind, hook, attempts",
+        )?
+        .query_row(params![f.now, f.lease_ms, busy, f.fetch_allowed], |r| {
+            Ok(ClaimedJob {
+                id: r.get(0)?,
+                event_seq: r.get(1)?,
+                kind: r.get(2)?,
+                hook: r.get(3)?,
+                attempt: r.get(4)?,
+            })
+        })
+        .optional()?;
+    Ok(job)
+}
+
+/// The earliest time a pending job becomes due, unix ms.
+pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn.query_row(
+        "SELECT min(due_at) FROM jobs WHERE state = 'pending'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// What happened in one attempt.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptRecord {
+    /// Started, unix ms.
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// `ok`, `retry`, `failed` or `interrupted`.
+    pub outcome: &'static str,
+    /// Error code, if it failed.
+    pub error_code: Option<String>,
+    /// Error message, if it failed.
+    pub error: Option<String>,
+    /// A shell hook's exit code.
+    pub exit_code: Option<i32>,
+    /// Output tails.
+    pub stdout: Option<Vec<u8>>,
+    /// Output tails.
+    pub stderr: Option<Vec<u8>>,
+}
+
+/// Where the job goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobNext {
+    /// Done.
+    Succeeded,
+    /// Run again at this time (unix ms).
+    RetryAt(i64),
+    /// Given up; replayable.
+    Failed,
+}
+
+/// Records the attempt and moves the job on, in one transaction. When a fetch
+/// job ends (either way), the event's deliveries are released. Keeps the
+/// event's status in step with its jobs.
+pub fn record_attempt(
+    tx: &Transaction<'_>,
+    job: &ClaimedJob,
+    rec: &AttemptRecord,
+    next: JobNext,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        job.id,
+        job.attempt,
+        rec.started_at,
+        rec.duration_ms,
+        rec.outcome,
+        rec.error_code,
+        rec.error,
+        rec.exit_code,
+        rec.stdout,
+        rec.stderr
+    ])?;
+    let (state, due, finished) = match next {
+        JobNext::Succeeded => ("succeeded", None, Some(now)),
+        JobNext::Failed => ("failed", None, Some(now)),
+        JobNext::RetryAt(at) => ("pending", Some(at), None),
+    };
+    tx.prepare_cached(
+        "UPDATE jobs SET state = ?2, due_at = coalesce(?3, due_at), lease_until = NULL,
+                last_error_code = ?4, last_error = ?5, updated_at = ?6, finished_at = ?7
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        job.id,
+        state,
+        due,
+        rec.error_code,
+        rec.error,
+        now,
+        finished
+    ])?;
+    if job.kind == KIND_FETCH && !matches!(next, JobNext::RetryAt(_)) {
+        tx.prepare_cached(
+            "UPDATE jobs SET state = 'pending', due_at = ?2, updated_at = ?2
+             WHERE event_seq = ?1 AND kind = 'deliver' AND state = 'blocked'",
+        )?
+        .execute(params![job.event_seq, now])?;
+        if next == JobNext::Failed {
+            tx.execute(
+                "UPDATE events SET enrichment_error = ?2 WHERE seq = ?1",
+                params![job.event_seq, rec.error],
+            )?;
+        }
+    }
+    refresh_event_status(tx, job.event_seq)?;
+    Ok(())
+}
+
+/// Sets the event's status from its jobs: pending while any is unfinished,
+/// else failed if any failed, else done.
+pub fn refresh_event_status(tx: &Connection, event_seq: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE events SET status = CASE
+            WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = ?1 AND state IN ('blocked','pending','running')) THEN 'pending'
+            WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = ?1 AND state = 'failed') THEN 'failed'
+            ELSE 'done' END
+         WHERE seq = ?1",
+    )?
+    .execute([event_seq])?;
+    Ok(())
+}
+
+/// Puts jobs left running by a previous process back in the queue, recording
+/// the interrupted attempt. Called once by `serve` before the worker starts.
+pub fn recover_interrupted(tx: &Transaction<'_>, now: i64) -> Result<usize, StoreError> {
+    tx.execute(
+        "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error)
+         SELECT id, attempts, updated_at, max(0, ?1 - updated_at), 'interrupted', 'INTERRUPTED',
+                'the daemon stopped while this attempt ran; it runs again'
+         FROM jobs WHERE state = 'running'",
+        [now],
+    )?;
+    let n = tx.execute(
+        "UPDATE jobs SET state = 'pending', due_at = ?1, lease_until = NULL, updated_at = ?1,
+                last_error_code = 'INTERRUPTED', last_error = 'the daemon stopped while this attempt ran'
+         WHERE state = 'running'",
+        [now],
+    )?;
+    Ok(n)
+}
+
+/// The stored event, as the worker needs it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Row.
+    pub seq: i64,
+    /// Event id.
+    pub id: String,
+    /// Type.
+    pub event_type: String,
+    /// Run id.
+    pub run_id: String,
+    /// Unix ms.
+    pub received_at: i64,
+    /// Raw body.
+    pub body: Vec<u8>,
+    /// The run object, once fetched.
+    pub run_json: Option<String>,
+    /// Where log paging resumes.
+    pub logs_cursor: Option<String>,
+    /// Pages stored so far.
+    pub logs_pages: u32,
+    /// Whether paging has finished.
+    pub logs_complete: bool,
+}
+
+/// Loads one event row.
+pub fn load_event(conn: &Connection, seq: i64) -> Result<StoredEvent, StoreError> {
+    conn.prepare_cached(
+        "SELECT seq, id, event_type, run_id, received_at, body, run_json, logs_cursor, logs_pages, logs_complete
+         FROM events WHERE seq = ?1",
+    )?
+    .query_row([seq], |r| {
+        Ok(StoredEvent {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            event_type: r.get(2)?,
+            run_id: r.get(3)?,
+            received_at: r.get(4)?,
+            body: r.get(5)?,
+            run_json: r.get(6)?,
+            logs_cursor: r.get(7)?,
+            logs_pages: r.get(8)?,
+            logs_complete: r.get(9)?,
+        })
+    })
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("event #{seq}")))
+}
+
+/// The stored log entries of an event, oldest first.
+pub fn load_logs(conn: &Connection, seq: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT entry FROM log_entries WHERE event_seq = ?1 ORDER BY page DESC, pos ASC",
+    )?;
+    let rows = stmt.query_map([seq], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Stores the run object.
+pub fn save_run(tx: &Connection, seq: i64, run_json: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE events SET run_json = ?2 WHERE seq = ?1",
+        params![seq, run_json],
+    )?;
+    Ok(())
+}
+
+/// Stores one page of logs and where paging goes next; replaces the page if it
+/// was stored before (a retried fetch), so entries are never doubled.
+pub fn save_log_page(
+    tx: &Connection,
+    seq: i64,
+    page: u32,
+    entries: &[String],
+    followed_cursor: Option<&str>,
+    next_cursor: Option<&str>,
+    complete: bool,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "DELETE FROM log_entries WHERE event_seq = ?1 AND page = ?2",
+        params![seq, page],
+    )?;
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO log_entries (event_seq, page, pos, entry) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (pos, e) in entries.iter().enumerate() {
+        ins.execute(params![seq, page, pos as i64, e])?;
+    }
+    if let Some(c) = followed_cursor {
+        tx.execute(
+            "INSERT OR IGNORE INTO log_cursors (event_seq, cursor) VALUES (?1, ?2)",
+            params![seq, c],
+        )?;
+    }
+    tx.execute(
+        "UPDATE events SET logs_cursor = ?2, logs_pages = ?3, logs_complete = ?4 WHERE seq = ?1",
+        params![seq, next_cursor, page + 1, complete],
+    )?;
+    Ok(())
+}
+
+/// Whether paging already followed `cursor` for this event.
+pub fn cursor_seen(conn: &Connection, seq: i64, cursor: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM log_cursors WHERE event_seq = ?1 AND cursor = ?2")?
+        .exists(params![seq, cursor])?)
+}
+
+/// Marks paging finished without a new page (repeated cursor, page limit).
+pub fn finish_logs(tx: &Connection, seq: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE events SET logs_complete = 1, logs_cursor = NULL WHERE seq = ?1",
+        [seq],
+    )?;
+    Ok(())
+}
+
+/// Counts used by `/healthz`-style summaries and tests.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// kind, state, count
+    pub by_kind_state: Vec<(String, String, i64)>,
+    /// Age of the oldest due pending job, ms.
+    pub oldest_due_age_ms: Option<i64>,
+}
+
+/// Queue depth by kind and state.
+pub fn queue_counts(conn: &Connection, now: i64) -> Result<QueueCounts, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")?;
+    let by_kind_state = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let oldest: Option<i64> = conn.query_row(
+        "SELECT min(due_at) FROM jobs WHERE state = 'pending' AND due_at <= ?1",
+        [now],
+        |r| r.get(0),
+    )?;
+    Ok(QueueCounts {
+        by_kind_state,
+        oldest_due_age_ms: oldest.map(|d| now - d),
+    })
+}
