@@ -4,4 +4,5 @@
 
 pub mod clock;
 pub mod hooks;
+pub mod opensteer;
 pub mod secret;
