@@ -670,7 +670,8 @@ impl OpensteerClient {
             } else {
                 MAX_ERROR_BODY_BYTES
             };
-            let (body, end) = read_bounded(&mut response, limit).await;
+            // An error body is only read for its message: a prefix will do.
+            let (body, end) = read_bounded(&mut response, limit, status.is_success()).await;
             Ok::<_, reqwest::Error>(RawResponse {
                 status,
                 date,
@@ -753,15 +754,20 @@ enum BodyEnd {
     Failed(reqwest::Error),
 }
 
-/// Reads at most `limit` bytes of the body, chunk by chunk.
-async fn read_bounded(response: &mut reqwest::Response, limit: usize) -> (Vec<u8>, BodyEnd) {
-    // An honest Content-Length over the limit: do not download it at all.
+/// Reads at most `limit` bytes of the body, chunk by chunk. With
+/// `all_or_nothing`, a body whose Content-Length is over the limit is not
+/// downloaded at all (the caller has no use for a prefix).
+async fn read_bounded(
+    response: &mut reqwest::Response,
+    limit: usize,
+    all_or_nothing: bool,
+) -> (Vec<u8>, BodyEnd) {
     let announced =
-        header_str(response.headers(), CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit as u64) {
+        header_str(response.headers(), CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok());
+    if all_or_nothing && announced.is_some_and(|n| n > limit) {
         return (Vec::new(), BodyEnd::TooLarge);
     }
-    let mut body = Vec::with_capacity(announced.map_or(0, |n| n as usize).min(limit));
+    let mut body = Vec::with_capacity(announced.unwrap_or(0).min(limit));
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
