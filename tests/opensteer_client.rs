@@ -787,3 +787,48 @@ fn new_rejects_settings_that_cannot_work_and_names_the_key() {
         assert_eq!(err.code(), "INVALID_SETTINGS");
     }
 }
+
+#[tokio::test]
+async fn a_chunked_body_without_length_is_cut_off_at_the_cap() {
+    // wiremock always sends Content-Length; this fake streams an endless
+    // chunked body instead, so only the read loop's cap can stop it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let sent = Arc::new(Mutex::new(0usize));
+    let sent_by_server = sent.clone();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.expect("head");
+        let chunk = vec![b' '; 64 * 1024];
+        let frame = [
+            format!("{:x}\r\n", chunk.len()).into_bytes(),
+            chunk,
+            b"\r\n".to_vec(),
+        ]
+        .concat();
+        // Stops when the client hangs up.
+        while socket.write_all(&frame).await.is_ok() {
+            *sent_by_server.lock().expect("not poisoned") += 64 * 1024;
+        }
+    });
+    let client = OpensteerClient::new(settings(&base)).expect("client");
+
+    let err = client.fetch_run("r1").await.expect_err("too large");
+
+    assert_eq!(
+        (err.class(), err.code().as_str()),
+        (ErrorClass::Retry, "BODY_TOO_LARGE"),
+        "{err}"
+    );
+    let sent = *sent.lock().expect("not poisoned");
+    assert!(
+        sent < 2 * MAX_BODY_BYTES,
+        "the client stopped reading near the cap, not at {sent} bytes"
+    );
+}
