@@ -10,6 +10,7 @@ pub mod domain;
 pub mod hooks;
 pub mod http;
 pub mod metrics;
+pub mod opensteer;
 pub mod secret;
 pub mod send_test;
 pub mod shutdown;
