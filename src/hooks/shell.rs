@@ -66,7 +66,7 @@ pub struct Invocation<'a> {
     /// The JSON document written to stdin and to the payload file.
     pub document: &'a [u8],
     /// `STEERHOOK_EVENT_ID`, `_EVENT_TYPE`, `_RUN_ID`, `_RUN_STATUS`, `_HOOK`,
-    /// `_ATTEMPT`; `STEERHOOK_PAYLOAD_FILE` is added here.
+    /// `_ATTEMPT`; `run_shell_hook` adds `STEERHOOK_PAYLOAD_FILE` itself.
     pub vars: Vec<(String, String)>,
 }
 
