@@ -1,1 +1,2 @@
 //! Outputs: shell hooks and e-mail.
+pub mod shell;

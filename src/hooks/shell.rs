@@ -1,0 +1,641 @@
+//! One attempt of a shell hook (SPEC.md §6), run as a real child process.
+//!
+//! The hook gets its configured argv (never a shell), a cleared environment,
+//! the hook document on stdin and in a private payload file, and its own
+//! process group so that everything it starts can be stopped together.
+//!
+//! What "bounded" means here:
+//! - time: `timeout` after the spawn the group gets SIGTERM, then after
+//!   `kill_grace` SIGKILL; the daemon's cancel token does the same;
+//! - memory: stdout and stderr are drained completely but only their last
+//!   `max_output_bytes` are kept;
+//! - stragglers: once the hook has exited, a background process that still
+//!   holds our pipes gets `kill_grace` to let go, then its group is killed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// PATH given to hooks (and used to find their program) when the daemon has none.
+pub const DEFAULT_HOOK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Name of the variable that points the hook at its payload file.
+pub const PAYLOAD_FILE_VAR: &str = "STEERHOOK_PAYLOAD_FILE";
+
+/// Size of one read from a hook's stdout or stderr.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How to run one shell hook; built by the caller from the `[[hook]]` config.
+#[derive(Debug, Clone)]
+pub struct ShellHookSpec {
+    /// The hook's configured name, used in logs and `STEERHOOK_HOOK`.
+    pub name: String,
+    /// argv; `command[0]` is the program, absolute or looked up in the hook's PATH.
+    pub command: Vec<String>,
+    /// Working directory of the hook; the daemon's own when `None`.
+    pub working_dir: Option<PathBuf>,
+    /// Extra variables set for this hook (values may be secrets: never logged).
+    pub env: BTreeMap<String, String>,
+    /// Names of daemon environment variables passed through when they are set.
+    pub env_passthrough: Vec<String>,
+    /// Wall-clock limit of one attempt, counted from the spawn.
+    pub timeout: Duration,
+    /// Time between SIGTERM and SIGKILL to the hook's process group.
+    pub kill_grace: Duration,
+    /// Per stream: only the last this-many bytes of stdout/stderr are kept.
+    pub max_output_bytes: usize,
+    /// Directory in which the private payload file is created.
+    pub payload_dir: PathBuf,
+}
+
+/// What one attempt is given: the document and the caller's `STEERHOOK_*` variables.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    /// The JSON document written to stdin and to the payload file.
+    pub document: &'a [u8],
+    /// `STEERHOOK_EVENT_ID`, `_EVENT_TYPE`, `_RUN_ID`, `_RUN_STATUS`, `_HOOK`,
+    /// `_ATTEMPT`; `run_shell_hook` adds `STEERHOOK_PAYLOAD_FILE` itself.
+    pub vars: Vec<(String, String)>,
+}
+
+/// How one attempt ended, with its bounded output.
+#[derive(Debug, Clone)]
+pub struct ShellOutcome {
+    /// `Ok` when the hook exited 0.
+    pub result: Result<(), ShellFailure>,
+    /// The hook's exit code, when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the hook (ours too, on timeout or interrupt).
+    pub signal: Option<i32>,
+    /// Tail of stdout, prefixed with a marker line when bytes were dropped.
+    pub stdout: Vec<u8>,
+    /// Tail of stderr, prefixed with a marker line when bytes were dropped.
+    pub stderr: Vec<u8>,
+    /// From just before the spawn to the end of the attempt.
+    pub duration: Duration,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ShellFailure {
+    /// The hook could not be started (program missing, not executable,
+    /// payload file not writable); the message names the program.
+    #[error("hook could not be started: {0}")]
+    Spawn(String),
+    /// The hook exited with a non-zero code.
+    #[error("hook exited with code {0}")]
+    Exit(i32),
+    /// The hook was killed by a signal that steerhook did not send.
+    #[error("hook was killed by signal {0}")]
+    Signal(i32),
+    /// The hook ran longer than its timeout; its process group was killed.
+    #[error("hook timed out after {0:?}; its process group was killed")]
+    Timeout(Duration),
+    /// The daemon is shutting down; the hook's process group was killed and
+    /// the attempt will run again.
+    #[error("hook was interrupted by shutdown; its process group was killed")]
+    Interrupted,
+}
+
+impl ShellFailure {
+    /// Stable machine-readable code, stored with the delivery attempt.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ShellFailure::Spawn(_) => "SPAWN_FAILED",
+            ShellFailure::Exit(_) => "EXIT_NONZERO",
+            ShellFailure::Signal(_) => "KILLED_BY_SIGNAL",
+            ShellFailure::Timeout(_) => "TIMEOUT",
+            ShellFailure::Interrupted => "INTERRUPTED",
+        }
+    }
+}
+
+/// Runs one attempt of `spec` with `inv`, until it exits, times out or
+/// `cancel` fires. Never panics on hook behaviour and never leaves the
+/// payload file behind; dropping the returned future kills the process group.
+#[tracing::instrument(skip_all, fields(hook = %spec.name))]
+pub async fn run_shell_hook(
+    spec: &ShellHookSpec,
+    inv: Invocation<'_>,
+    cancel: CancellationToken,
+) -> ShellOutcome {
+    let started = Instant::now();
+    let outcome = run_attempt(spec, inv, cancel, started).await;
+    log_outcome(&outcome);
+    outcome
+}
+
+async fn run_attempt(
+    spec: &ShellHookSpec,
+    inv: Invocation<'_>,
+    cancel: CancellationToken,
+    started: Instant,
+) -> ShellOutcome {
+    let fail_early = |failure: ShellFailure| ShellOutcome {
+        result: Err(failure),
+        exit_code: None,
+        signal: None,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        duration: started.elapsed(),
+    };
+
+    let Some(program) = spec.command.first() else {
+        return fail_early(ShellFailure::Spawn("the hook's command is empty".into()));
+    };
+    if cancel.is_cancelled() {
+        return fail_early(ShellFailure::Interrupted);
+    }
+
+    // Dropped on every path out of this function, which removes the file.
+    let payload = match PayloadFile::create(&spec.payload_dir, inv.document).await {
+        Ok(payload) => payload,
+        Err(err) => {
+            return fail_early(ShellFailure::Spawn(format!(
+                "cannot create the payload file for `{program}` in {}: {err}",
+                spec.payload_dir.display()
+            )))
+        }
+    };
+
+    let mut command = build_command(spec, &inv, payload.path());
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => return fail_early(ShellFailure::Spawn(describe_spawn_error(spec, &err))),
+    };
+    let group = ProcessGroup::of(&child);
+    // Stops the readers and the stdin writer however this function ends,
+    // including when its future is dropped.
+    let stop_io = CancellationToken::new();
+    let _stop_io_on_drop = stop_io.clone().drop_guard();
+
+    let writer = child
+        .stdin
+        .take()
+        .map(|stdin| tokio::spawn(write_stdin(stdin, inv.document.to_vec(), stop_io.clone())));
+    let stdout = spawn_reader(child.stdout.take(), spec.max_output_bytes, stop_io.clone());
+    let stderr = spawn_reader(child.stderr.take(), spec.max_output_bytes, stop_io.clone());
+
+    // `Err` here means we stop the hook ourselves, for that reason.
+    let waited = tokio::select! {
+        // An exit that races the timer or the token counts as an exit.
+        biased;
+        status = child.wait() => Ok(status),
+        () = tokio::time::sleep(spec.timeout) => Err(ShellFailure::Timeout(spec.timeout)),
+        () = cancel.cancelled() => Err(ShellFailure::Interrupted),
+    };
+    let (status, stopped_because) = match waited {
+        Ok(status) => (status, None),
+        Err(reason) => {
+            tracing::debug!(reason = reason.code(), "stopping the hook's process group");
+            (
+                terminate(&mut child, &group, spec.kill_grace).await,
+                Some(reason),
+            )
+        }
+    };
+
+    let (stdout, stderr) = collect_output(stdout, stderr, &group, spec.kill_grace, &stop_io).await;
+    if let Some(writer) = writer {
+        writer.abort();
+    }
+    // The leader has been reaped and the group waited for or killed: from
+    // here on a drop must not signal a pgid that the kernel may reuse.
+    group.disarm();
+    drop(payload);
+
+    let (exit_code, signal) = match &status {
+        Ok(status) => (status.code(), status.signal()),
+        Err(_) => (None, None),
+    };
+    let result = match (stopped_because, status) {
+        (Some(reason), _) => Err(reason),
+        (None, Ok(status)) => classify(status),
+        // Only possible if the daemon's own wait machinery breaks; the hook
+        // may have run, so this is reported, not hidden.
+        (None, Err(err)) => Err(ShellFailure::Spawn(format!(
+            "lost track of `{program}` while waiting for it: {err}"
+        ))),
+    };
+    ShellOutcome {
+        result,
+        exit_code,
+        signal,
+        stdout,
+        stderr,
+        duration: started.elapsed(),
+    }
+}
+
+fn classify(status: ExitStatus) -> Result<(), ShellFailure> {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ok(()),
+        (Some(code), _) => Err(ShellFailure::Exit(code)),
+        (None, Some(signal)) => Err(ShellFailure::Signal(signal)),
+        // Neither an exit code nor a signal (stopped/continued are not
+        // reported by wait): treat as a crash we cannot name.
+        (None, None) => Err(ShellFailure::Signal(0)),
+    }
+}
+
+/// The hook's PATH: the daemon's, or a conventional one when it has none.
+fn hook_path(daemon_path: Option<OsString>) -> OsString {
+    daemon_path
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| OsString::from(DEFAULT_HOOK_PATH))
+}
+
+fn build_command(spec: &ShellHookSpec, inv: &Invocation<'_>, payload_path: &Path) -> Command {
+    let mut command = Command::new(spec.command.first().map_or("", String::as_str));
+    command.args(spec.command.iter().skip(1));
+    // Nothing of the daemon's environment leaks unless asked for: it may hold
+    // the API key or SMTP password. Later `env` calls win, so the contract's
+    // variables cannot be overridden by configuration.
+    // std looks the program up in the PATH given here, not the daemon's.
+    command.env_clear();
+    command.env("PATH", hook_path(std::env::var_os("PATH")));
+    for name in &spec.env_passthrough {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(&spec.env);
+    command.envs(inv.vars.iter().map(|(name, value)| (name, value)));
+    command.env(PAYLOAD_FILE_VAR, payload_path);
+    if let Some(dir) = &spec.working_dir {
+        command.current_dir(dir);
+    }
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // pgid = the child's pid, so the whole tree can be signalled at once.
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+}
+
+fn describe_spawn_error(spec: &ShellHookSpec, err: &io::Error) -> String {
+    let program = spec.command.first().map_or("", String::as_str);
+    if let Some(dir) = &spec.working_dir {
+        // Blocking, but only on this failure path and only one stat.
+        if !dir.is_dir() {
+            return format!(
+                "cannot start `{program}`: working directory {} does not exist or is not a directory",
+                dir.display()
+            );
+        }
+    }
+    if err.kind() == io::ErrorKind::NotFound && !program.contains('/') {
+        return format!("cannot start `{program}`: not found in the hook's PATH ({err})");
+    }
+    format!("cannot start `{program}`: {err}")
+}
+
+/// SIGTERM to the group, `grace` for the leader to exit, then SIGKILL to the
+/// group, which also reaches grandchildren that outlived the leader.
+async fn terminate(
+    child: &mut Child,
+    group: &ProcessGroup,
+    grace: Duration,
+) -> io::Result<ExitStatus> {
+    group.signal(Signal::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_elapsed) => {
+            group.signal(Signal::SIGKILL);
+            // The leader may have left the group (setsid); it is still ours
+            // to kill by pid because it has not been reaped.
+            if let Err(err) = child.start_kill() {
+                tracing::debug!(error = %err, "killing the hook's leader by pid failed");
+            }
+            child.wait().await
+        }
+    };
+    group.signal(Signal::SIGKILL);
+    status
+}
+
+/// Waits for both readers; if the pipes are still held open `grace` after the
+/// hook ended (a background process inherited them), kills the group and
+/// stops reading so the attempt cannot hang.
+async fn collect_output(
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<u8>>,
+    group: &ProcessGroup,
+    grace: Duration,
+    stop_io: &CancellationToken,
+) -> (Vec<u8>, Vec<u8>) {
+    let readers = async { (join_reader(stdout).await, join_reader(stderr).await) };
+    tokio::pin!(readers);
+    tokio::select! {
+        output = &mut readers => output,
+        () = tokio::time::sleep(grace) => {
+            tracing::debug!("the hook's pipes are still open after it ended; killing its process group");
+            group.signal(Signal::SIGKILL);
+            stop_io.cancel();
+            readers.await
+        }
+    }
+}
+
+async fn join_reader(reader: JoinHandle<Vec<u8>>) -> Vec<u8> {
+    match reader.await {
+        Ok(tail) => tail,
+        Err(err) => {
+            tracing::warn!(error = %err, "an output reader of the hook failed; its output is lost");
+            Vec::new()
+        }
+    }
+}
+
+fn spawn_reader<R>(pipe: Option<R>, limit: usize, stop: CancellationToken) -> JoinHandle<Vec<u8>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        match pipe {
+            Some(pipe) => read_tail(pipe, limit, stop).await,
+            None => Vec::new(),
+        }
+    })
+}
+
+/// Drains `pipe` to its end (or until `stop`), keeping only the last `limit`
+/// bytes, so the hook never blocks on a full pipe and memory stays bounded.
+async fn read_tail<R: AsyncRead + Unpin>(
+    mut pipe: R,
+    limit: usize,
+    stop: CancellationToken,
+) -> Vec<u8> {
+    let mut tail = TailBuffer::new(limit);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        let read = tokio::select! {
+            read = pipe.read(&mut chunk) => read,
+            () = stop.cancelled() => break,
+        };
+        match read {
+            Ok(0) => break,
+            Ok(n) => tail.push(chunk.get(..n).unwrap_or(&chunk)),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                tracing::debug!(error = %err, "reading the hook's output failed");
+                break;
+            }
+        }
+    }
+    tail.into_bytes()
+}
+
+/// Writes the document to the hook's stdin, then closes it. A hook that
+/// exits without reading stdin is normal, so a broken pipe is not an error.
+async fn write_stdin(mut stdin: ChildStdin, document: Vec<u8>, stop: CancellationToken) {
+    let write = async {
+        stdin.write_all(&document).await?;
+        stdin.flush().await
+    };
+    tokio::select! {
+        written = write => match written {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                tracing::debug!("the hook closed stdin before reading the whole document");
+            }
+            Err(err) => tracing::debug!(error = %err, "writing the hook's stdin failed"),
+        },
+        () = stop.cancelled() => {}
+    }
+    // `stdin` is dropped here, which closes the pipe: the hook sees EOF.
+}
+
+/// The last `limit` bytes of a stream, and how many came before them.
+#[derive(Debug)]
+struct TailBuffer {
+    kept: VecDeque<u8>,
+    limit: usize,
+    dropped: u64,
+}
+
+impl TailBuffer {
+    fn new(limit: usize) -> Self {
+        TailBuffer {
+            kept: VecDeque::new(),
+            limit,
+            dropped: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if bytes.len() >= self.limit {
+            let skip = bytes.len() - self.limit;
+            self.dropped += (self.kept.len() + skip) as u64;
+            self.kept.clear();
+            self.kept.extend(bytes.iter().skip(skip));
+        } else {
+            let overflow = (self.kept.len() + bytes.len()).saturating_sub(self.limit);
+            self.kept.drain(..overflow);
+            self.dropped += overflow as u64;
+            self.kept.extend(bytes);
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        let marker = if self.dropped > 0 {
+            truncation_marker(self.dropped)
+        } else {
+            String::new()
+        };
+        let mut bytes = Vec::with_capacity(marker.len() + self.kept.len());
+        bytes.extend_from_slice(marker.as_bytes());
+        bytes.extend(self.kept);
+        bytes
+    }
+}
+
+/// The line put before an output tail that lost `dropped` earlier bytes.
+pub fn truncation_marker(dropped: u64) -> String {
+    format!("[steerhook: {dropped} earlier bytes truncated]\n")
+}
+
+/// The hook's process group (pgid = the leader's pid). Until disarmed,
+/// dropping it SIGKILLs the group, so a dropped attempt leaves no processes.
+#[derive(Debug)]
+struct ProcessGroup {
+    pgid: Option<Pid>,
+    armed: bool,
+}
+
+impl ProcessGroup {
+    fn of(child: &Child) -> Self {
+        // `id()` is `None` only once the child has been reaped, which cannot
+        // have happened yet; without it there is nothing to signal.
+        let pgid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw);
+        ProcessGroup { pgid, armed: true }
+    }
+
+    fn signal(&self, signal: Signal) {
+        let Some(pgid) = self.pgid else { return };
+        match killpg(pgid, signal) {
+            // ESRCH: every process of the group is already gone.
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(err) => {
+                tracing::warn!(%pgid, ?signal, error = %err, "signalling the hook's process group failed")
+            }
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if self.armed {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// The private copy of the document (mode 0600 from creation); removed on drop.
+#[derive(Debug)]
+struct PayloadFile {
+    path: PathBuf,
+}
+
+impl PayloadFile {
+    async fn create(dir: &Path, document: &[u8]) -> io::Result<Self> {
+        let path = dir.join(format!("steerhook-payload-{}.json", uuid::Uuid::new_v4()));
+        // create_new: never follow or reuse a file someone planted (O_EXCL).
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .await?;
+        let payload = PayloadFile { path };
+        file.write_all(document).await?;
+        // tokio's File writes in the background; flush waits for it.
+        file.flush().await?;
+        Ok(payload)
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PayloadFile {
+    fn drop(&mut self) {
+        // A single unlink: cheap enough to do inline, and Drop is the only
+        // place that also runs when the attempt's future is dropped.
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %self.path.display(), error = %err, "removing the payload file failed")
+            }
+        }
+    }
+}
+
+fn log_outcome(outcome: &ShellOutcome) {
+    tracing::debug!(
+        stdout = %String::from_utf8_lossy(&outcome.stdout),
+        stderr = %String::from_utf8_lossy(&outcome.stderr),
+        "hook output (tails)"
+    );
+    let duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
+    match &outcome.result {
+        Ok(()) => tracing::info!(duration_ms, "hook succeeded"),
+        Err(failure) => tracing::info!(
+            code = failure.code(),
+            error = %failure,
+            exit_code = outcome.exit_code,
+            signal = outcome.signal,
+            duration_ms,
+            "hook failed"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail_of(limit: usize, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut tail = TailBuffer::new(limit);
+        for chunk in chunks {
+            tail.push(chunk);
+        }
+        tail.into_bytes()
+    }
+
+    #[test]
+    fn tail_keeps_everything_when_under_the_limit() {
+        assert_eq!(tail_of(10, &[b"abc", b"def"]), b"abcdef");
+        assert_eq!(tail_of(6, &[b"abc", b"def"]), b"abcdef");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_bytes_and_counts_the_dropped_ones() {
+        let mut expected = truncation_marker(4).into_bytes();
+        expected.extend_from_slice(b"efghij");
+        assert_eq!(
+            tail_of(6, &[b"abc", b"def", b"ghij"]),
+            expected,
+            "small chunks"
+        );
+        assert_eq!(tail_of(6, &[b"abcdefghij"]), expected, "one big chunk");
+        assert_eq!(
+            tail_of(6, &[b"ab", b"cdefghij"]),
+            expected,
+            "big chunk after small"
+        );
+    }
+
+    #[test]
+    fn tail_with_zero_limit_keeps_only_the_marker() {
+        assert_eq!(tail_of(0, &[b"abc"]), truncation_marker(3).into_bytes());
+        assert_eq!(tail_of(0, &[]), b"");
+    }
+
+    #[test]
+    fn hook_path_falls_back_when_the_daemon_has_no_path() {
+        assert_eq!(hook_path(None), OsString::from(DEFAULT_HOOK_PATH));
+        assert_eq!(
+            hook_path(Some(OsString::new())),
+            OsString::from(DEFAULT_HOOK_PATH)
+        );
+        assert_eq!(hook_path(Some("/x:/y".into())), OsString::from("/x:/y"));
+    }
+
+    #[test]
+    fn failure_codes_are_stable() {
+        let cases = [
+            (ShellFailure::Spawn("x".into()), "SPAWN_FAILED"),
+            (ShellFailure::Exit(3), "EXIT_NONZERO"),
+            (ShellFailure::Signal(9), "KILLED_BY_SIGNAL"),
+            (ShellFailure::Timeout(Duration::from_secs(1)), "TIMEOUT"),
+            (ShellFailure::Interrupted, "INTERRUPTED"),
+        ];
+        for (failure, code) in cases {
+            assert_eq!(failure.code(), code, "{failure:?}");
+        }
+    }
+}

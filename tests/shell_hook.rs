@@ -1,0 +1,647 @@
+//! Black-box tests of `hooks::shell`: every test runs real child processes.
+//! Nothing sleeps to synchronise; waits are polls with a deadline.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use steerhook::hooks::shell::{
+    run_shell_hook, truncation_marker, Invocation, ShellFailure, ShellHookSpec, ShellOutcome,
+};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+const DOCUMENT: &[u8] =
+    br#"{"event":{"id":"evt_1","type":"run.succeeded","runId":"run_1"},"run":null,"logs":null}"#;
+
+/// A temp dir with a `payloads/` directory for the hook's payload files and
+/// an `out/` directory the hook can write evidence into.
+struct Sandbox {
+    dir: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("payloads")).expect("payloads dir");
+        std::fs::create_dir(dir.path().join("out")).expect("out dir");
+        Sandbox { dir }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    fn payload_dir(&self) -> PathBuf {
+        self.dir.path().join("payloads")
+    }
+
+    fn spec(&self, command: &[&str]) -> ShellHookSpec {
+        let mut env = BTreeMap::new();
+        env.insert("OUT".to_string(), self.out().display().to_string());
+        ShellHookSpec {
+            name: "test-hook".to_string(),
+            command: command.iter().map(|arg| arg.to_string()).collect(),
+            working_dir: None,
+            env,
+            env_passthrough: Vec::new(),
+            timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_millis(300),
+            max_output_bytes: 1024 * 1024,
+            payload_dir: self.payload_dir(),
+        }
+    }
+
+    fn read_out(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.out().join(name))
+            .unwrap_or_else(|err| panic!("reading out/{name}: {err}"))
+    }
+
+    fn payload_files_left(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.payload_dir())
+            .expect("payload dir")
+            .map(|entry| entry.expect("dir entry").path())
+            .collect()
+    }
+}
+
+fn sh(script: &str) -> Vec<&str> {
+    vec!["/bin/sh", "-c", script, "hook"]
+}
+
+fn contract_vars() -> Vec<(String, String)> {
+    [
+        ("STEERHOOK_EVENT_ID", "evt_1"),
+        ("STEERHOOK_EVENT_TYPE", "run.succeeded"),
+        ("STEERHOOK_RUN_ID", "run_1"),
+        ("STEERHOOK_RUN_STATUS", "succeeded"),
+        ("STEERHOOK_HOOK", "test-hook"),
+        ("STEERHOOK_ATTEMPT", "1"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value.to_string()))
+    .collect()
+}
+
+async fn run(spec: &ShellHookSpec, document: &[u8]) -> ShellOutcome {
+    run_shell_hook(
+        spec,
+        Invocation {
+            document,
+            vars: contract_vars(),
+        },
+        CancellationToken::new(),
+    )
+    .await
+}
+
+/// Parses `env -0` output into name → value.
+fn parse_env(raw: &[u8]) -> BTreeMap<String, String> {
+    raw.split(|byte| *byte == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let entry = String::from_utf8(entry.to_vec()).expect("utf-8 env entry");
+            let (name, value) = entry.split_once('=').expect("NAME=value");
+            (name.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+/// The state letter of /proc/<pid>/stat, or `None` when the process is gone.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().next()?.chars().next()
+}
+
+fn is_alive(pid: i32) -> bool {
+    !matches!(process_state(pid), None | Some('Z') | Some('X'))
+}
+
+/// Live processes whose process group is `pgid`.
+fn live_members_of_group(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
+            // After the name: state, ppid, pgrp.
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            fields.get(2).and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(pgid)
+        })
+        .filter(|pid| is_alive(*pid))
+        .collect()
+}
+
+async fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Waits until `out/pids` holds `count` pids (one per line) and returns them.
+async fn wait_for_pids(sandbox: &Sandbox, count: usize) -> Vec<i32> {
+    let path = sandbox.out().join("pids");
+    let read = || -> Vec<i32> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    };
+    poll_until("the hook to record its pids", || read().len() >= count).await;
+    read()
+}
+
+async fn assert_all_gone(pids: &[i32], pgid: i32) {
+    poll_until("the hook's processes to be gone", || {
+        pids.iter().all(|pid| !is_alive(*pid)) && live_members_of_group(pgid).is_empty()
+    })
+    .await;
+}
+
+fn vm_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
+}
+
+#[tokio::test]
+async fn hook_receives_the_document_on_stdin_and_in_a_private_payload_file_that_is_removed_after() {
+    let sandbox = Sandbox::new();
+    let spec = sandbox.spec(&sh(r#"cat > "$OUT/stdin"
+        cat "$STEERHOOK_PAYLOAD_FILE" > "$OUT/file"
+        stat -c %a "$STEERHOOK_PAYLOAD_FILE" > "$OUT/mode"
+        printf %s "$STEERHOOK_PAYLOAD_FILE" > "$OUT/path""#));
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    assert_eq!(
+        outcome.result,
+        Ok(()),
+        "stderr: {}",
+        String::from_utf8_lossy(&outcome.stderr)
+    );
+    assert_eq!(outcome.exit_code, Some(0));
+    assert_eq!(sandbox.read_out("stdin"), DOCUMENT, "stdin");
+    assert_eq!(sandbox.read_out("file"), DOCUMENT, "payload file");
+    assert_eq!(sandbox.read_out("mode"), b"600\n", "payload file mode");
+    let path = PathBuf::from(String::from_utf8(sandbox.read_out("path")).expect("utf-8 path"));
+    assert_eq!(path.parent(), Some(sandbox.payload_dir().as_path()));
+    assert!(
+        !path.exists(),
+        "payload file {} still exists",
+        path.display()
+    );
+    assert!(sandbox.payload_files_left().is_empty());
+}
+
+#[tokio::test]
+async fn hook_environment_holds_only_path_contract_vars_passthrough_and_configured_env() {
+    // Unique names: no other test reads or writes them.
+    std::env::set_var("STEERHOOK_TEST_DAEMON_SECRET", "must-not-leak");
+    std::env::set_var("STEERHOOK_TEST_PASSED_THROUGH", "passed");
+    let sandbox = Sandbox::new();
+    let mut spec = sandbox.spec(&["env", "-0"]);
+    spec.env_passthrough = vec![
+        "STEERHOOK_TEST_PASSED_THROUGH".to_string(),
+        "STEERHOOK_TEST_NEVER_SET".to_string(),
+    ];
+    spec.env
+        .insert("ETL_TARGET".to_string(), "warehouse".to_string());
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    assert_eq!(outcome.result, Ok(()));
+    let env = parse_env(&outcome.stdout);
+    let names: Vec<&str> = env.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "ETL_TARGET",
+            "OUT",
+            "PATH",
+            "STEERHOOK_ATTEMPT",
+            "STEERHOOK_EVENT_ID",
+            "STEERHOOK_EVENT_TYPE",
+            "STEERHOOK_HOOK",
+            "STEERHOOK_PAYLOAD_FILE",
+            "STEERHOOK_RUN_ID",
+            "STEERHOOK_RUN_STATUS",
+            "STEERHOOK_TEST_PASSED_THROUGH",
+        ],
+        "exactly these variables"
+    );
+    for (name, value) in contract_vars() {
+        assert_eq!(env.get(&name), Some(&value), "{name}");
+    }
+    assert_eq!(env["STEERHOOK_TEST_PASSED_THROUGH"], "passed");
+    assert_eq!(env["ETL_TARGET"], "warehouse");
+    assert_eq!(
+        Some(env["PATH"].as_str()),
+        std::env::var("PATH").ok().as_deref()
+    );
+    assert!(env["STEERHOOK_PAYLOAD_FILE"].starts_with(&sandbox.payload_dir().display().to_string()));
+}
+
+#[tokio::test]
+async fn program_is_looked_up_in_the_hooks_path() {
+    let sandbox = Sandbox::new();
+    let bin = sandbox.dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin dir");
+    // A symlink, not a freshly written executable: writing one races with
+    // other tests' forks (ETXTBSY).
+    std::os::unix::fs::symlink("/usr/bin/env", bin.join("steerhook-test-only-hook"))
+        .expect("symlink");
+    let mut spec = sandbox.spec(&["steerhook-test-only-hook", "-0"]);
+    spec.env
+        .insert("PATH".to_string(), bin.display().to_string());
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    assert_eq!(outcome.result, Ok(()));
+    assert_eq!(
+        parse_env(&outcome.stdout)["PATH"],
+        bin.display().to_string()
+    );
+}
+
+#[tokio::test]
+async fn argv_and_variables_reach_the_hook_unaltered_whatever_they_contain() {
+    let sandbox = Sandbox::new();
+    let hostile = [
+        "$(touch pwned)",
+        "`touch pwned`",
+        "; touch pwned",
+        "--help",
+        "-",
+        "line one\nline two",
+        "'\"\\",
+        "",
+        "  spaced  ",
+        "*",
+    ];
+    let mut command = sh(r#"printf '%s\0' "$@""#);
+    command.extend(hostile);
+    let mut spec = sandbox.spec(&command);
+    spec.working_dir = Some(sandbox.out());
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    assert_eq!(outcome.result, Ok(()));
+    let mut expected = Vec::new();
+    for arg in hostile {
+        expected.extend_from_slice(arg.as_bytes());
+        expected.push(0);
+    }
+    assert_eq!(outcome.stdout, expected, "argv printed NUL-separated");
+
+    // The same strings as variable values.
+    let vars: Vec<(String, String)> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, value)| (format!("STEERHOOK_TEST_VALUE_{i}"), value.to_string()))
+        .collect();
+    let spec = sandbox.spec(&["env", "-0"]);
+    let outcome = run_shell_hook(
+        &spec,
+        Invocation {
+            document: DOCUMENT,
+            vars: vars.clone(),
+        },
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(outcome.result, Ok(()));
+    let env = parse_env(&outcome.stdout);
+    for (name, value) in vars {
+        assert_eq!(env.get(&name), Some(&value), "{name}");
+    }
+    assert!(
+        !sandbox.out().join("pwned").exists(),
+        "something was run through a shell"
+    );
+}
+
+#[tokio::test]
+async fn hook_runs_in_its_working_dir() {
+    let sandbox = Sandbox::new();
+    let mut spec = sandbox.spec(&["pwd"]);
+    spec.working_dir = Some(sandbox.out());
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    assert_eq!(outcome.result, Ok(()));
+    assert_eq!(
+        outcome.stdout,
+        format!("{}\n", sandbox.out().display()).into_bytes()
+    );
+}
+
+#[tokio::test]
+async fn non_zero_exit_is_exit_failure_with_its_output() {
+    let sandbox = Sandbox::new();
+    let spec = sandbox.spec(&sh("echo to-stdout; echo to-stderr >&2; exit 3"));
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    assert_eq!(outcome.result, Err(ShellFailure::Exit(3)));
+    assert_eq!(outcome.result.as_ref().unwrap_err().code(), "EXIT_NONZERO");
+    assert_eq!(outcome.exit_code, Some(3));
+    assert_eq!(outcome.signal, None);
+    assert_eq!(outcome.stdout, b"to-stdout\n");
+    assert_eq!(outcome.stderr, b"to-stderr\n");
+    assert!(sandbox.payload_files_left().is_empty());
+}
+
+#[tokio::test]
+async fn missing_program_is_a_spawn_failure_naming_it() {
+    let sandbox = Sandbox::new();
+    for program in [
+        "/nonexistent/steerhook-no-such-program",
+        "steerhook-no-such-program",
+    ] {
+        let spec = sandbox.spec(&[program, "--flag"]);
+
+        let outcome = run(&spec, DOCUMENT).await;
+
+        match &outcome.result {
+            Err(ShellFailure::Spawn(message)) => {
+                assert!(
+                    message.contains(program),
+                    "{program}: message {message:?} does not name it"
+                )
+            }
+            other => panic!("{program}: expected a spawn failure, got {other:?}"),
+        }
+        assert_eq!(outcome.result.as_ref().unwrap_err().code(), "SPAWN_FAILED");
+        assert_eq!(outcome.exit_code, None);
+        assert!(
+            sandbox.payload_files_left().is_empty(),
+            "{program}: payload file left"
+        );
+    }
+}
+
+#[tokio::test]
+async fn non_executable_program_and_missing_working_dir_are_spawn_failures() {
+    let sandbox = Sandbox::new();
+    let script = sandbox.dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let spec = sandbox.spec(&[script.to_str().expect("utf-8 path")]);
+    let outcome = run(&spec, DOCUMENT).await;
+    assert!(
+        matches!(&outcome.result, Err(ShellFailure::Spawn(message)) if message.contains("not-executable.sh")),
+        "{:?}",
+        outcome.result
+    );
+
+    let mut spec = sandbox.spec(&["true"]);
+    spec.working_dir = Some(sandbox.dir.path().join("no-such-dir"));
+    let outcome = run(&spec, DOCUMENT).await;
+    assert!(
+        matches!(&outcome.result, Err(ShellFailure::Spawn(message)) if message.contains("no-such-dir")),
+        "{:?}",
+        outcome.result
+    );
+    assert!(sandbox.payload_files_left().is_empty());
+}
+
+#[tokio::test]
+async fn hook_killed_by_a_signal_is_a_signal_failure() {
+    let sandbox = Sandbox::new();
+    let spec = sandbox.spec(&sh("kill -KILL $$"));
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    assert_eq!(outcome.result, Err(ShellFailure::Signal(9)));
+    assert_eq!(
+        outcome.result.as_ref().unwrap_err().code(),
+        "KILLED_BY_SIGNAL"
+    );
+    assert_eq!(outcome.signal, Some(9));
+    assert_eq!(outcome.exit_code, None);
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group_including_grandchildren() {
+    let sandbox = Sandbox::new();
+    let mut spec = sandbox.spec(&sh(r#"echo $$ > "$OUT/pids.tmp"
+        sleep 1000 & echo $! >> "$OUT/pids.tmp"
+        sleep 1000 & echo $! >> "$OUT/pids.tmp"
+        mv "$OUT/pids.tmp" "$OUT/pids"
+        wait"#));
+    // Long enough for the script to record its pids even on a loaded machine.
+    spec.timeout = Duration::from_secs(2);
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    assert_eq!(outcome.result, Err(ShellFailure::Timeout(spec.timeout)));
+    assert_eq!(outcome.result.as_ref().unwrap_err().code(), "TIMEOUT");
+    assert!(outcome.duration >= spec.timeout, "{:?}", outcome.duration);
+    let pids = wait_for_pids(&sandbox, 3).await;
+    assert_all_gone(&pids, pids[0]).await;
+    assert!(sandbox.payload_files_left().is_empty());
+}
+
+#[tokio::test]
+async fn timeout_escalates_to_sigkill_when_the_group_ignores_sigterm() {
+    let sandbox = Sandbox::new();
+    // Ignored signals stay ignored across fork and exec, so the sleeps ignore
+    // SIGTERM too.
+    let mut spec = sandbox.spec(&sh(r#"trap '' TERM
+        echo $$ > "$OUT/pids.tmp"
+        sleep 1000 & echo $! >> "$OUT/pids.tmp"
+        mv "$OUT/pids.tmp" "$OUT/pids"
+        while :; do wait; done"#));
+    spec.timeout = Duration::from_secs(1);
+    spec.kill_grace = Duration::from_millis(300);
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    assert_eq!(outcome.result, Err(ShellFailure::Timeout(spec.timeout)));
+    assert_eq!(
+        outcome.signal,
+        Some(9),
+        "the leader ignored SIGTERM, so SIGKILL ended it"
+    );
+    assert!(
+        outcome.duration >= spec.timeout + spec.kill_grace,
+        "{:?}",
+        outcome.duration
+    );
+    let pids = wait_for_pids(&sandbox, 2).await;
+    assert_all_gone(&pids, pids[0]).await;
+}
+
+#[tokio::test]
+async fn background_process_holding_the_pipes_does_not_hang_a_finished_hook() {
+    let sandbox = Sandbox::new();
+    let spec = sandbox.spec(&sh(r#"echo started
+        sleep 1000 & echo $! > "$OUT/pids.tmp"
+        mv "$OUT/pids.tmp" "$OUT/pids"
+        exit 0"#));
+
+    let outcome = tokio::time::timeout(DEADLINE, run(&spec, DOCUMENT))
+        .await
+        .expect("the attempt ended although a grandchild held stdout open");
+
+    assert_eq!(outcome.result, Ok(()));
+    assert_eq!(outcome.stdout, b"started\n");
+    let pids = wait_for_pids(&sandbox, 1).await;
+    poll_until("the background sleep to be killed", || !is_alive(pids[0])).await;
+}
+
+#[tokio::test]
+async fn output_is_drained_completely_but_only_a_bounded_tail_is_kept() {
+    const HUNDRED_MIB: usize = 100 * 1024 * 1024;
+    const LIMIT: usize = 64 * 1024;
+    let sandbox = Sandbox::new();
+    let mut spec = sandbox.spec(&sh(
+        "head -c 104857600 /dev/zero; printf END; head -c 3000000 /dev/zero >&2; printf ERR >&2",
+    ));
+    spec.max_output_bytes = LIMIT;
+    let rss_before = vm_kib("VmRSS:");
+    let peak_before = vm_kib("VmHWM:");
+
+    let outcome = run(&spec, DOCUMENT).await;
+
+    let rss_growth_kib = vm_kib("VmRSS:").saturating_sub(rss_before);
+    let peak_growth_kib = vm_kib("VmHWM:").saturating_sub(peak_before);
+    assert_eq!(outcome.result, Ok(()));
+    let marker = truncation_marker((HUNDRED_MIB + 3 - LIMIT) as u64);
+    assert!(
+        outcome.stdout.starts_with(marker.as_bytes()),
+        "stdout starts with {marker:?}"
+    );
+    assert_eq!(outcome.stdout.len(), marker.len() + LIMIT);
+    assert!(outcome.stdout.ends_with(b"\0\0END"));
+    let marker = truncation_marker((3_000_000 + 3 - LIMIT) as u64);
+    assert!(
+        outcome.stderr.starts_with(marker.as_bytes()),
+        "stderr starts with {marker:?}"
+    );
+    assert_eq!(outcome.stderr.len(), marker.len() + LIMIT);
+    assert!(outcome.stderr.ends_with(b"\0\0ERR"));
+    assert!(
+        rss_growth_kib < 16 * 1024,
+        "RSS grew by {rss_growth_kib} KiB"
+    );
+    assert!(
+        peak_growth_kib < 16 * 1024,
+        "peak RSS grew by {peak_growth_kib} KiB"
+    );
+}
+
+#[tokio::test]
+async fn cancel_token_interrupts_a_running_hook_and_kills_its_group() {
+    let sandbox = Sandbox::new();
+    let spec = sandbox.spec(&sh(r#"sleep 1000 & echo $! > "$OUT/pids.tmp"
+        mv "$OUT/pids.tmp" "$OUT/pids"
+        wait"#));
+    let cancel = CancellationToken::new();
+    let attempt = {
+        let spec = spec.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            run_shell_hook(
+                &spec,
+                Invocation {
+                    document: DOCUMENT,
+                    vars: contract_vars(),
+                },
+                cancel,
+            )
+            .await
+        })
+    };
+    let pids = wait_for_pids(&sandbox, 1).await;
+
+    cancel.cancel();
+    let outcome = tokio::time::timeout(DEADLINE, attempt)
+        .await
+        .expect("the attempt ended after cancel")
+        .expect("the attempt did not panic");
+
+    assert_eq!(outcome.result, Err(ShellFailure::Interrupted));
+    assert_eq!(outcome.result.as_ref().unwrap_err().code(), "INTERRUPTED");
+    assert!(outcome.duration < spec.timeout);
+    poll_until("the interrupted hook's sleep to be gone", || {
+        !is_alive(pids[0])
+    })
+    .await;
+    assert!(sandbox.payload_files_left().is_empty());
+}
+
+#[tokio::test]
+async fn an_already_fired_cancel_token_does_not_start_the_hook() {
+    let sandbox = Sandbox::new();
+    let spec = sandbox.spec(&sh(r#"touch "$OUT/ran""#));
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+
+    let outcome = run_shell_hook(
+        &spec,
+        Invocation {
+            document: DOCUMENT,
+            vars: contract_vars(),
+        },
+        cancel,
+    )
+    .await;
+
+    assert_eq!(outcome.result, Err(ShellFailure::Interrupted));
+    assert!(!sandbox.out().join("ran").exists());
+    assert!(sandbox.payload_files_left().is_empty());
+}
+
+#[tokio::test]
+async fn hook_that_never_reads_stdin_still_succeeds_with_a_large_document() {
+    let sandbox = Sandbox::new();
+    let document = vec![b'x'; 1024 * 1024];
+    for command in [vec!["true"], sh("exec 0<&-; echo closed-stdin")] {
+        let spec = sandbox.spec(&command);
+
+        let outcome = tokio::time::timeout(DEADLINE, run(&spec, &document))
+            .await
+            .unwrap_or_else(|_| panic!("{command:?} blocked the attempt"));
+
+        assert_eq!(outcome.result, Ok(()), "{command:?}");
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_attempt_kills_the_group_and_removes_the_payload_file() {
+    let sandbox = Sandbox::new();
+    let spec = sandbox.spec(&sh(r#"sleep 1000 & echo $! > "$OUT/pids.tmp"
+        mv "$OUT/pids.tmp" "$OUT/pids"
+        wait"#));
+    let attempt = {
+        let spec = spec.clone();
+        tokio::spawn(async move { run(&spec, DOCUMENT).await })
+    };
+    let pids = wait_for_pids(&sandbox, 1).await;
+
+    attempt.abort();
+    assert!(attempt.await.expect_err("aborted").is_cancelled());
+
+    poll_until("the dropped hook's sleep to be gone", || !is_alive(pids[0])).await;
+    assert!(sandbox.payload_files_left().is_empty());
+}
