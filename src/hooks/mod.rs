@@ -1,1 +1,3 @@
 //! Outputs: shell hooks and e-mail.
+
+pub mod email;
