@@ -1,2 +1,4 @@
 //! Outputs: shell hooks and e-mail.
+
+pub mod email;
 pub mod shell;
