@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::dispatch::Dispatcher;
 use crate::http::{configure_routes, AppState};
 use crate::metrics::Metrics;
 use crate::signature::Verifier;
@@ -22,8 +23,9 @@ pub struct Application {
     store: Store,
     settings: Settings,
     clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-    wake_worker: Arc<tokio::sync::Notify>,
+    dispatcher: Arc<Dispatcher>,
+    run_worker: bool,
+    _instance_lock: std::fs::File,
 }
 
 /// Store options from the settings.
@@ -74,6 +76,7 @@ impl Application {
             )
         })?;
         let addr = listener.local_addr()?;
+        let instance_lock = lock_instance(&settings)?;
         let store = open_store(&settings)?;
         let metrics = Arc::new(Metrics::new());
         let wake_worker = Arc::new(tokio::sync::Notify::new());
@@ -90,6 +93,17 @@ impl Application {
             metrics: metrics.clone(),
             wake_worker: wake_worker.clone(),
         };
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                &settings,
+                store.clone(),
+                clock.clone(),
+                metrics.clone(),
+                wake_worker.clone(),
+                payload_dir(&settings),
+            )
+            .context("cannot prepare the worker")?,
+        );
         let path = settings.server.webhook_path.clone();
         let max_body = settings.server.max_body_bytes;
         let server = HttpServer::new(move || {
@@ -112,9 +126,22 @@ impl Application {
             store,
             settings,
             clock,
-            metrics,
-            wake_worker,
+            dispatcher,
+            run_worker: true,
+            _instance_lock: instance_lock,
         })
+    }
+
+    /// Leaves the worker loop off, so a test can drive
+    /// [`Dispatcher::try_dispatch_next`] one step at a time.
+    pub fn without_worker(mut self) -> Self {
+        self.run_worker = false;
+        self
+    }
+
+    /// The worker.
+    pub fn dispatcher(&self) -> Arc<Dispatcher> {
+        self.dispatcher.clone()
     }
 
     /// The bound address.
@@ -135,13 +162,28 @@ impl Application {
             store,
             settings,
             clock,
-            metrics,
-            wake_worker,
+            dispatcher,
+            run_worker,
             addr,
+            _instance_lock,
         } = self;
-        let _ = (&settings, &clock, &metrics, &wake_worker, &store);
+        // Jobs a killed process left running go back in the queue before
+        // anything is served: only one `serve` owns this database (the lock).
+        dispatcher
+            .recover_interrupted()
+            .await
+            .context("cannot recover interrupted jobs")?;
         let handle = server.handle();
         let server_task = tokio::spawn(server);
+        let worker_stop = CancellationToken::new();
+        let worker = run_worker.then(|| tokio::spawn(dispatcher.clone().run(worker_stop.clone())));
+        let pruner = tokio::spawn(prune_periodically(
+            store.clone(),
+            clock.clone(),
+            settings.storage.retention,
+            settings.storage.prune_interval,
+            worker_stop.clone(),
+        ));
         // systemd hears READY=1 only now: listener bound, database open.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         tracing::info!(%addr, "steerhook is listening");
@@ -149,12 +191,70 @@ impl Application {
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         handle.stop(true).await;
-        server_task
-            .await
+        let served = server_task.await;
+        // Requests are answered; now the worker gets its grace period.
+        worker_stop.cancel();
+        if let Some(w) = worker {
+            let _ = w.await;
+        }
+        let _ = pruner.await;
+        served
             .context("the HTTP server task failed")?
             .context("the HTTP server failed")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Where shell hooks' payload files are written: a private directory beside the database.
+pub fn payload_dir(settings: &Settings) -> std::path::PathBuf {
+    let mut p = settings.storage.path.clone().into_os_string();
+    p.push(".payloads");
+    p.into()
+}
+
+/// Takes the database's instance lock: one `serve` per database, since
+/// `serve` puts jobs found running back in the queue at start.
+fn lock_instance(settings: &Settings) -> anyhow::Result<std::fs::File> {
+    let mut p = settings.storage.path.clone().into_os_string();
+    p.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("cannot open the lock file {:?} (storage.path)", p))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another `steerhook serve` is already using {} (lock {:?}); stop it first",
+            settings.storage.path.display(),
+            p
+        )
+    })?;
+    Ok(file)
+}
+
+/// Deletes finished events past retention every `interval` until `stop`.
+async fn prune_periodically(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    retention: std::time::Duration,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let cutoff = clock.now_ms() - retention.as_millis() as i64;
+        match store.write(move |tx| crate::store::prune(tx, cutoff)).await {
+            Ok((0, 0)) => {}
+            Ok((events, quarantined)) => {
+                tracing::info!(events, quarantined, "pruned past retention")
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {},
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

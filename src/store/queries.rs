@@ -431,3 +431,17 @@ pub fn queue_counts(conn: &Connection, now: i64) -> Result<QueueCounts, StoreErr
         oldest_due_age_ms: oldest.map(|d| now - d),
     })
 }
+
+/// Deletes events received before `cutoff` (unix ms) whose work is finished,
+/// with their jobs, attempts and logs, and quarantined bodies as old.
+/// Never deletes an event with an unfinished job. Returns (events, quarantined).
+pub fn prune(tx: &Connection, cutoff: i64) -> Result<(usize, usize), StoreError> {
+    let events = tx.execute(
+        "DELETE FROM events WHERE received_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = events.seq
+                           AND jobs.state IN ('blocked', 'pending', 'running'))",
+        [cutoff],
+    )?;
+    let quarantined = tx.execute("DELETE FROM quarantine WHERE received_at < ?1", [cutoff])?;
+    Ok((events, quarantined))
+}
