@@ -1334,7 +1334,7 @@ mod tests {
             let result = parse_logs_page(&body);
             prop_assert_eq!(result.is_err(), !(body.is_object() || body.is_array()));
             if let Ok(page) = result {
-                prop_assert!(page.next_cursor.map_or(true, |c| !c.is_empty()));
+                prop_assert!(page.next_cursor.is_none_or(|c| !c.is_empty()));
             }
         }
 
