@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, EventsCommand};
 use crate::config::{ConfigError, Settings, DEFAULT_CONFIG_PATH};
 use crate::secret::Secret;
 use crate::signature::{sign, Verifier};
@@ -127,7 +127,61 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             event,
             run_id,
         } => crate::send_test::run(&cli, url.clone(), secret.clone(), event, run_id.clone()),
-        other => Err(anyhow!("`{other:?}` is not available yet")),
+        Command::Events(cmd) => {
+            let settings = load_settings(&cli)?;
+            let store = crate::startup::open_store(&settings)?;
+            runtime()?.block_on(async {
+                match cmd {
+                    EventsCommand::List {
+                        status,
+                        event_type,
+                        since,
+                        limit,
+                        json,
+                    } => {
+                        let filter = crate::store::EventFilter {
+                            status: status.clone(),
+                            event_type: event_type.clone(),
+                            since: since.map(|d| {
+                                crate::clock::to_unix_ms(SystemTime::now())
+                                    - std::time::Duration::from(d).as_millis() as i64
+                            }),
+                            limit: (*limit).clamp(1, 10_000),
+                        };
+                        crate::ops::events_list(&store, filter, *json).await
+                    }
+                    EventsCommand::Show { id, json } => {
+                        crate::ops::events_show(&store, id.clone(), *json).await
+                    }
+                }
+            })
+        }
+        Command::Replay { id, hook } => {
+            let settings = load_settings(&cli)?;
+            let store = crate::startup::open_store(&settings)?;
+            runtime()?.block_on(crate::ops::replay(
+                &store,
+                &settings,
+                id.clone(),
+                hook.clone(),
+            ))
+        }
+        Command::Prune { older_than } => {
+            let settings = load_settings(&cli)?;
+            let store = crate::startup::open_store(&settings)?;
+            let age = older_than.map_or(settings.storage.retention, Into::into);
+            runtime()?.block_on(crate::ops::prune(&store, age))
+        }
+        Command::Doctor => {
+            let settings = match load_settings(&cli) {
+                Ok(s) => s,
+                Err(e) => {
+                    println!("FAIL  config                 {e:#}");
+                    return Err(e);
+                }
+            };
+            runtime()?.block_on(crate::ops::doctor(&settings))
+        }
     }
 }
 

@@ -69,6 +69,9 @@ pub struct Dispatcher {
     hook_cancel: CancellationToken,
     /// Woken when there may be new work.
     wake: Arc<Notify>,
+    /// When the loop last went round (ms since `born`), for the systemd watchdog.
+    heartbeat_ms: std::sync::atomic::AtomicU64,
+    born: Instant,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -172,6 +175,8 @@ impl Dispatcher {
             api_paused_until: Mutex::new(0),
             hook_cancel: CancellationToken::new(),
             wake,
+            heartbeat_ms: std::sync::atomic::AtomicU64::new(0),
+            born: Instant::now(),
         })
     }
 
@@ -611,6 +616,19 @@ impl Dispatcher {
         Ok(next)
     }
 
+    fn beat(&self) {
+        self.heartbeat_ms.store(
+            self.born.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Whether the worker loop went round within `d` (for the systemd watchdog).
+    pub fn alive_within(&self, d: Duration) -> bool {
+        let last = self.heartbeat_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (self.born.elapsed().as_millis() as u64).saturating_sub(last) <= d.as_millis() as u64
+    }
+
     /// Runs jobs until `shutdown` fires, then gives running hooks
     /// `queue.shutdown_grace` to finish before stopping them (they run again
     /// on the next start).
@@ -618,10 +636,13 @@ impl Dispatcher {
         let permits = Arc::new(Semaphore::new(self.queue.concurrency));
         let mut tasks = JoinSet::new();
         loop {
+            self.beat();
             while tasks.try_join_next().is_some() {}
             let permit = tokio::select! {
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
+                // Every slot busy (long hooks): still go round, to show we are alive.
+                _ = tokio::time::sleep(IDLE_POLL) => continue,
             };
             match self.claim().await {
                 Ok(Some(job)) => {

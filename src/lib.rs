@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod opensteer;
+pub mod ops;
 pub mod secret;
 pub mod send_test;
 pub mod shutdown;

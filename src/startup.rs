@@ -186,6 +186,15 @@ impl Application {
         ));
         // systemd hears READY=1 only now: listener bound, database open.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let mut watchdog_usec = 0;
+        if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
+            tokio::spawn(feed_watchdog(
+                std::time::Duration::from_micros(watchdog_usec),
+                store.clone(),
+                run_worker.then(|| dispatcher.clone()),
+                worker_stop.clone(),
+            ));
+        }
         tracing::info!(%addr, "steerhook is listening");
         shutdown.cancelled().await;
         tracing::info!("shutting down: no new connections; finishing requests in flight");
@@ -232,6 +241,36 @@ fn lock_instance(settings: &Settings) -> anyhow::Result<std::fs::File> {
         )
     })?;
     Ok(file)
+}
+
+/// Sends WATCHDOG=1 at half the interval, but only while the database writer
+/// answers and the worker loop goes round: a wedged daemon gets restarted.
+async fn feed_watchdog(
+    interval: std::time::Duration,
+    store: Store,
+    worker: Option<Arc<Dispatcher>>,
+    stop: CancellationToken,
+) {
+    let every = interval / 2;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {},
+            _ = stop.cancelled() => return,
+        }
+        let writer_ok = tokio::time::timeout(every, store.write(|_| Ok(())))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let worker_ok = worker.as_ref().is_none_or(|w| w.alive_within(interval));
+        if writer_ok && worker_ok {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::error!(
+                writer_ok,
+                worker_ok,
+                "not feeding the systemd watchdog: a part of the daemon is stuck"
+            );
+        }
+    }
 }
 
 /// Deletes finished events past retention every `interval` until `stop`.

@@ -115,9 +115,20 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::NotFound(req.path().to_owned()).response()
+    refuse(&req, ApiError::NotFound(req.path().to_owned()))
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::MethodNotAllowed(req.method().to_string()).response()
+    refuse(&req, ApiError::MethodNotAllowed(req.method().to_string()))
+}
+
+fn refuse(req: &HttpRequest, e: ApiError) -> HttpResponse {
+    tracing::info!(
+        method = %req.method(),
+        path = req.path(),
+        status = e.status().as_u16(),
+        code = e.code(),
+        "request refused"
+    );
+    e.response()
 }

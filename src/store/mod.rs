@@ -7,10 +7,12 @@
 //! writes (the worker's, `replay`) are closures run on the same thread.
 //! Reads run on a small pool of read connections off the async threads.
 
+mod inspect;
 mod queries;
 mod schema;
 mod writer;
 
+pub use inspect::*;
 pub use queries::*;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,454 @@
+//! The operator's commands: `events list|show`, `replay`, `prune`, `doctor`.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+
+use crate::clock::{format_rfc3339_ms, to_unix_ms};
+use crate::config::{HookKind, Settings};
+use crate::store::{self, EventDetail, EventFilter, Store};
+
+/// Clock skew `doctor` tolerates before warning, in seconds.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 5;
+
+fn now_ms() -> i64 {
+    to_unix_ms(SystemTime::now())
+}
+
+/// `events list`.
+pub async fn events_list(
+    store: &Store,
+    filter: EventFilter,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(s) = &filter.status {
+        if !["pending", "done", "failed"].contains(&s.as_str()) {
+            bail!("--status {s:?}: use pending, done or failed");
+        }
+    }
+    let events = store
+        .read(move |c| store::list_events(c, &filter))
+        .await
+        .context("cannot read events")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if events.is_empty() {
+        println!("no events");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w_id = events.iter().map(|e| e.id.len()).max().unwrap_or(2).max(2);
+    let w_run = events
+        .iter()
+        .map(|e| e.run_id.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<w_id$}  {:<13}  {:<w_run$}  {:<24}  STATUS",
+        "ID", "TYPE", "RUN ID", "RECEIVED"
+    );
+    for e in &events {
+        println!(
+            "{:<w_id$}  {:<13}  {:<w_run$}  {:<24}  {}",
+            e.id,
+            e.event_type,
+            e.run_id,
+            format_rfc3339_ms(e.received_at_ms),
+            e.status
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn field<'a>(v: &'a serde_json::Value, keys: &[&str]) -> Option<&'a serde_json::Value> {
+    keys.iter().find_map(|k| v.get(*k)).filter(|v| !v.is_null())
+}
+
+fn show_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders `events show` for a terminal.
+pub fn render_event(ev: &EventDetail) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "event     {}", ev.id);
+    let _ = writeln!(s, "type      {}", ev.event_type);
+    let _ = writeln!(s, "run       {}", ev.run_id);
+    let _ = writeln!(s, "status    {}", ev.status);
+    let _ = writeln!(
+        s,
+        "received  {} from {}",
+        format_rfc3339_ms(ev.received_at_ms),
+        ev.client_addr.as_deref().unwrap_or("?")
+    );
+    let _ = writeln!(s, "signed    t={}", ev.signed_at);
+    match &ev.run {
+        Some(run) => {
+            let _ = writeln!(s, "\nrun (from the API)");
+            for (label, keys) in [
+                ("status", &["status"][..]),
+                ("scraper", &["scraper", "scraperName", "scraperId", "name"]),
+                ("started", &["startedAt"]),
+                ("finished", &["finishedAt", "completedAt"]),
+                ("error", &["error"]),
+            ] {
+                if let Some(v) = field(run, keys) {
+                    let _ = writeln!(s, "  {label:<9} {}", show_value(v));
+                }
+            }
+            let _ = writeln!(s, "  logs      {} entries", ev.log_count);
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\nrun       not fetched{}",
+                match &ev.enrichment_error {
+                    Some(e) => format!(" ({e})"),
+                    None => String::new(),
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\npayload\n{}",
+        serde_json::to_string_pretty(&ev.payload).unwrap_or_default()
+    );
+    if ev.jobs.is_empty() {
+        let _ = writeln!(s, "\nno deliveries (no hook receives {})", ev.event_type);
+    }
+    for job in &ev.jobs {
+        let name = if job.kind == "fetch" {
+            "fetch run and logs".to_owned()
+        } else {
+            format!("hook {}", job.hook)
+        };
+        let _ = write!(
+            s,
+            "\n{name}: {} after {} attempt(s)",
+            job.state, job.attempts
+        );
+        if let Some(due) = job.due_at_ms {
+            let _ = write!(s, ", next at {}", format_rfc3339_ms(due));
+        }
+        let _ = writeln!(s);
+        for a in &job.attempt_log {
+            let _ = write!(
+                s,
+                "  #{} {} {} ms  {}",
+                a.attempt,
+                format_rfc3339_ms(a.started_at_ms),
+                a.duration_ms,
+                a.outcome
+            );
+            if let Some(code) = &a.exit_code {
+                let _ = write!(s, " exit={code}");
+            }
+            if let Some(c) = &a.error_code {
+                let _ = write!(s, " {c}");
+            }
+            if let Some(e) = &a.error {
+                let _ = write!(s, ": {e}");
+            }
+            let _ = writeln!(s);
+        }
+        if let Some(last) = job.attempt_log.last() {
+            for (label, out) in [("stdout", &last.stdout), ("stderr", &last.stderr)] {
+                if let Some(out) = out.as_deref().filter(|o| !o.trim().is_empty()) {
+                    let tail: Vec<&str> = out.lines().rev().take(10).collect();
+                    let _ = writeln!(s, "  {label} (last lines):");
+                    for line in tail.iter().rev() {
+                        let _ = writeln!(s, "    {line}");
+                    }
+                }
+            }
+        }
+    }
+    s
+}
+
+/// `events show`.
+pub async fn events_show(store: &Store, id: String, json: bool) -> anyhow::Result<ExitCode> {
+    let wanted = id.clone();
+    let ev = store
+        .read(move |c| store::find_event(c, &wanted))
+        .await
+        .context("cannot read the event")?;
+    let Some(ev) = ev else {
+        bail!("no event with id {id:?}; `steerhook events list` shows the stored ids");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ev)?);
+    } else {
+        print!("{}", render_event(&ev));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `replay`.
+pub async fn replay(
+    store: &Store,
+    settings: &Settings,
+    id: String,
+    hook: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let wanted = id.clone();
+    let ev = store
+        .read(move |c| store::find_event(c, &wanted))
+        .await?
+        .with_context(|| format!("no event with id {id:?}"))?;
+    let hooks: Vec<String> = match &hook {
+        Some(h) => {
+            if settings.hook(h).is_none() {
+                bail!("no hook named {h:?} in the configuration");
+            }
+            vec![h.clone()]
+        }
+        None => settings
+            .hooks
+            .iter()
+            .filter(|h| h.events.iter().any(|e| e.as_str() == ev.event_type))
+            .map(|h| h.name.clone())
+            .collect(),
+    };
+    if hooks.is_empty() {
+        bail!(
+            "no configured hook receives {}; nothing to replay",
+            ev.event_type
+        );
+    }
+    let enrich = settings.opensteer.is_some();
+    let seq = ev.seq;
+    let now = now_ms();
+    let report = store
+        .write(move |tx| store::replay(tx, seq, &hooks, enrich, now))
+        .await
+        .context("cannot queue the replay")?;
+    if report.refetch {
+        println!("the run is fetched again first (the earlier fetch failed)");
+    }
+    for h in &report.queued {
+        println!("queued {id} for hook {h}");
+    }
+    for h in &report.running {
+        println!("hook {h} is delivering {id} right now; left alone");
+    }
+    println!("a running `steerhook serve` picks it up within a second");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `prune`.
+pub async fn prune(store: &Store, older_than: Duration) -> anyhow::Result<ExitCode> {
+    let cutoff = now_ms() - older_than.as_millis() as i64;
+    let (events, quarantined) = store
+        .write(move |tx| store::prune(tx, cutoff))
+        .await
+        .context("cannot prune")?;
+    println!(
+        "deleted {events} finished event(s) and {quarantined} quarantined body(ies) received before {}",
+        format_rfc3339_ms(cutoff)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Checks {
+    failed: usize,
+}
+
+impl Checks {
+    fn report(&mut self, name: &str, result: Result<String, String>) {
+        match result {
+            Ok(msg) => println!("ok    {name:<22} {msg}"),
+            Err(msg) => {
+                self.failed += 1;
+                println!("FAIL  {name:<22} {msg}");
+            }
+        }
+    }
+}
+
+/// `doctor`: a line per check; non-zero exit if any fails.
+pub async fn doctor(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let mut c = Checks { failed: 0 };
+    c.report("config", Ok("valid".into()));
+
+    // Database: writable and intact.
+    let db = settings.storage.path.clone();
+    let db_check = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let opts = store::StoreOptions {
+            path: db.clone(),
+            synchronous: crate::config::Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        };
+        let conn =
+            store::open_connection(&opts, false).map_err(|e| format!("{}: {e}", db.display()))?;
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        if ok != "ok" {
+            return Err(format!("integrity_check: {ok}"));
+        }
+        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(|e| format!("not writable: {e}"))?;
+        Ok(format!("{} writable, integrity ok", db.display()))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    c.report("database", db_check);
+
+    // Secrets: stray whitespace is almost always a copy-paste accident.
+    let stray = settings
+        .webhook
+        .secrets
+        .iter()
+        .filter(|s| s.expose().trim() != s.expose() || s.expose().contains(char::is_whitespace))
+        .count();
+    c.report(
+        "webhook secrets",
+        if stray == 0 {
+            Ok(format!("{} configured, no stray whitespace", settings.webhook.secrets.len()))
+        } else {
+            Err(format!("{stray} secret(s) contain whitespace; signatures made with the real secret will not match"))
+        },
+    );
+
+    for h in &settings.hooks {
+        if let HookKind::Shell(sh) = &h.kind {
+            c.report(
+                &format!("hook {}", h.name),
+                check_program(&sh.command[0], sh.working_dir.as_deref()),
+            );
+        }
+    }
+
+    if settings.opensteer.is_some() {
+        let client =
+            crate::dispatch::client_for(settings, std::sync::Arc::new(crate::clock::SystemClock))?
+                .context("opensteer client")?;
+        match client.probe().await {
+            Ok(p) => {
+                c.report(
+                    "opensteer api",
+                    match p.key {
+                        crate::opensteer::KeyCheck::Accepted => Ok(format!(
+                            "reachable, key accepted ({} ms)",
+                            p.round_trip.as_millis()
+                        )),
+                        crate::opensteer::KeyCheck::Rejected => Err(format!(
+                            "the API refused the key (HTTP {}); check opensteer.api_key",
+                            p.status
+                        )),
+                        crate::opensteer::KeyCheck::Unknown => Err(format!(
+                            "unexpected answer HTTP {} {}",
+                            p.status,
+                            p.code.unwrap_or_default()
+                        )),
+                    },
+                );
+                c.report("clock", match p.server_date {
+                    None => Err("the API sent no Date header; cannot compare clocks".into()),
+                    Some(date) => {
+                        let ours = SystemTime::now();
+                        let skew = match ours.duration_since(date) {
+                            Ok(d) => d,
+                            Err(e) => e.duration(),
+                        };
+                        let allowed = Duration::from_secs(MAX_CLOCK_SKEW_SECS) + p.round_trip;
+                        if skew <= allowed {
+                            Ok(format!("within {} ms of the API's clock", skew.as_millis()))
+                        } else {
+                            Err(format!("{} s off the API's clock; webhooks will fail the {} s tolerance if this grows; run an NTP client (systemd-timesyncd, chrony)", skew.as_secs(), settings.webhook.tolerance_secs))
+                        }
+                    }
+                });
+            }
+            Err(e) => c.report("opensteer api", Err(e.to_string())),
+        }
+    } else {
+        c.report("opensteer api", Ok("not configured (no enrichment)".into()));
+    }
+
+    if let Some(mailer) = crate::dispatch::mailer_for(settings)? {
+        let smtp = settings
+            .smtp
+            .as_ref()
+            .map(|s| format!("{}:{}", s.host, s.port))
+            .unwrap_or_default();
+        c.report(
+            "smtp",
+            mailer
+                .check()
+                .await
+                .map(|()| {
+                    format!(
+                        "{smtp} answers EHLO{}",
+                        if settings.smtp.as_ref().is_some_and(|s| s.username.is_some()) {
+                            " and accepts the login"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .map_err(|e| format!("{smtp}: {e}")),
+        );
+    }
+    if c.failed > 0 {
+        println!("\n{} check(s) failed", c.failed);
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that a hook's program exists, is executable and is not writable by group or others.
+pub fn check_program(
+    program: &str,
+    working_dir: Option<&std::path::Path>,
+) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        match (p.is_relative(), working_dir) {
+            (true, Some(dir)) => dir.join(p),
+            _ => p,
+        }
+    } else {
+        let search =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        search
+            .split(':')
+            .map(|d| std::path::Path::new(d).join(program))
+            .find(|p| p.is_file())
+            .ok_or_else(|| format!("{program} not found in PATH"))?
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    if mode & 0o111 == 0 {
+        return Err(format!("{} is not executable (chmod +x)", path.display()));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:o}); anyone who can write it runs code as steerhook: chmod go-w",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    Ok(format!("{} executable", path.display()))
+}
+
+/// Unix seconds now (for CLI defaults).
+pub fn unix_now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,283 @@
+//! Queries for the operator's commands: list, show, replay.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::StoreError;
+
+/// Filters for `events list`.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// pending | done | failed
+    pub status: Option<String>,
+    /// Event type.
+    pub event_type: Option<String>,
+    /// Received at or after, unix ms.
+    pub since: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// One line of `events list`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSummary {
+    /// Event id.
+    pub id: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Run id.
+    pub run_id: String,
+    /// Unix ms.
+    pub received_at_ms: i64,
+    /// pending | done | failed
+    pub status: String,
+}
+
+/// Events, newest first.
+pub fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventSummary>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, event_type, run_id, received_at, status FROM events
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR event_type = ?2) AND (?3 IS NULL OR received_at >= ?3)
+         ORDER BY seq DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![f.status, f.event_type, f.since, f.limit], |r| {
+        Ok(EventSummary {
+            id: r.get(0)?,
+            event_type: r.get(1)?,
+            run_id: r.get(2)?,
+            received_at_ms: r.get(3)?,
+            status: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One attempt, for `events show`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptDetail {
+    /// 1-based.
+    pub attempt: u32,
+    /// Unix ms.
+    pub started_at_ms: i64,
+    /// Duration.
+    pub duration_ms: i64,
+    /// ok | retry | failed | interrupted
+    pub outcome: String,
+    /// Error code.
+    pub error_code: Option<String>,
+    /// Error message.
+    pub error: Option<String>,
+    /// Exit code of a shell hook.
+    pub exit_code: Option<i32>,
+    /// Output tail (lossy UTF-8).
+    pub stdout: Option<String>,
+    /// Output tail (lossy UTF-8).
+    pub stderr: Option<String>,
+}
+
+/// One job, for `events show`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDetail {
+    /// fetch | deliver
+    pub kind: String,
+    /// Hook name; empty for fetch.
+    pub hook: String,
+    /// blocked | pending | running | succeeded | failed
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Next attempt, unix ms (pending jobs).
+    pub due_at_ms: Option<i64>,
+    /// Last error code.
+    pub last_error_code: Option<String>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Every attempt, oldest first.
+    pub attempt_log: Vec<AttemptDetail>,
+}
+
+/// Everything about one event, for `events show`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDetail {
+    /// Row number.
+    #[serde(skip)]
+    pub seq: i64,
+    /// Event id.
+    pub id: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Run id.
+    pub run_id: String,
+    /// Unix ms.
+    pub received_at_ms: i64,
+    /// The signature's t.
+    pub signed_at: i64,
+    /// Who sent it.
+    pub client_addr: Option<String>,
+    /// pending | done | failed
+    pub status: String,
+    /// The webhook body (JSON).
+    pub payload: serde_json::Value,
+    /// The run from the API, if fetched.
+    pub run: Option<serde_json::Value>,
+    /// Log entries stored.
+    pub log_count: i64,
+    /// Why enrichment failed, if it did.
+    pub enrichment_error: Option<String>,
+    /// The fetch job and each delivery.
+    pub jobs: Vec<JobDetail>,
+}
+
+/// Finds an event by id (the newest, should the sender have reused an id).
+pub fn find_event(conn: &Connection, id: &str) -> Result<Option<EventDetail>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT seq, id, event_type, run_id, received_at, signed_at, client_addr, status, body, run_json, enrichment_error,
+                    (SELECT count(*) FROM log_entries WHERE event_seq = events.seq)
+             FROM events WHERE id = ?1 ORDER BY seq DESC LIMIT 1",
+            [id],
+            |r| {
+                let body: Vec<u8> = r.get(8)?;
+                let run: Option<String> = r.get(9)?;
+                Ok(EventDetail {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    event_type: r.get(2)?,
+                    run_id: r.get(3)?,
+                    received_at_ms: r.get(4)?,
+                    signed_at: r.get(5)?,
+                    client_addr: r.get(6)?,
+                    status: r.get(7)?,
+                    payload: serde_json::from_slice(&body).unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+                    }),
+                    run: run.and_then(|r| serde_json::from_str(&r).ok()),
+                    enrichment_error: r.get(10)?,
+                    log_count: r.get(11)?,
+                    jobs: Vec::new(),
+                })
+            },
+        )
+        .optional()?;
+    let Some(mut ev) = row else { return Ok(None) };
+    let mut jobs = conn.prepare(
+        "SELECT id, kind, hook, state, attempts, due_at, last_error_code, last_error FROM jobs
+         WHERE event_seq = ?1 ORDER BY kind DESC, hook",
+    )?;
+    let mut attempts = conn.prepare(
+        "SELECT attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr
+         FROM attempts WHERE job_id = ?1 ORDER BY id",
+    )?;
+    let rows: Vec<(i64, JobDetail)> = jobs
+        .query_map([ev.seq], |r| {
+            let state: String = r.get(3)?;
+            let due: i64 = r.get(5)?;
+            Ok((
+                r.get(0)?,
+                JobDetail {
+                    kind: r.get(1)?,
+                    hook: r.get(2)?,
+                    due_at_ms: (state == "pending").then_some(due),
+                    state,
+                    attempts: r.get(4)?,
+                    last_error_code: r.get(6)?,
+                    last_error: r.get(7)?,
+                    attempt_log: Vec::new(),
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (job_id, mut job) in rows {
+        let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+        job.attempt_log = attempts
+            .query_map([job_id], |r| {
+                Ok(AttemptDetail {
+                    attempt: r.get(0)?,
+                    started_at_ms: r.get(1)?,
+                    duration_ms: r.get(2)?,
+                    outcome: r.get(3)?,
+                    error_code: r.get(4)?,
+                    error: r.get(5)?,
+                    exit_code: r.get(6)?,
+                    stdout: text(r.get(7)?),
+                    stderr: text(r.get(8)?),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        ev.jobs.push(job);
+    }
+    Ok(Some(ev))
+}
+
+/// What `replay` did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Hooks whose delivery was queued again.
+    pub queued: Vec<String>,
+    /// Hooks skipped because their delivery is running right now.
+    pub running: Vec<String>,
+    /// Whether the run is fetched again first (the earlier fetch failed).
+    pub refetch: bool,
+}
+
+/// Queues the deliveries of event `seq` to `hooks` again, now, with a fresh
+/// attempt count. A delivery running at this moment is left alone. If the
+/// event's fetch failed and `enrich` is on, the fetch runs again first.
+pub fn replay(
+    tx: &Connection,
+    seq: i64,
+    hooks: &[String],
+    enrich: bool,
+    now: i64,
+) -> Result<ReplayReport, StoreError> {
+    let mut report = ReplayReport::default();
+    if enrich {
+        report.refetch = tx.execute(
+            "UPDATE jobs SET state = 'pending', attempts = 0, due_at = ?2, updated_at = ?2, finished_at = NULL
+             WHERE event_seq = ?1 AND kind = 'fetch' AND state = 'failed'",
+            params![seq, now],
+        )? > 0;
+        if report.refetch {
+            tx.execute(
+                "UPDATE events SET run_json = NULL, logs_cursor = NULL, logs_pages = 0, logs_complete = 0, enrichment_error = NULL WHERE seq = ?1",
+                [seq],
+            )?;
+            tx.execute("DELETE FROM log_entries WHERE event_seq = ?1", [seq])?;
+            tx.execute("DELETE FROM log_cursors WHERE event_seq = ?1", [seq])?;
+        }
+    }
+    let fetch_pending: bool = tx
+        .prepare("SELECT 1 FROM jobs WHERE event_seq = ?1 AND kind = 'fetch' AND state IN ('pending', 'running')")?
+        .exists([seq])?;
+    let state = if fetch_pending { "blocked" } else { "pending" };
+    for hook in hooks {
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT state FROM jobs WHERE event_seq = ?1 AND kind = 'deliver' AND hook = ?2",
+                params![seq, hook],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if current.as_deref() == Some("running") {
+            report.running.push(hook.clone());
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
+             VALUES (?1, 'deliver', ?2, ?3, ?4, ?4, ?4)
+             ON CONFLICT (event_seq, kind, hook) DO UPDATE SET
+                state = excluded.state, attempts = 0, due_at = excluded.due_at,
+                updated_at = excluded.updated_at, finished_at = NULL, lease_until = NULL",
+            params![seq, hook, state, now],
+        )?;
+        report.queued.push(hook.clone());
+    }
+    super::refresh_event_status(tx, seq)?;
+    Ok(report)
+}
