@@ -484,3 +484,15 @@ pub fn parse_env(raw: &[u8]) -> std::collections::BTreeMap<String, String> {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
+
+/// CPU time this process has used so far (user + system), from /proc/self/stat.
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let after_name = &stat[stat.rfind(')').expect("comm") + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3 of the full line, utime 14, stime 15.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // USER_HZ is 100 on every Linux architecture we run on.
+    Duration::from_millis(ticks * 10)
+}

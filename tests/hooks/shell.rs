@@ -11,7 +11,7 @@ use steerhook::hooks::shell::truncation_marker;
 use steerhook::store::JobNext;
 
 use crate::helpers::{
-    attempts_of, delivery_job, event_body, event_status, is_alive, live_members_of_group,
+    attempts_of, cpu_time, delivery_job, event_body, event_status, is_alive, live_members_of_group,
     parse_env, poll_until, unique, vm_kib, Guard, Sandbox, TestApp, Worker,
 };
 
@@ -467,4 +467,47 @@ async fn hook_runs_one_at_a_time_by_default_in_the_real_loop() {
     let seen = overlaps_seen(None, 4).await;
 
     assert!(seen.iter().all(|n| *n == 1), "never two at once: {seen:?}");
+}
+
+#[tokio::test]
+async fn worker_does_not_spin_while_every_due_delivery_waits_for_a_busy_hook() {
+    let sandbox = Sandbox::new();
+    let hook = sandbox.shell_hook(
+        "busy",
+        &["run.succeeded"],
+        r#"echo started >> "$OUT/started"; sleep 2"#,
+        "",
+    );
+    // Alone: the CPU time measured is the whole process's.
+    let guard = Guard::exclusive().await;
+    let app = TestApp::spawn_guarded(&sandbox.config(&hook), Worker::Loop, guard).await;
+    let first = app
+        .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
+        .await;
+    let second = app
+        .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
+        .await;
+    poll_until("the first delivery to start", || {
+        !sandbox.read_out("started").is_empty()
+    })
+    .await;
+
+    // The first runs for 2 s; the second is due but its hook is at its limit.
+    let (cpu_before, wall_before) = (cpu_time(), std::time::Instant::now());
+    poll_until("the first delivery to finish", || {
+        delivery_job(&app.db(), &first, "busy").state == "succeeded"
+    })
+    .await;
+    let (cpu, wall) = (cpu_time() - cpu_before, wall_before.elapsed());
+
+    assert!(
+        cpu < wall / 10,
+        "the daemon used {cpu:?} of CPU in {wall:?} while only waiting"
+    );
+    let db = app.db();
+    poll_until("the second delivery to run after the first", || {
+        delivery_job(&db, &second, "busy").state == "succeeded"
+    })
+    .await;
+    app.stop().await;
 }
