@@ -511,3 +511,89 @@ async fn worker_does_not_spin_while_every_due_delivery_waits_for_a_busy_hook() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn one_event_fans_out_to_every_matching_hook_independently_and_only_to_those() {
+    let sandbox = Sandbox::new();
+    let record = r#"echo "$STEERHOOK_HOOK $STEERHOOK_EVENT_TYPE" >> "$OUT/seen""#;
+    let hooks = [
+        sandbox.shell_hook("all", &["run.succeeded", "run.failed"], record, ""),
+        sandbox.shell_hook("failures", &["run.failed"], record, ""),
+        sandbox.shell_hook(
+            "broken",
+            &["run.failed"],
+            &format!("{record}; exit 1"),
+            "max_attempts = 1",
+        ),
+    ]
+    .concat();
+    let app = TestApp::spawn(&sandbox.config(&hooks), Worker::Stepped).await;
+    let succeeded = app
+        .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
+        .await;
+    let failed_run = unique("run");
+    let failed_body =
+        json!({"type": "run.failed", "id": unique("evt"), "data": {"runId": failed_run}});
+    let failed = app.post_accepted(&failed_body).await;
+    // The sender's retry of the same run: stored once, delivered once.
+    let (status, answer) = app
+        .post_raw(
+            &serde_json::to_vec(
+                &json!({"type": "run.failed", "id": unique("evt"), "data": {"runId": failed_run}}),
+            )
+            .expect("json"),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+
+    let mut ran = Vec::new();
+    while let Outcome::Ran { job, next } = app.step().await {
+        ran.push((job.hook, next));
+    }
+
+    ran.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        ran,
+        [
+            ("all".to_owned(), JobNext::Succeeded),
+            ("all".to_owned(), JobNext::Succeeded),
+            ("broken".to_owned(), JobNext::Failed),
+            ("failures".to_owned(), JobNext::Succeeded),
+        ]
+    );
+    let mut seen = sandbox.out_lines("seen");
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "all run.failed",
+            "all run.succeeded",
+            "broken run.failed",
+            "failures run.failed"
+        ]
+    );
+    let db = app.db();
+    assert_eq!(event_status(&db, &succeeded), "done");
+    assert_eq!(
+        event_status(&db, &failed),
+        "failed",
+        "one failed delivery marks the event failed"
+    );
+    assert_eq!(delivery_job(&db, &failed, "failures").state, "succeeded");
+    assert_eq!(delivery_job(&db, &failed, "all").state, "succeeded");
+    let hooks_of_succeeded: Vec<String> = db
+        .prepare("SELECT j.hook FROM jobs j JOIN events e ON e.seq = j.event_seq WHERE e.id = ?1")
+        .expect("prepare")
+        .query_map([&succeeded], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        hooks_of_succeeded,
+        ["all"],
+        "only the hooks that want the type"
+    );
+}
