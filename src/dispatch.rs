@@ -656,10 +656,13 @@ impl Dispatcher {
                 }
                 Ok(None) => {
                     drop(permit);
+                    // A job already due that the claim left (its hook is at its
+                    // concurrency limit, or the API asked us to wait) must not
+                    // make this loop spin: the job that frees the hook wakes us.
+                    let now = self.clock.now_ms();
                     let wait = match self.store.read(store::next_due_at).await {
-                        Ok(Some(at)) => Duration::from_millis(
-                            (at - self.clock.now_ms()).clamp(0, IDLE_POLL.as_millis() as i64)
-                                as u64,
+                        Ok(Some(at)) if at > now => Duration::from_millis(
+                            (at - now).min(IDLE_POLL.as_millis() as i64) as u64,
                         ),
                         _ => IDLE_POLL,
                     };

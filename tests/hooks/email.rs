@@ -1,0 +1,188 @@
+//! E-mail hooks, from the webhook to a real SMTP server on a real socket.
+
+use std::time::Duration;
+
+use serde_json::json;
+use steerhook::dispatch::Outcome;
+use steerhook::store::JobNext;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{
+    attempts_of, delivery_job, event_status, toml_str, unique, Sandbox, TestApp, Worker,
+};
+use crate::support::smtp::SmtpServer;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// `[smtp]` for the test server, and one e-mail hook for `run.failed`.
+fn mail_config(sandbox: &Sandbox, smtp_port: u16, more: &str) -> String {
+    sandbox.config(&format!(
+        "[queue]\nbackoff_base_secs = 1\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
+         from = \"steerhook <steerhook@example.test>\"\ntimeout_secs = 5\n\
+         {more}\n\
+         [[hook]]\nname = \"ops-mail\"\nkind = \"email\"\nevents = [\"run.failed\"]\n\
+         to = [\"ops@example.com\"]\nlog_lines = 3\n"
+    ))
+}
+
+fn failed_body(event_id: &str, run_id: &str) -> serde_json::Value {
+    json!({"type": "run.failed", "id": event_id, "data": {"runId": run_id, "status": "failed"}})
+}
+
+#[tokio::test]
+async fn failed_run_is_mailed_with_subject_recipient_error_and_the_log_tail() {
+    let smtp = SmtpServer::start().await;
+    let api = MockServer::start().await;
+    let (event_id, run_id) = (unique("evt"), unique("run"));
+    Mock::given(method("GET"))
+        .and(path(format!("/runs/{run_id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "run": {
+                "id": run_id,
+                "status": "failed",
+                "scraperName": "price-watch",
+                "error": {"message": "navigation timeout after 30s", "code": "NAV_TIMEOUT"}
+            }
+        })))
+        .expect(1)
+        .mount(&api)
+        .await;
+    let logs: Vec<_> = (1..=5)
+        .map(|i| json!({"timestamp": format!("2025-03-01T10:00:0{i}Z"), "level": "info", "message": format!("log-line-{i}")}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(format!("/runs/{run_id}/logs")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"logs": logs})))
+        .mount(&api)
+        .await;
+    let sandbox = Sandbox::new();
+    let opensteer = format!(
+        "[opensteer]\nbase_url = {}\napi_key = \"osk_test\"\n",
+        toml_str(&api.uri())
+    );
+    let app = TestApp::spawn(
+        &mail_config(&sandbox, smtp.port(), &opensteer),
+        Worker::Stepped,
+    )
+    .await;
+    app.post_accepted(&failed_body(&event_id, &run_id)).await;
+
+    let (fetch, fetched) = app.step_ran().await;
+    assert_eq!(
+        (fetch.kind.as_str(), fetched),
+        ("fetch", JobNext::Succeeded)
+    );
+    let (deliver, delivered) = app.step_ran().await;
+
+    let attempts = attempts_of(&app.db(), deliver.id);
+    assert_eq!(
+        (deliver.kind.as_str(), delivered),
+        ("deliver", JobNext::Succeeded),
+        "attempts: {attempts:?}"
+    );
+    let messages = smtp.wait_for_messages(1, WAIT).await;
+    assert_eq!(messages.len(), 1);
+    let message = &messages[0];
+    assert_eq!(message.rcpt_to, ["ops@example.com"]);
+    assert_eq!(
+        message.header("Subject").as_deref(),
+        Some(format!("[steerhook] run.failed {run_id} (failed)").as_str())
+    );
+    let body = message.body();
+    assert!(
+        body.contains("navigation timeout after 30s"),
+        "the run's error: {body}"
+    );
+    for line in ["log-line-3", "log-line-4", "log-line-5"] {
+        assert!(body.contains(line), "{line} in the log tail: {body}");
+    }
+    assert!(
+        !body.contains("log-line-2"),
+        "only the last log_lines lines: {body}"
+    );
+    assert!(body.contains(&event_id), "the event id: {body}");
+    assert_eq!(attempts[0].outcome, "ok");
+    assert_eq!(event_status(&app.db(), &event_id), "done");
+}
+
+#[tokio::test]
+async fn mail_to_a_server_that_is_down_is_retried_and_delivered_once_when_it_is_back() {
+    let mut smtp = SmtpServer::start().await;
+    let sandbox = Sandbox::new();
+    let app = TestApp::spawn(&mail_config(&sandbox, smtp.port(), ""), Worker::Stepped).await;
+    smtp.stop().await;
+    let event_id = app
+        .post_accepted(&failed_body(&unique("evt"), &unique("run")))
+        .await;
+
+    let (job, first) = app.step_ran().await;
+
+    assert!(
+        matches!(first, JobNext::RetryAt(_)),
+        "retried later: {first:?}"
+    );
+    let attempts = attempts_of(&app.db(), job.id);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "retry");
+    assert_eq!(attempts[0].error_code.as_deref(), Some("SMTP_TRANSIENT"));
+
+    smtp.restart().await.expect("the SMTP server listens again");
+    app.advance(Duration::from_secs(60));
+    let (_, second) = app.step_ran().await;
+
+    assert_eq!(second, JobNext::Succeeded);
+    let messages = smtp.wait_for_messages(1, WAIT).await;
+    assert!(matches!(
+        app.step().await,
+        Outcome::Idle { next_due_at: None }
+    ));
+    assert_eq!(messages.len(), 1, "delivered exactly once");
+    assert_eq!(smtp.messages().len(), 1, "delivered exactly once");
+    let db = app.db();
+    let outcomes: Vec<_> = attempts_of(&db, job.id)
+        .into_iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(outcomes, ["retry", "ok"]);
+    assert_eq!(delivery_job(&db, &event_id, "ops-mail").state, "succeeded");
+    assert_eq!(event_status(&db, &event_id), "done");
+}
+
+#[tokio::test]
+async fn mail_rejected_with_550_fails_the_delivery_with_the_servers_reply() {
+    let smtp = SmtpServer::start().await;
+    smtp.reject_rcpt("550 5.1.1 <ops@example.com>: Recipient address rejected: no such user");
+    let sandbox = Sandbox::new();
+    let app = TestApp::spawn(&mail_config(&sandbox, smtp.port(), ""), Worker::Stepped).await;
+    let event_id = app
+        .post_accepted(&failed_body(&unique("evt"), &unique("run")))
+        .await;
+
+    let (job, next) = app.step_ran().await;
+
+    assert_eq!(next, JobNext::Failed, "a permanent refusal is not retried");
+    let db = app.db();
+    let attempts = attempts_of(&db, job.id);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "failed");
+    assert_eq!(attempts[0].error_code.as_deref(), Some("SMTP_PERMANENT"));
+    let error = attempts[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("no such user") && error.contains("550"),
+        "attempts.error keeps the server's reply: {error}"
+    );
+    let job_row = delivery_job(&db, &event_id, "ops-mail");
+    assert_eq!(job_row.state, "failed");
+    assert!(
+        job_row
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no such user")),
+        "jobs.last_error keeps the server's reply: {:?}",
+        job_row.last_error
+    );
+    assert_eq!(event_status(&db, &event_id), "failed");
+    assert!(smtp.messages().is_empty());
+}

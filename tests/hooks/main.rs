@@ -1,0 +1,16 @@
+//! ISSUE 4, fan-out, through the whole app: a signed webhook over HTTP, the
+//! event in a real SQLite file, the worker delivering it to real hook
+//! processes and a real SMTP server.
+//!
+//! Most tests drive the worker one step at a time
+//! (`Dispatcher::try_dispatch_next`) with a `ManualClock`; the ones about
+//! concurrency and restarts run the real loop of `serve` and poll files and
+//! the database with a deadline. No test sleeps to synchronise.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod email;
+mod helpers;
+mod restart;
+mod shell;
