@@ -1136,8 +1136,8 @@ mod tests {
             ("[server]\nlisten = \"127.0.0.1:0\"\n", "webhook.secrets"),
             (&format!("{MINIMAL}tolerance_secs = 0\n"), "webhook.tolerance_secs"),
             (&format!("{MINIMAL}tolerance_secs = 3601\n"), "webhook.tolerance_secs"),
-            (&format!("{MINIMAL}bogus = 1\n"), "webhook"),
-            (&format!("{MINIMAL}[storage]\npaht = \"x\"\n"), "storage"),
+            (&format!("{MINIMAL}bogus = 1\n"), "webhook.bogus"),
+            (&format!("{MINIMAL}[storage]\npaht = \"x\"\n"), "storage.paht"),
             (
                 &format!("{MINIMAL}[[hook]]\nname=\"a\"\nkind=\"shell\"\nevents=[\"run.failed\"]\ncommand=[\"/bin/true\"]\n[[hook]]\nname=\"a\"\nkind=\"shell\"\nevents=[\"run.failed\"]\ncommand=[\"/bin/true\"]\n"),
                 "hook[1].name",

@@ -63,6 +63,8 @@ pub struct Dispatcher {
     payload_dir: PathBuf,
     /// Deliveries running per hook, for the per-hook concurrency limit.
     running: Mutex<HashMap<String, usize>>,
+    /// Ids of the jobs this dispatcher is running.
+    in_flight: Mutex<std::collections::HashSet<i64>>,
     /// No fetch starts before this (unix ms): the API asked us to wait.
     api_paused_until: Mutex<i64>,
     /// Fired when running hooks must stop (the shutdown grace period is over).
@@ -172,6 +174,7 @@ impl Dispatcher {
             metrics,
             payload_dir,
             running: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(std::collections::HashSet::new()),
             api_paused_until: Mutex::new(0),
             hook_cancel: CancellationToken::new(),
             wake,
@@ -232,6 +235,13 @@ impl Dispatcher {
             now,
             lease_ms: self.lease_for(KIND_DELIVER).as_millis() as i64,
             busy_hooks: busy,
+            in_flight: self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied()
+                .collect(),
             fetch_allowed,
         };
         let job = self
@@ -239,6 +249,10 @@ impl Dispatcher {
             .write(move |tx| store::claim_due_job(tx, &filter))
             .await?;
         if let Some(job) = &job {
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.id);
             if job.kind == KIND_DELIVER {
                 *self
                     .running
@@ -275,6 +289,10 @@ impl Dispatcher {
             }
             r
         };
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job.id);
         // A finished job may release others (deliveries after a fetch).
         self.wake.notify_one();
         result

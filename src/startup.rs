@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -174,26 +175,31 @@ impl Application {
             .await
             .context("cannot recover interrupted jobs")?;
         let handle = server.handle();
-        let server_task = tokio::spawn(server);
+        // Every task is aborted if this future is dropped (a test that
+        // simulates a crash, or a panic), so nothing outlives the daemon.
+        let server_task = AbortOnDropHandle::new(tokio::spawn(server));
         let worker_stop = CancellationToken::new();
-        let worker = run_worker.then(|| tokio::spawn(dispatcher.clone().run(worker_stop.clone())));
-        let pruner = tokio::spawn(prune_periodically(
+        let worker = run_worker.then(|| {
+            AbortOnDropHandle::new(tokio::spawn(dispatcher.clone().run(worker_stop.clone())))
+        });
+        let pruner = AbortOnDropHandle::new(tokio::spawn(prune_periodically(
             store.clone(),
             clock.clone(),
             settings.storage.retention,
             settings.storage.prune_interval,
             worker_stop.clone(),
-        ));
+        )));
         // systemd hears READY=1 only now: listener bound, database open.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let mut watchdog = None;
         let mut watchdog_usec = 0;
         if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
-            tokio::spawn(feed_watchdog(
+            watchdog = Some(AbortOnDropHandle::new(tokio::spawn(feed_watchdog(
                 std::time::Duration::from_micros(watchdog_usec),
                 store.clone(),
                 run_worker.then(|| dispatcher.clone()),
                 worker_stop.clone(),
-            ));
+            ))));
         }
         tracing::info!(%addr, "steerhook is listening");
         shutdown.cancelled().await;
@@ -207,6 +213,7 @@ impl Application {
             let _ = w.await;
         }
         let _ = pruner.await;
+        drop(watchdog);
         served
             .context("the HTTP server task failed")?
             .context("the HTTP server failed")?;

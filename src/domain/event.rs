@@ -66,6 +66,9 @@ pub enum PayloadError {
         "the {0} event has no run id (looked at data.run.id, data.runId, run.id, runId, data.id)"
     )]
     NoRunId(String),
+    /// An id containing a NUL byte, which no hook environment can carry.
+    #[error("the {0} contains a NUL character")]
+    NulInId(&'static str),
     /// An id or type longer than we store.
     #[error("the {0} is longer than {MAX_ID_LEN} bytes")]
     TooLong(&'static str),
@@ -160,12 +163,17 @@ impl ReadEvent {
         if run_id.len() > MAX_ID_LEN || run_id.is_empty() {
             return Err(PayloadError::TooLong("run id"));
         }
+        // Ids reach hooks as environment variables, which cannot hold NUL.
+        if run_id.contains('\0') {
+            return Err(PayloadError::NulInId("run id"));
+        }
         let id = match obj
             .get("id")
             .and_then(Value::as_str)
             .or_else(|| obj.get("eventId").and_then(Value::as_str))
         {
             Some(id) if id.len() > MAX_ID_LEN => return Err(PayloadError::TooLong("event id")),
+            Some(id) if id.contains('\0') => return Err(PayloadError::NulInId("event id")),
             Some(id) if !id.is_empty() => id.to_owned(),
             _ => format!("evt_{}", uuid::Uuid::new_v4().simple()),
         };
@@ -278,6 +286,18 @@ mod tests {
             read(r#"{"type":"run.canceled"}"#),
             Err(PayloadError::NoRunId(_))
         ));
+    }
+
+    #[test]
+    fn ids_with_nul_are_refused() {
+        assert_eq!(
+            read(r#"{"type":"run.failed","runId":"a\u0000b"}"#).unwrap_err(),
+            PayloadError::NulInId("run id")
+        );
+        assert_eq!(
+            read(r#"{"type":"run.failed","runId":"a","id":"x\u0000"}"#).unwrap_err(),
+            PayloadError::NulInId("event id")
+        );
     }
 
     #[test]

@@ -122,24 +122,29 @@ pub struct ClaimFilter {
     pub busy_hooks: Vec<String>,
     /// Whether fetch jobs may be taken (false while the API asked us to wait).
     pub fetch_allowed: bool,
+    /// Jobs this process is running: never reclaimed as expired, even if the
+    /// wall clock jumped past their lease.
+    pub in_flight: Vec<i64>,
 }
 
 /// Atomically takes the oldest due job (or one whose lease expired) and marks it running.
 pub fn claim_due_job(tx: &Connection, f: &ClaimFilter) -> Result<Option<ClaimedJob>, StoreError> {
     let busy = serde_json::to_string(&f.busy_hooks).unwrap_or_else(|_| "[]".into());
+    let in_flight = serde_json::to_string(&f.in_flight).unwrap_or_else(|_| "[]".into());
     let job = tx
         .prepare_cached(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1,
                     lease_until = ?1 + ?2, updated_at = ?1
              WHERE id = (
                 SELECT id FROM jobs
-                WHERE ((state = 'pending' AND due_at <= ?1) OR (state = 'running' AND lease_until <= ?1))
+                WHERE ((state = 'pending' AND due_at <= ?1) OR (state = 'running' AND lease_until <= ?1
+                        AND id NOT IN (SELECT value FROM json_each(?5))))
                   AND (kind <> 'fetch' OR ?4)
                   AND (kind <> 'deliver' OR hook NOT IN (SELECT value FROM json_each(?3)))
                 ORDER BY id LIMIT 1)
              RETURNING id, event_seq, kind, hook, attempts",
         )?
-        .query_row(params![f.now, f.lease_ms, busy, f.fetch_allowed], |r| {
+        .query_row(params![f.now, f.lease_ms, busy, f.fetch_allowed, in_flight], |r| {
             Ok(ClaimedJob {
                 id: r.get(0)?,
                 event_seq: r.get(1)?,

@@ -1,0 +1,257 @@
+//! Load generator for steerhook: sends signed, unique run events.
+//!
+//! Closed loop (`--connections N`: N workers, each sends its next request when
+//! the previous is answered) or open loop (`--rate R`: requests start on a
+//! fixed schedule whatever the answers do, and latency is measured from the
+//! scheduled start, so a stall shows up in the percentiles instead of hiding).
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --url http://127.0.0.1:8787/webhooks/opensteer \
+//!     --secret whsec_example_change_me --connections 16 --duration 10s
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use rand::Rng;
+
+#[derive(Debug, Parser)]
+#[command(about = "Sends signed Opensteer run webhooks and reports throughput and latency")]
+struct Args {
+    /// Webhook URL.
+    #[arg(long)]
+    url: String,
+    /// Webhook secret.
+    #[arg(long)]
+    secret: String,
+    /// Closed loop with this many connections.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Open loop at this many requests per second (overrides the closed loop).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// How long to send, e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    /// Stop after this many requests.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Body size in bytes (padded JSON).
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Fraction of requests that resend an earlier run (expect 200 duplicate).
+    #[arg(long, default_value_t = 0.0)]
+    dup_ratio: f64,
+    /// Fraction of requests with a wrong signature (expect 401).
+    #[arg(long, default_value_t = 0.0)]
+    bad_sig_ratio: f64,
+    /// Write every event id that got a 2xx, one per line.
+    #[arg(long)]
+    ids_out: Option<PathBuf>,
+    /// Largest number of requests in flight in open-loop mode.
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Print one JSON line instead of the human summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Default)]
+struct Results {
+    latencies_us: Vec<u64>,
+    by_status: BTreeMap<String, u64>,
+    accepted_ids: Vec<String>,
+}
+
+struct Shared {
+    args: Args,
+    client: reqwest::Client,
+    seq: AtomicU64,
+    prefix: String,
+    results: Mutex<Results>,
+}
+
+impl Shared {
+    fn body(&self, n: u64) -> (String, Vec<u8>) {
+        let mut rng = rand::thread_rng();
+        let run_n = if self.args.dup_ratio > 0.0 && n > 0 && rng.gen_bool(self.args.dup_ratio.min(1.0)) {
+            rng.gen_range(0..n)
+        } else {
+            n
+        };
+        let id = format!("evt_{}_{n}", self.prefix);
+        let run_id = format!("run_{}_{run_n}", self.prefix);
+        let mut body = format!(
+            r#"{{"id":"{id}","type":"run.succeeded","data":{{"run":{{"id":"{run_id}","status":"succeeded","scraperId":"scr_loadgen"}}}},"padding":""#
+        );
+        let target = self.args.body_bytes.saturating_sub(2);
+        while body.len() < target {
+            body.push('x');
+        }
+        body.push_str("\"}");
+        (id, body.into_bytes())
+    }
+
+    async fn send_one(&self, scheduled: Instant) {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let (id, body) = self.body(n);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let bad = self.args.bad_sig_ratio > 0.0 && rand::thread_rng().gen_bool(self.args.bad_sig_ratio.min(1.0));
+        let secret = if bad { "whsec_wrong" } else { self.args.secret.as_str() };
+        let header = steerhook::signature::sign(secret, now, &body);
+        let resp = self
+            .client
+            .post(&self.args.url)
+            .header("x-opensteer-signature", header)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let (status, ok_id) = match resp {
+            Ok(r) => {
+                let s = r.status();
+                let text = r.text().await.unwrap_or_default();
+                let id_back = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
+                let key = match serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| {
+                    v.get("status").or_else(|| v.get("code")).and_then(|c| c.as_str()).map(str::to_owned)
+                }) {
+                    Some(c) => format!("{} {c}", s.as_u16()),
+                    None => s.as_u16().to_string(),
+                };
+                (key, s.is_success().then(|| id_back.unwrap_or(id)))
+            }
+            Err(e) => (
+                if e.is_timeout() { "timeout".into() } else { "connection error".into() },
+                None,
+            ),
+        };
+        let latency = scheduled.elapsed().as_micros() as u64;
+        let mut r = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        r.latencies_us.push(latency);
+        *r.by_status.entry(status).or_default() += 1;
+        if let Some(id) = ok_id {
+            if self.args.ids_out.is_some() {
+                r.accepted_ids.push(id);
+            }
+        }
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let pool = args.rate.map_or(args.connections, |_| args.max_in_flight);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .build()?;
+    let shared = Arc::new(Shared {
+        prefix: format!("{}_{}", std::process::id(), rand::thread_rng().gen::<u32>()),
+        args,
+        client,
+        seq: AtomicU64::new(0),
+        results: Mutex::new(Results::default()),
+    });
+    let duration: Duration = shared.args.duration.into();
+    let count = shared.args.count.unwrap_or(u64::MAX);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let issued = Arc::new(AtomicU64::new(0));
+    match shared.args.rate {
+        None => {
+            let mut tasks = Vec::new();
+            for _ in 0..shared.args.connections {
+                let s = shared.clone();
+                let issued = issued.clone();
+                tasks.push(tokio::spawn(async move {
+                    while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < count {
+                        s.send_one(Instant::now()).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await?;
+            }
+        }
+        Some(rate) => {
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+            let sem = Arc::new(tokio::sync::Semaphore::new(shared.args.max_in_flight));
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut next = started;
+            let mut n = 0u64;
+            while next < deadline && n < count {
+                tokio::time::sleep_until(next.into()).await;
+                let permit = sem.clone().acquire_owned().await?;
+                let s = shared.clone();
+                let scheduled = next;
+                tasks.spawn(async move {
+                    s.send_one(scheduled).await;
+                    drop(permit);
+                });
+                n += 1;
+                next += interval;
+                while tasks.try_join_next().is_some() {}
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    let elapsed = started.elapsed();
+    let mut r = shared.results.lock().unwrap_or_else(|p| p.into_inner());
+    r.latencies_us.sort_unstable();
+    let total = r.latencies_us.len() as u64;
+    let ok: u64 = r
+        .by_status
+        .iter()
+        .filter(|(k, _)| k.starts_with('2'))
+        .map(|(_, v)| *v)
+        .sum();
+    let accepted = r.by_status.get("202 accepted").copied().unwrap_or(0);
+    if let Some(path) = &shared.args.ids_out {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for id in &r.accepted_ids {
+            writeln!(f, "{id}")?;
+        }
+    }
+    let secs = elapsed.as_secs_f64();
+    let (p50, p90, p99, max) = (
+        pct(&r.latencies_us, 0.50),
+        pct(&r.latencies_us, 0.90),
+        pct(&r.latencies_us, 0.99),
+        r.latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
+    if shared.args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "requests": total, "seconds": secs, "rps": total as f64 / secs,
+                "accepted_per_sec": accepted as f64 / secs, "ok": ok,
+                "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
+                "by_status": r.by_status,
+            })
+        );
+    } else {
+        println!("requests   {total} in {secs:.2} s = {:.0} req/s ({:.0} accepted/s)", total as f64 / secs, accepted as f64 / secs);
+        println!("latency    p50 {p50:.2} ms  p90 {p90:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
+        for (k, v) in &r.by_status {
+            println!("  {k:<28} {v}");
+        }
+    }
+    Ok(())
+}
