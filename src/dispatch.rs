@@ -5,7 +5,7 @@
 //! [`Dispatcher::run`] is the loop around it that runs up to
 //! `queue.concurrency` jobs at once and stops on the shutdown token.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -396,7 +396,7 @@ impl Dispatcher {
             let page = client.fetch_logs_page(&ev.run_id, cursor.as_deref()).await;
             self.count_api(&page);
             let page = page?;
-            let entries: Vec<String> = page
+            let mut entries: Vec<String> = page
                 .entries
                 .iter()
                 .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "null".into()))
@@ -414,6 +414,16 @@ impl Dispatcher {
             };
             if repeated {
                 tracing::warn!("the logs API repeated a cursor; paging stopped");
+                // A looping API may have answered a page we already stored
+                // (e.g. it ignores the cursor): keep only what is new, so no
+                // entry reaches the hooks twice.
+                let stored: HashSet<String> = self
+                    .store
+                    .read(move |c| store::load_logs(c, seq))
+                    .await?
+                    .into_iter()
+                    .collect();
+                entries.retain(|e| !stored.contains(e));
             }
             complete = entries.is_empty()
                 || next.is_none()
