@@ -324,11 +324,7 @@ impl Dispatcher {
                             .min(self.queue.retry_after_max);
                         let at = now + wait.as_millis() as i64;
                         // The limit is the account's: hold every fetch, not just this one.
-                        let mut paused = self
-                            .api_paused_until
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        *paused = (*paused).max(at);
+                        self.pause_fetches_until(at);
                         tracing::warn!(
                             wait_ms = wait.as_millis() as u64,
                             "Opensteer API rate limit: fetches paused"
@@ -343,7 +339,11 @@ impl Dispatcher {
                             code = %e.code(),
                             "THE OPENSTEER API REFUSED OUR KEY: {e}; fix opensteer.api_key and restart; events wait meanwhile"
                         );
-                        JobNext::RetryAt(now + self.queue.auth_retry.as_millis() as i64)
+                        let at = now + self.queue.auth_retry.as_millis() as i64;
+                        // The key is the account's too: every other fetch would be
+                        // refused the same way, so one request per interval is enough.
+                        self.pause_fetches_until(at);
+                        JobNext::RetryAt(at)
                     }
                     ErrorClass::Terminal => {
                         rec.outcome = "failed";
@@ -363,6 +363,15 @@ impl Dispatcher {
             .write(move |tx| store::record_attempt(tx, &job2, &rec, next, now))
             .await?;
         Ok(next)
+    }
+
+    /// No fetch is claimed before `at` (unix ms).
+    fn pause_fetches_until(&self, at: i64) {
+        let mut paused = self
+            .api_paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *paused = (*paused).max(at);
     }
 
     /// Fetches the run (once) and the remaining log pages, saving each as it
