@@ -295,13 +295,21 @@ pub async fn spawn_app(sandbox: &Sandbox, setup: &Setup, clock: Option<ManualClo
     let dispatcher = app.dispatcher();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    // The server starts after interrupted jobs are recovered: once /healthz
+    // answers, a step sees the recovered queue.
+    let http = reqwest::Client::new();
+    wait_for_async(DEADLINE, "the app to serve /healthz", || {
+        let r = http.get(format!("http://{addr}/healthz")).send();
+        async move { r.await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
     TestApp {
         addr,
         dispatcher,
         clock,
         shutdown,
         handle: Some(handle),
-        http: reqwest::Client::new(),
+        http,
         seq: AtomicUsize::new(0),
     }
 }
@@ -503,6 +511,22 @@ pub async fn wait_for<T>(
     let until = Instant::now() + deadline;
     loop {
         if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`wait_for`] with an async check.
+pub async fn wait_for_async<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
             return v;
         }
         assert!(Instant::now() < until, "timed out waiting for {what}");
