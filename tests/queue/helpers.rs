@@ -86,8 +86,6 @@ pub struct Setup {
     pub hook_command: Option<String>,
     /// Extra lines in the `[[hook]]`.
     pub hook: String,
-    /// Extra lines in `[storage]`.
-    pub storage: String,
     /// `opensteer.log_page_size`.
     pub log_page_size: u32,
     /// `opensteer.request_timeout_secs`.
@@ -107,7 +105,6 @@ impl Setup {
             queue: String::new(),
             hook_command: Some(SAVE_DOCUMENT.to_owned()),
             hook: String::new(),
-            storage: String::new(),
             log_page_size: 200,
             request_timeout_secs: 1,
         }
@@ -115,11 +112,6 @@ impl Setup {
 
     pub fn log_page_size(mut self, n: u32) -> Self {
         self.log_page_size = n;
-        self
-    }
-
-    pub fn request_timeout_secs(mut self, n: u64) -> Self {
-        self.request_timeout_secs = n;
         self
     }
 
@@ -151,12 +143,6 @@ impl Setup {
         self
     }
 
-    pub fn storage(mut self, lines: &str) -> Self {
-        self.storage.push_str(lines);
-        self.storage.push('\n');
-        self
-    }
-
     fn toml(&self, dir: &Path) -> String {
         let db = dir.join("steerhook.db");
         let out = dir.join("out");
@@ -170,14 +156,14 @@ secrets = ["{SECRET}"]
 
 [storage]
 path = {db:?}
-{storage}
+
 [queue]
-backoff_base_secs = 1
-backoff_max_secs = 1
 {queue}
 "#,
-            storage = self.storage,
-            queue = self.queue,
+            queue = with_defaults(
+                &self.queue,
+                &[("backoff_base_secs", "1"), ("backoff_max_secs", "1")]
+            ),
         );
         if let Some(api) = &self.api {
             t.push_str(&format!(
@@ -187,10 +173,11 @@ base_url = "{api}"
 api_key = "{API_KEY}"
 log_page_size = {}
 request_timeout_secs = {}
-connect_timeout_secs = 1
 {}
 "#,
-                self.log_page_size, self.request_timeout_secs, self.opensteer
+                self.log_page_size,
+                self.request_timeout_secs,
+                with_defaults(&self.opensteer, &[("connect_timeout_secs", "1")]),
             ));
         }
         if let Some(command) = &self.hook_command {
@@ -211,6 +198,20 @@ kill_grace_secs = 1
         }
         t
     }
+}
+
+/// `lines`, plus each default whose key `lines` does not set.
+fn with_defaults(lines: &str, defaults: &[(&str, &str)]) -> String {
+    let mut out = lines.to_owned();
+    for (key, value) in defaults {
+        let set = lines
+            .lines()
+            .any(|l| l.split('=').next().map(str::trim) == Some(key));
+        if !set {
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    out
 }
 
 // ----------------------------------------------------------------- app ----
@@ -409,10 +410,8 @@ impl TestApp {
 pub struct JobRow {
     pub id: i64,
     pub kind: String,
-    pub hook: String,
     pub state: String,
     pub attempts: i64,
-    pub due_at: i64,
     pub last_error_code: Option<String>,
 }
 
@@ -422,7 +421,6 @@ pub struct AttemptRow {
     pub attempt: i64,
     pub outcome: String,
     pub error_code: Option<String>,
-    pub error: Option<String>,
 }
 
 fn event_seq(db: &Connection, event_id: &str) -> i64 {
@@ -438,7 +436,7 @@ pub fn jobs(sandbox: &Sandbox, event_id: &str) -> Vec<JobRow> {
     let seq = event_seq(&db, event_id);
     let mut stmt = db
         .prepare(
-            "SELECT id, kind, hook, state, attempts, due_at, last_error_code
+            "SELECT id, kind, state, attempts, last_error_code
              FROM jobs WHERE event_seq = ?1 ORDER BY id",
         )
         .unwrap();
@@ -446,11 +444,9 @@ pub fn jobs(sandbox: &Sandbox, event_id: &str) -> Vec<JobRow> {
         Ok(JobRow {
             id: r.get(0)?,
             kind: r.get(1)?,
-            hook: r.get(2)?,
-            state: r.get(3)?,
-            attempts: r.get(4)?,
-            due_at: r.get(5)?,
-            last_error_code: r.get(6)?,
+            state: r.get(2)?,
+            attempts: r.get(3)?,
+            last_error_code: r.get(4)?,
         })
     })
     .unwrap()
@@ -470,16 +466,13 @@ pub fn job(sandbox: &Sandbox, event_id: &str, kind: &str) -> JobRow {
 pub fn attempts(sandbox: &Sandbox, job_id: i64) -> Vec<AttemptRow> {
     let db = sandbox.db();
     let mut stmt = db
-        .prepare(
-            "SELECT attempt, outcome, error_code, error FROM attempts WHERE job_id = ?1 ORDER BY id",
-        )
+        .prepare("SELECT attempt, outcome, error_code FROM attempts WHERE job_id = ?1 ORDER BY id")
         .unwrap();
     stmt.query_map([job_id], |r| {
         Ok(AttemptRow {
             attempt: r.get(0)?,
             outcome: r.get(1)?,
             error_code: r.get(2)?,
-            error: r.get(3)?,
         })
     })
     .unwrap()

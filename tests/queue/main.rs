@@ -4,6 +4,9 @@
 //! `Dispatcher::try_dispatch_next` with a `ManualClock`; loop tests poll the
 //! database with a deadline. Nothing sleeps to synchronise.
 
+mod crash;
 mod fetch;
 mod helpers;
+mod load;
 mod retry;
+mod secrets;
