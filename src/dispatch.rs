@@ -648,6 +648,25 @@ impl Dispatcher {
         (self.born.elapsed().as_millis() as u64).saturating_sub(last) <= d.as_millis() as u64
     }
 
+    /// How long the loop sleeps when nothing could be claimed: until the next
+    /// job is due, at most [`IDLE_POLL`].
+    async fn idle_wait(&self) -> Duration {
+        let now = self.clock.now_ms();
+        let paused_until = *self
+            .api_paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let ms = match self.store.read(store::next_due_at).await {
+            Ok(Some(at)) if at > now => at - now,
+            // A job is due, yet none could be claimed: fetches are paused (until
+            // `paused_until`) or its hook is at its concurrency limit (a finishing
+            // job wakes us). Waiting 0 here spun on the database the whole time.
+            Ok(Some(_)) if paused_until > now => paused_until - now,
+            _ => IDLE_POLL.as_millis() as i64,
+        };
+        Duration::from_millis(ms.clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+    }
+
     /// Runs jobs until `shutdown` fires, then gives running hooks
     /// `queue.shutdown_grace` to finish before stopping them (they run again
     /// on the next start).
@@ -675,13 +694,7 @@ impl Dispatcher {
                 }
                 Ok(None) => {
                     drop(permit);
-                    let wait = match self.store.read(store::next_due_at).await {
-                        Ok(Some(at)) => Duration::from_millis(
-                            (at - self.clock.now_ms()).clamp(0, IDLE_POLL.as_millis() as i64)
-                                as u64,
-                        ),
-                        _ => IDLE_POLL,
-                    };
+                    let wait = self.idle_wait().await;
                     tokio::select! {
                         _ = self.wake.notified() => {},
                         _ = tokio::time::sleep(wait) => {},
