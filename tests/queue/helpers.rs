@@ -90,6 +90,8 @@ pub struct Setup {
     pub log_page_size: u32,
     /// `opensteer.request_timeout_secs`.
     pub request_timeout_secs: u64,
+    /// `server.listen`.
+    pub listen: String,
 }
 
 /// Writes the document the hook received to `$OUT/<event id>.json`.
@@ -99,15 +101,30 @@ pub const APPEND_ID: &str = r#"["/bin/sh", "-c", "echo \"$STEERHOOK_EVENT_ID\" >
 
 impl Setup {
     pub fn new(api: &MockServer) -> Self {
+        Self::new_with_uri(Some(api.uri()))
+    }
+
+    /// A setup without `[opensteer]`: hooks get the webhook payload only.
+    pub fn without_api() -> Self {
+        Self::new_with_uri(None)
+    }
+
+    fn new_with_uri(api: Option<String>) -> Self {
         Self {
-            api: Some(api.uri()),
+            api,
             opensteer: String::new(),
             queue: String::new(),
             hook_command: Some(SAVE_DOCUMENT.to_owned()),
             hook: String::new(),
             log_page_size: 200,
             request_timeout_secs: 1,
+            listen: "127.0.0.1:0".to_owned(),
         }
+    }
+
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr.to_string();
+        self
     }
 
     pub fn log_page_size(mut self, n: u32) -> Self {
@@ -143,13 +160,14 @@ impl Setup {
         self
     }
 
-    fn toml(&self, dir: &Path) -> String {
+    /// The configuration file's text, storage in `dir`.
+    pub fn toml(&self, dir: &Path) -> String {
         let db = dir.join("steerhook.db");
         let out = dir.join("out");
         let mut t = format!(
             r#"
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 
 [webhook]
 secrets = ["{SECRET}"]
@@ -160,6 +178,7 @@ path = {db:?}
 [queue]
 {queue}
 "#,
+            listen = self.listen,
             queue = with_defaults(
                 &self.queue,
                 &[("backoff_base_secs", "1"), ("backoff_max_secs", "1")]

@@ -7,6 +7,7 @@
 mod crash;
 mod fetch;
 mod helpers;
+mod idle;
 mod load;
 mod retry;
 mod secrets;
