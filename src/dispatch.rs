@@ -5,7 +5,7 @@
 //! [`Dispatcher::run`] is the loop around it that runs up to
 //! `queue.concurrency` jobs at once and stops on the shutdown token.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -342,11 +342,7 @@ impl Dispatcher {
                             .min(self.queue.retry_after_max);
                         let at = now + wait.as_millis() as i64;
                         // The limit is the account's: hold every fetch, not just this one.
-                        let mut paused = self
-                            .api_paused_until
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        *paused = (*paused).max(at);
+                        self.pause_fetches_until(at);
                         tracing::warn!(
                             wait_ms = wait.as_millis() as u64,
                             "Opensteer API rate limit: fetches paused"
@@ -361,7 +357,11 @@ impl Dispatcher {
                             code = %e.code(),
                             "THE OPENSTEER API REFUSED OUR KEY: {e}; fix opensteer.api_key and restart; events wait meanwhile"
                         );
-                        JobNext::RetryAt(now + self.queue.auth_retry.as_millis() as i64)
+                        let at = now + self.queue.auth_retry.as_millis() as i64;
+                        // The key is the account's too: every other fetch would be
+                        // refused the same way, so one request per interval is enough.
+                        self.pause_fetches_until(at);
+                        JobNext::RetryAt(at)
                     }
                     ErrorClass::Terminal => {
                         rec.outcome = "failed";
@@ -381,6 +381,15 @@ impl Dispatcher {
             .write(move |tx| store::record_attempt(tx, &job2, &rec, next, now))
             .await?;
         Ok(next)
+    }
+
+    /// No fetch is claimed before `at` (unix ms).
+    fn pause_fetches_until(&self, at: i64) {
+        let mut paused = self
+            .api_paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *paused = (*paused).max(at);
     }
 
     /// Fetches the run (once) and the remaining log pages, saving each as it
@@ -414,7 +423,7 @@ impl Dispatcher {
             let page = client.fetch_logs_page(&ev.run_id, cursor.as_deref()).await;
             self.count_api(&page);
             let page = page?;
-            let entries: Vec<String> = page
+            let mut entries: Vec<String> = page
                 .entries
                 .iter()
                 .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "null".into()))
@@ -432,6 +441,16 @@ impl Dispatcher {
             };
             if repeated {
                 tracing::warn!("the logs API repeated a cursor; paging stopped");
+                // A looping API may have answered a page we already stored
+                // (e.g. it ignores the cursor): keep only what is new, so no
+                // entry reaches the hooks twice.
+                let stored: HashSet<String> = self
+                    .store
+                    .read(move |c| store::load_logs(c, seq))
+                    .await?
+                    .into_iter()
+                    .collect();
+                entries.retain(|e| !stored.contains(e));
             }
             complete = entries.is_empty()
                 || next.is_none()
@@ -647,6 +666,25 @@ impl Dispatcher {
         (self.born.elapsed().as_millis() as u64).saturating_sub(last) <= d.as_millis() as u64
     }
 
+    /// How long the loop sleeps when nothing could be claimed: until the next
+    /// job is due, at most [`IDLE_POLL`].
+    async fn idle_wait(&self) -> Duration {
+        let now = self.clock.now_ms();
+        let paused_until = *self
+            .api_paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let ms = match self.store.read(store::next_due_at).await {
+            Ok(Some(at)) if at > now => at - now,
+            // A job is due, yet none could be claimed: fetches are paused (until
+            // `paused_until`) or its hook is at its concurrency limit (a finishing
+            // job wakes us). Waiting 0 here spun on the database the whole time.
+            Ok(Some(_)) if paused_until > now => paused_until - now,
+            _ => IDLE_POLL.as_millis() as i64,
+        };
+        Duration::from_millis(ms.clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+    }
+
     /// Runs jobs until `shutdown` fires, then gives running hooks
     /// `queue.shutdown_grace` to finish before stopping them (they run again
     /// on the next start).
@@ -674,16 +712,7 @@ impl Dispatcher {
                 }
                 Ok(None) => {
                     drop(permit);
-                    // A job already due that the claim left (its hook is at its
-                    // concurrency limit, or the API asked us to wait) must not
-                    // make this loop spin: the job that frees the hook wakes us.
-                    let now = self.clock.now_ms();
-                    let wait = match self.store.read(store::next_due_at).await {
-                        Ok(Some(at)) if at > now => Duration::from_millis(
-                            (at - now).min(IDLE_POLL.as_millis() as i64) as u64,
-                        ),
-                        _ => IDLE_POLL,
-                    };
+                    let wait = self.idle_wait().await;
                     tokio::select! {
                         _ = self.wake.notified() => {},
                         _ = tokio::time::sleep(wait) => {},

@@ -275,7 +275,8 @@ pub fn refresh_event_status(tx: &Connection, event_seq: i64) -> Result<(), Store
 }
 
 /// Puts jobs left running by a previous process back in the queue, recording
-/// the interrupted attempt. Called once by `serve` before the worker starts.
+/// the interrupted attempt, and makes waiting fetches due now. Called once by
+/// `serve` before the worker starts. Returns the number of interrupted jobs.
 pub fn recover_interrupted(tx: &Transaction<'_>, now: i64) -> Result<usize, StoreError> {
     tx.execute(
         "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error)
@@ -288,6 +289,15 @@ pub fn recover_interrupted(tx: &Transaction<'_>, now: i64) -> Result<usize, Stor
         "UPDATE jobs SET state = 'pending', due_at = ?1, lease_until = NULL, updated_at = ?1,
                 last_error_code = 'INTERRUPTED', last_error = 'the daemon stopped while this attempt ran'
          WHERE state = 'running'",
+        [now],
+    )?;
+    // Fetches waiting out an upstream fault run at once: a restart is how the
+    // operator says it is fixed (SPEC §7: a rejected key resumes once fixed
+    // and restarted). If the API still refuses, the first answer pauses every
+    // fetch again, so this costs one request, not one per event.
+    tx.execute(
+        "UPDATE jobs SET due_at = ?1, updated_at = ?1
+         WHERE kind = 'fetch' AND state = 'pending' AND due_at > ?1",
         [now],
     )?;
     Ok(n)

@@ -1,0 +1,13 @@
+//! Black-box tests of the durable queue and the enrichment fetch (ISSUE 3):
+//! the real app on a real SQLite file, the Opensteer API faked on a real
+//! socket (wiremock), real shell hooks. Step tests drive
+//! `Dispatcher::try_dispatch_next` with a `ManualClock`; loop tests poll the
+//! database with a deadline. Nothing sleeps to synchronise.
+
+mod crash;
+mod fetch;
+mod helpers;
+mod idle;
+mod load;
+mod retry;
+mod secrets;

@@ -1,0 +1,317 @@
+//! Upstream faults delay the fetch; they never drop the event (SPEC §7).
+
+use std::time::Duration;
+
+use serde_json::json;
+use steerhook::dispatch::Outcome;
+use steerhook::store::JobNext;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+fn healthy() -> FakeRuns {
+    FakeRuns {
+        total: 5,
+        shape: Shape::default(),
+    }
+}
+
+/// Answers `GET {p}` with `answer` once, before the healthy fake.
+async fn first_call_to(server: &MockServer, p: &str, answer: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path(p.to_owned()))
+        .respond_with(answer)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
+fn ran(o: &Outcome) -> (String, i64, JobNext) {
+    match o {
+        Outcome::Ran { job, next } => (job.kind.clone(), job.id, *next),
+        Outcome::Idle { .. } => panic!("expected a job to run, the queue was idle"),
+    }
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_holds_every_fetch_until_it_has_passed() {
+    let api = MockServer::start().await;
+    first_call_to(
+        &api,
+        "/runs/run_a",
+        api_error(429, "CLOUD_RATE_LIMITED").insert_header("retry-after", "2"),
+    )
+    .await;
+    mount_runs(&api, healthy()).await;
+    let sandbox = Sandbox::new();
+    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let a = app.post_run("run_a").await;
+    let b = app.post_run("run_b").await;
+    let a_fetch = job(&sandbox, &a, "fetch").id;
+    let t0 = app.now_ms();
+
+    let (kind, id, next) = ran(&app.step().await);
+    assert_eq!((kind.as_str(), id), ("fetch", a_fetch));
+    let JobNext::RetryAt(at) = next else {
+        panic!("a 429 is retried: {next:?}")
+    };
+    assert!(
+        at - t0 >= 2_000,
+        "due {} ms later, before Retry-After",
+        at - t0
+    );
+    let tries = attempts(&sandbox, a_fetch);
+    assert_eq!(tries[0].outcome, "retry");
+    assert_eq!(tries[0].error_code.as_deref(), Some("CLOUD_RATE_LIMITED"));
+
+    app.advance(Duration::from_millis(1_900));
+    let paused = app.step().await;
+    assert!(
+        matches!(paused, Outcome::Idle { .. }),
+        "nothing is fetched during the pause, not even another event's run: {paused:?}"
+    );
+    assert_eq!(job(&sandbox, &b, "fetch").attempts, 0);
+    assert_eq!(requests_to(&api, "/runs/run_b").await.len(), 0);
+    assert_eq!(job(&sandbox, &a, "deliver").state, "blocked");
+
+    app.advance(Duration::from_millis(100));
+    let (kind, id, next) = ran(&app.step().await);
+    assert_eq!(
+        (kind.as_str(), id, next),
+        ("fetch", a_fetch, JobNext::Succeeded),
+        "the limited fetch runs first once Retry-After has passed"
+    );
+    app.drain(10).await;
+    for ev in [&a, &b] {
+        assert_eq!(event_status(&sandbox, ev).0, "done");
+        assert_eq!(
+            sandbox.hook_document(ev)["run"]["status"],
+            json!("succeeded")
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_500_is_retried_with_backoff_and_the_hook_gets_the_run() {
+    let api = MockServer::start().await;
+    first_call_to(
+        &api,
+        "/runs/run_500",
+        ResponseTemplate::new(500).set_body_string("<html>oops</html>"),
+    )
+    .await;
+    mount_runs(&api, healthy()).await;
+    let sandbox = Sandbox::new();
+    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let id = app.post_run("run_500").await;
+    let t0 = app.now_ms();
+
+    let (kind, fetch_id, next) = ran(&app.step().await);
+    assert_eq!(kind, "fetch");
+    let JobNext::RetryAt(at) = next else {
+        panic!("a 500 is retried: {next:?}")
+    };
+    assert!(
+        (t0..=t0 + 1_000).contains(&at),
+        "backoff within queue.backoff_base_secs: {}",
+        at - t0
+    );
+    assert_eq!(job(&sandbox, &id, "deliver").state, "blocked");
+
+    app.advance(Duration::from_secs(1));
+    let (_, again, next) = ran(&app.step().await);
+    assert_eq!((again, next), (fetch_id, JobNext::Succeeded));
+    let tries = attempts(&sandbox, fetch_id);
+    let outcomes: Vec<(i64, &str, Option<&str>)> = tries
+        .iter()
+        .map(|t| (t.attempt, t.outcome.as_str(), t.error_code.as_deref()))
+        .collect();
+    assert_eq!(outcomes, [(1, "retry", Some("HTTP_500")), (2, "ok", None)]);
+
+    app.drain(5).await;
+    let doc = sandbox.hook_document(&id);
+    assert_eq!(doc["run"], run_json("run_500"));
+    assert_eq!(log_seqs(&doc), [0, 1, 2, 3, 4]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_fetch_that_fails_mid_paging_resumes_at_the_failed_page_and_stores_each_entry_once() {
+    let api = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/runs/run_mid/logs"))
+        .and(query_param("beforeLogCursor", "before:250"))
+        .respond_with(api_error(503, "CLOUD_CAPACITY_FULL"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&api)
+        .await;
+    mount_runs(
+        &api,
+        FakeRuns {
+            total: 450,
+            shape: Shape::default(),
+        },
+    )
+    .await;
+    let sandbox = Sandbox::new();
+    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let id = app.post_run("run_mid").await;
+
+    let (_, _, next) = ran(&app.step().await);
+    assert!(matches!(next, JobNext::RetryAt(_)), "{next:?}");
+    app.advance(Duration::from_secs(1));
+    let (_, _, next) = ran(&app.step().await);
+    assert_eq!(next, JobNext::Succeeded);
+
+    assert_eq!(
+        requests_to(&api, "/runs/run_mid/logs").await.len(),
+        4,
+        "page 1, page 2 (503), page 2 again, page 3"
+    );
+    assert_eq!(
+        requests_to(&api, "/runs/run_mid").await.len() - 4,
+        1,
+        "the run is fetched once"
+    );
+    app.drain(5).await;
+    assert_eq!(
+        log_seqs(&sandbox.hook_document(&id)),
+        (0..450).collect::<Vec<u64>>()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_api_times_out_and_the_fetch_is_retried() {
+    let api = MockServer::start().await;
+    first_call_to(
+        &api,
+        "/runs/run_slow",
+        ResponseTemplate::new(200)
+            .set_body_json(run_json("run_slow"))
+            .set_delay(Duration::from_secs(5)),
+    )
+    .await;
+    mount_runs(&api, healthy()).await;
+    let sandbox = Sandbox::new();
+    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let id = app.post_run("run_slow").await;
+
+    let started = std::time::Instant::now();
+    let (_, fetch_id, next) = ran(&app.step().await);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "opensteer.request_timeout_secs = 1 bounds the call: {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(next, JobNext::RetryAt(_)), "{next:?}");
+    let tries = attempts(&sandbox, fetch_id);
+    assert_eq!(tries.len(), 1);
+    assert_eq!(tries[0].outcome, "retry");
+    assert_eq!(tries[0].error_code.as_deref(), Some("TIMEOUT"));
+    assert_eq!(job(&sandbox, &id, "fetch").state, "pending");
+
+    app.advance(Duration::from_secs(1));
+    app.drain(5).await;
+    assert_eq!(job(&sandbox, &id, "fetch").state, "succeeded");
+    assert_eq!(sandbox.hook_document(&id)["run"], run_json("run_slow"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_api_key_waits_auth_retry_secs_forever_and_deliveries_wait() {
+    let api = MockServer::start().await;
+    mount_runs(&api, api_error(401, "CLOUD_AUTH_FAILED")).await;
+    let sandbox = Sandbox::new();
+    let setup = Setup::new(&api).queue("auth_retry_secs = 60\nfetch_max_attempts = 2");
+    let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
+    let id = app.post_run("run_key").await;
+
+    for attempt in 1..=4 {
+        let now = app.now_ms();
+        let (kind, fetch_id, next) = ran(&app.step().await);
+        assert_eq!(kind, "fetch");
+        assert_eq!(
+            next,
+            JobNext::RetryAt(now + 60_000),
+            "attempt {attempt}: next try after queue.auth_retry_secs, beyond fetch_max_attempts"
+        );
+        let fetch = job(&sandbox, &id, "fetch");
+        assert_eq!(fetch.state, "pending", "attempt {attempt}: never failed");
+        assert_eq!(fetch.last_error_code.as_deref(), Some("CLOUD_AUTH_FAILED"));
+        assert_eq!(attempts(&sandbox, fetch_id).len(), attempt);
+        assert_eq!(job(&sandbox, &id, "deliver").state, "blocked");
+        assert_eq!(event_status(&sandbox, &id).0, "pending");
+
+        app.advance(Duration::from_millis(59_999));
+        assert!(
+            matches!(app.step().await, Outcome::Idle { .. }),
+            "attempt {attempt}: no tight retry loop"
+        );
+        app.advance(Duration::from_millis(1));
+    }
+    assert_eq!(requests_to(&api, "/runs/").await.len(), 4);
+    assert!(
+        captured_logs().contains("THE OPENSTEER API REFUSED OUR KEY"),
+        "the fault is logged loudly"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_api_key_holds_every_fetch_not_just_the_first() {
+    let api = MockServer::start().await;
+    mount_runs(&api, api_error(401, "CLOUD_AUTH_FAILED")).await;
+    let sandbox = Sandbox::new();
+    let setup = Setup::new(&api).queue("auth_retry_secs = 60");
+    let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
+    let ids = [
+        app.post_run("run_k1").await,
+        app.post_run("run_k2").await,
+        app.post_run("run_k3").await,
+    ];
+
+    let (kind, _, _) = ran(&app.step().await);
+    assert_eq!(kind, "fetch");
+    let idle = app.step().await;
+    assert!(
+        matches!(idle, Outcome::Idle { .. }),
+        "one refusal of the key is enough: the other events wait too: {idle:?}"
+    );
+    assert_eq!(requests_to(&api, "/runs/").await.len(), 1);
+    for id in &ids {
+        assert_eq!(job(&sandbox, id, "deliver").state, "blocked");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn after_the_key_is_fixed_a_restart_fetches_at_once() {
+    let api = MockServer::start().await;
+    mount_runs(&api, api_error(401, "CLOUD_AUTH_FAILED")).await;
+    let sandbox = Sandbox::new();
+    let setup = Setup::new(&api).queue("auth_retry_secs = 300");
+    let clock = manual_clock();
+    let app = spawn_app(&sandbox, &setup, Some(clock.clone())).await;
+    let id = app.post_run("run_fixed").await;
+    let (_, _, next) = ran(&app.step().await);
+    assert!(matches!(next, JobNext::RetryAt(_)), "{next:?}");
+    app.stop().await;
+
+    // The operator fixes the key and restarts; the clock has not moved.
+    api.reset().await;
+    mount_runs(&api, healthy()).await;
+    let app = spawn_app(&sandbox, &setup, Some(clock)).await;
+    let resumed = app.step().await;
+    assert!(
+        matches!(&resumed, Outcome::Ran { job, next: JobNext::Succeeded } if job.kind == "fetch"),
+        "processing resumes once the daemon is restarted, not auth_retry_secs later: {resumed:?}"
+    );
+    app.drain(5).await;
+    assert_eq!(sandbox.hook_document(&id)["run"], run_json("run_fixed"));
+    app.stop().await;
+}
