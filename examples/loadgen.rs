@@ -80,11 +80,12 @@ struct Shared {
 impl Shared {
     fn body(&self, n: u64) -> (String, Vec<u8>) {
         let mut rng = rand::thread_rng();
-        let run_n = if self.args.dup_ratio > 0.0 && n > 0 && rng.gen_bool(self.args.dup_ratio.min(1.0)) {
-            rng.gen_range(0..n)
-        } else {
-            n
-        };
+        let run_n =
+            if self.args.dup_ratio > 0.0 && n > 0 && rng.gen_bool(self.args.dup_ratio.min(1.0)) {
+                rng.gen_range(0..n)
+            } else {
+                n
+            };
         let id = format!("evt_{}_{n}", self.prefix);
         let run_id = format!("run_{}_{run_n}", self.prefix);
         let mut body = format!(
@@ -101,9 +102,17 @@ impl Shared {
     async fn send_one(&self, scheduled: Instant) {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let (id, body) = self.body(n);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let bad = self.args.bad_sig_ratio > 0.0 && rand::thread_rng().gen_bool(self.args.bad_sig_ratio.min(1.0));
-        let secret = if bad { "whsec_wrong" } else { self.args.secret.as_str() };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let bad = self.args.bad_sig_ratio > 0.0
+            && rand::thread_rng().gen_bool(self.args.bad_sig_ratio.min(1.0));
+        let secret = if bad {
+            "whsec_wrong"
+        } else {
+            self.args.secret.as_str()
+        };
         let header = steerhook::signature::sign(secret, now, &body);
         let resp = self
             .client
@@ -120,16 +129,25 @@ impl Shared {
                 let id_back = serde_json::from_str::<serde_json::Value>(&text)
                     .ok()
                     .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
-                let key = match serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| {
-                    v.get("status").or_else(|| v.get("code")).and_then(|c| c.as_str()).map(str::to_owned)
-                }) {
+                let key = match serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("status")
+                            .or_else(|| v.get("code"))
+                            .and_then(|c| c.as_str())
+                            .map(str::to_owned)
+                    }) {
                     Some(c) => format!("{} {c}", s.as_u16()),
                     None => s.as_u16().to_string(),
                 };
                 (key, s.is_success().then(|| id_back.unwrap_or(id)))
             }
             Err(e) => (
-                if e.is_timeout() { "timeout".into() } else { "connection error".into() },
+                if e.is_timeout() {
+                    "timeout".into()
+                } else {
+                    "connection error".into()
+                },
                 None,
             ),
         };
@@ -181,7 +199,9 @@ async fn main() -> anyhow::Result<()> {
                 let s = shared.clone();
                 let issued = issued.clone();
                 tasks.push(tokio::spawn(async move {
-                    while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < count {
+                    while Instant::now() < deadline
+                        && issued.fetch_add(1, Ordering::Relaxed) < count
+                    {
                         s.send_one(Instant::now()).await;
                     }
                 }));
@@ -247,7 +267,11 @@ async fn main() -> anyhow::Result<()> {
             })
         );
     } else {
-        println!("requests   {total} in {secs:.2} s = {:.0} req/s ({:.0} accepted/s)", total as f64 / secs, accepted as f64 / secs);
+        println!(
+            "requests   {total} in {secs:.2} s = {:.0} req/s ({:.0} accepted/s)",
+            total as f64 / secs,
+            accepted as f64 / secs
+        );
         println!("latency    p50 {p50:.2} ms  p90 {p90:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
         for (k, v) in &r.by_status {
             println!("  {k:<28} {v}");

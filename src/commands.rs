@@ -37,6 +37,14 @@ fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
     Ok(Settings::load(&config_path(cli), &process_env())?)
 }
 
+/// For commands that use no secret: `_file` secrets are not read.
+fn load_settings_for_inspection(cli: &Cli) -> anyhow::Result<Settings> {
+    Ok(Settings::load_without_secret_files(
+        &config_path(cli),
+        &process_env(),
+    )?)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -128,7 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_id,
         } => crate::send_test::run(&cli, url.clone(), secret.clone(), event, run_id.clone()),
         Command::Events(cmd) => {
-            let settings = load_settings(&cli)?;
+            let settings = load_settings_for_inspection(&cli)?;
             let store = crate::startup::open_store(&settings)?;
             runtime()?.block_on(async {
                 match cmd {
@@ -157,7 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Replay { id, hook } => {
-            let settings = load_settings(&cli)?;
+            let settings = load_settings_for_inspection(&cli)?;
             let store = crate::startup::open_store(&settings)?;
             runtime()?.block_on(crate::ops::replay(
                 &store,
@@ -167,7 +175,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))
         }
         Command::Prune { older_than } => {
-            let settings = load_settings(&cli)?;
+            let settings = load_settings_for_inspection(&cli)?;
             let store = crate::startup::open_store(&settings)?;
             let age = older_than.map_or(settings.storage.retention, Into::into);
             runtime()?.block_on(crate::ops::prune(&store, age))

@@ -559,6 +559,23 @@ impl Settings {
     /// Loads `path`, applies the `STEERHOOK__*` variables of `env`, reads
     /// `_file` secrets (relative to `$CREDENTIALS_DIRECTORY` when set) and validates.
     pub fn load(path: &Path, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::load_with(path, env, true)
+    }
+
+    /// Like [`Settings::load`], but `<key>_file` secrets are not read (their
+    /// values are placeholders): for commands that use no secret.
+    pub fn load_without_secret_files(
+        path: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_with(path, env, false)
+    }
+
+    fn load_with(
+        path: &Path,
+        env: &HashMap<String, String>,
+        read_secret_files: bool,
+    ) -> Result<Self, ConfigError> {
         let file_key = path.display().to_string();
         if !path.exists() {
             return Err(ConfigError::new(
@@ -588,19 +605,24 @@ impl Settings {
         let tree: serde_json::Value = built
             .try_deserialize()
             .map_err(|e| ConfigError::new(file_key, e.to_string()))?;
-        Self::from_value(tree, env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from))
+        Self::from_value(
+            tree,
+            env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            read_secret_files,
+        )
     }
 
     /// Parses a TOML document (no environment); for tests and `doctor`.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let tree: serde_json::Value =
             toml::from_str(text).map_err(|e| ConfigError::new("(file)", e.to_string()))?;
-        Self::from_value(tree, None)
+        Self::from_value(tree, None, true)
     }
 
     fn from_value(
         tree: serde_json::Value,
         credentials_dir: Option<PathBuf>,
+        read_secret_files: bool,
     ) -> Result<Self, ConfigError> {
         let raw: RawSettings = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
@@ -612,8 +634,13 @@ impl Settings {
             };
             ConfigError::new(key, message)
         })?;
-        let creds = credentials_dir.as_deref();
-        validate(raw, creds)
+        validate(
+            raw,
+            SecretFiles {
+                dir: credentials_dir.as_deref(),
+                read: read_secret_files,
+            },
+        )
     }
 
     /// A summary for `check-config`, with secrets counted, never shown.
@@ -690,11 +717,22 @@ impl Settings {
     }
 }
 
-fn read_secret_file(
-    key: &str,
-    path: &str,
-    credentials_dir: Option<&Path>,
-) -> Result<String, ConfigError> {
+/// How `<key>_file` secrets are handled while loading.
+#[derive(Debug, Clone, Copy)]
+struct SecretFiles<'a> {
+    /// `$CREDENTIALS_DIRECTORY`, for relative paths.
+    dir: Option<&'a Path>,
+    /// False for commands that never use a secret (`events`, `replay`,
+    /// `prune`): they then work for an operator who cannot read the
+    /// credential files, e.g. `sudo -u steerhook steerhook events list`.
+    read: bool,
+}
+
+fn read_secret_file(key: &str, path: &str, files: SecretFiles<'_>) -> Result<String, ConfigError> {
+    if !files.read {
+        return Ok(String::from("[not read]"));
+    }
+    let credentials_dir = files.dir;
     let p = Path::new(path);
     let full = match credentials_dir {
         Some(dir) if p.is_relative() => dir.join(p),
@@ -710,7 +748,7 @@ fn either_secret(
     key: &str,
     inline: Option<String>,
     file: Option<String>,
-    creds: Option<&Path>,
+    creds: SecretFiles<'_>,
 ) -> Result<Option<Secret>, ConfigError> {
     match (inline, file) {
         (Some(_), Some(_)) => Err(ConfigError::new(
@@ -744,7 +782,7 @@ fn count(key: &str, v: u64, min: u64, max: u64) -> Result<usize, ConfigError> {
     usize::try_from(v).map_err(|_| ConfigError::new(key, "too large"))
 }
 
-fn validate(raw: RawSettings, creds: Option<&Path>) -> Result<Settings, ConfigError> {
+fn validate(raw: RawSettings, creds: SecretFiles<'_>) -> Result<Settings, ConfigError> {
     let listen_raw = raw.server.listen.ok_or_else(|| {
         ConfigError::new("server.listen", "missing; e.g. listen = \"127.0.0.1:8787\"")
     })?;
