@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use serde_json::Value;
@@ -79,7 +79,9 @@ pub struct TestApp {
     pub handle: Option<JoinHandle<anyhow::Result<()>>>,
     /// An HTTP client with a timeout, so a hang fails the test.
     pub client: reqwest::Client,
-    /// Holds the database (and any other file) until the app is dropped.
+    /// Holds the database (and any other file) until the app is dropped;
+    /// never read, only kept alive.
+    #[allow(dead_code)]
     pub tempdir: TempDir,
 }
 
@@ -268,18 +270,6 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> V
     let message = obj["error"].as_str().expect("error is a string");
     assert!(!message.is_empty(), "an empty error message: {body}");
     body
-}
-
-/// Polls `f` until it returns Some or the deadline passes.
-pub async fn poll_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
