@@ -252,3 +252,77 @@ fn a_relative_secrets_file_is_read_from_the_credentials_directory() {
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("webhook.secrets_file"));
 }
+
+/// A secret given with the wrong TOML type must not be echoed back by the
+/// deserialiser's "invalid type" message.
+#[test]
+fn a_mistyped_secret_is_not_echoed_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_of_config = config(
+        dir.path(),
+        "127.0.0.1:0",
+        &format!("secrets = {}", toml_string(CONFIG_SECRET)),
+        "",
+    );
+    assert_config_error(&text_of_config, &[], "webhook.secrets");
+}
+
+/// An API key that happens to be all digits, given in the environment, is a
+/// string like any other: not parsed as a number, and never printed.
+#[test]
+fn an_all_digit_secret_from_the_environment_is_accepted_and_not_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_of_config = config(
+        dir.path(),
+        "127.0.0.1:0",
+        &secrets_line(),
+        "[opensteer]\napi_key = \"osk_placeholder\"",
+    );
+    let path = write_config(dir.path(), &text_of_config);
+    let digits = "918273645546372819";
+    let out = run(
+        &["check-config"],
+        &path,
+        &[("STEERHOOK__OPENSTEER__API_KEY", digits)],
+    );
+    let shown = text(&out);
+    assert!(!shown.contains(digits), "the API key was printed:\n{shown}");
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+}
+
+/// Hook environment variable names keep their case through the config
+/// layers (the `config` crate must not lowercase them).
+#[test]
+fn hook_env_names_keep_their_case_through_settings_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_of_config = config(
+        dir.path(),
+        "127.0.0.1:0",
+        &secrets_line(),
+        &format!("[[hook]]\nname = \"etl\"\n{SHELL_HOOK}env = {{ ETL_TARGET = \"prod\" }}\n"),
+    );
+    let path = write_config(dir.path(), &text_of_config);
+    let settings = steerhook::config::Settings::load(&path, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let steerhook::config::HookKind::Shell(shell) = &settings.hooks[0].kind else {
+        panic!("a shell hook");
+    };
+    let names: Vec<&str> = shell.env.keys().map(String::as_str).collect();
+    assert_eq!(names, ["ETL_TARGET"]);
+}
+
+#[test]
+fn webhook_secrets_from_the_environment_are_a_comma_separated_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_of_config = config(dir.path(), "127.0.0.1:0", &secrets_line(), "");
+    let path = write_config(dir.path(), &text_of_config);
+    let out = run(
+        &["check-config"],
+        &path,
+        &[("STEERHOOK__WEBHOOK__SECRETS", "whsec_env_one,whsec_env_two")],
+    );
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("2 configured"), "{shown}");
+    assert!(!shown.contains("whsec_env_"), "{shown}");
+}
