@@ -326,3 +326,13 @@ fn webhook_secrets_from_the_environment_are_a_comma_separated_list() {
     assert!(shown.contains("2 configured"), "{shown}");
     assert!(!shown.contains("whsec_env_"), "{shown}");
 }
+
+/// A TOML syntax error on a secret's line must not quote that line.
+#[test]
+fn a_toml_syntax_error_does_not_quote_a_secret() {
+    let text_of_config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[webhook]\nsecrets = [{} \"x\"]\n",
+        toml_string(CONFIG_SECRET)
+    );
+    assert_config_error(&text_of_config, &[], "line 4");
+}
