@@ -1,0 +1,12 @@
+//! Black-box tests of the ingest half: the real application (through
+//! `Application::build_with`, the startup seam `serve` uses) on port 0, a real
+//! SQLite file in a temp dir, HTTP through reqwest, and the real binary for
+//! the command line, configuration errors and SIGTERM.
+
+mod cli;
+mod config_cli;
+mod helpers;
+mod shutdown;
+mod storage;
+mod vectors;
+mod webhook;

@@ -1,0 +1,182 @@
+//! SPEC §7: SIGTERM while requests are in flight — every answered event is on
+//! disk and the process exits 0. The real binary, a real signal.
+
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::helpers::*;
+
+/// Kills the child if the test fails before it exits.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+const SENDERS: usize = 8;
+/// Answers to collect before the signal, so it lands while requests run.
+const ANSWERS_BEFORE_SIGNAL: usize = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_requests_keeps_every_answered_event_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db_path = dir.path().join("steerhook.db");
+    let config_path = dir.path().join("steerhook.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[webhook]\nsecrets = [{}]\n[storage]\npath = {}\n",
+            toml_string(SECRET),
+            toml_string(&db_path.display().to_string())
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("serve.log");
+    let mut daemon = Daemon(
+        steerhook_command()
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start steerhook serve"),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    // Up when /healthz answers.
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            daemon.0.try_wait().unwrap().is_none(),
+            "serve exited early:\n{}",
+            log()
+        );
+        assert!(
+            start.elapsed() < DEADLINE,
+            "serve never came up:\n{}",
+            log()
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let client = client.clone();
+            let url = format!("{base}{WEBHOOK_PATH}");
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let mut answers: Vec<(u16, Option<String>)> = Vec::new();
+                let started = Instant::now();
+                for i in 0.. {
+                    let body = run_event(
+                        "run.succeeded",
+                        &format!("evt_{s}_{i}"),
+                        &format!("run_{s}_{i}"),
+                    );
+                    let header = steerhook::signature::sign(SECRET, system_now_secs(), &body);
+                    let sent = client
+                        .post(&url)
+                        .header("x-opensteer-signature", header)
+                        .body(body)
+                        .send()
+                        .await;
+                    // Once the daemon stops listening, requests fail: this sender is done.
+                    let Ok(resp) = sent else { break };
+                    let status = resp.status().as_u16();
+                    let Ok(text) = resp.text().await else { break };
+                    let id = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned));
+                    answers.push((status, id));
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    if started.elapsed() > Duration::from_secs(60) {
+                        break;
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+
+    let start = Instant::now();
+    while answered.load(Ordering::SeqCst) < ANSWERS_BEFORE_SIGNAL {
+        assert!(start.elapsed() < DEADLINE, "requests are not answered");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let pid = Pid::from_raw(daemon.0.id() as i32);
+    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+    let signalled = Instant::now();
+
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "serve did not exit within 20 s of SIGTERM:\n{}",
+            log()
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    };
+    let exit_after = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", log());
+
+    let mut accepted = Vec::new();
+    for sender in senders {
+        for (status, id) in sender.await.unwrap() {
+            assert_eq!(
+                status, 202,
+                "every answer is an acceptance (ids are unique)"
+            );
+            accepted.push(id.expect("a 202 carries an id"));
+        }
+    }
+    assert!(accepted.len() >= ANSWERS_BEFORE_SIGNAL);
+
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    let mut missing = Vec::new();
+    for id in &accepted {
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM events WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if n != 1 {
+            missing.push(id.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered events are not on disk: {missing:?}",
+        missing.len(),
+        accepted.len()
+    );
+    eprintln!(
+        "{} events answered; exit {:?} after SIGTERM",
+        accepted.len(),
+        exit_after
+    );
+}

@@ -1,0 +1,277 @@
+//! SPEC §7: an answered event is on disk, with its jobs; one row per dedupe
+//! key under concurrency; storage failures answer 503 and store nothing.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::helpers::*;
+
+#[derive(Debug, PartialEq)]
+struct EventRow {
+    id: String,
+    event_type: String,
+    run_id: String,
+    signed_at: i64,
+    received_at: i64,
+    client_addr: Option<String>,
+    body: Vec<u8>,
+    status: String,
+}
+
+fn event_row(conn: &rusqlite::Connection, id: &str) -> Option<EventRow> {
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT id, event_type, run_id, signed_at, received_at, client_addr, body, status
+         FROM events WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(EventRow {
+                id: r.get(0)?,
+                event_type: r.get(1)?,
+                run_id: r.get(2)?,
+                signed_at: r.get(3)?,
+                received_at: r.get(4)?,
+                client_addr: r.get(5)?,
+                body: r.get(6)?,
+                status: r.get(7)?,
+            })
+        },
+    )
+    .optional()
+    .expect("query events")
+}
+
+fn jobs_of(conn: &rusqlite::Connection, id: &str) -> Vec<(String, String)> {
+    conn.prepare(
+        "SELECT j.kind, j.hook FROM jobs j JOIN events e ON e.seq = j.event_seq
+         WHERE e.id = ?1 ORDER BY j.id",
+    )
+    .unwrap()
+    .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_accepted_event_is_readable_from_another_connection_when_the_answer_arrives() {
+    let app = spawn_app().await;
+    // Opened before the request, as an independent reader would be.
+    let reader = app.db();
+    // Odd but valid JSON bytes: key order, spacing and unicode escapes must survive.
+    let body = br#"{ "type" : "run.succeeded", "id":"evt_disk", "data":{"run":{"id":"run_disk","note":"caf\u00e9 \u2603"}} }"#;
+    let resp = app.post_signed(body).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    // No poll: the row must already be committed.
+    let row = event_row(&reader, "evt_disk").expect("the row is committed before the answer");
+    assert_eq!(row.body, body.to_vec(), "raw body, byte for byte");
+    assert_eq!(row.event_type, "run.succeeded");
+    assert_eq!(row.run_id, "run_disk");
+    assert_eq!(row.signed_at, NOW_SECS as i64);
+    assert_eq!(row.received_at, NOW_SECS as i64 * 1000, "the app's clock");
+    assert!(
+        row.client_addr
+            .as_deref()
+            .is_some_and(|c| c.starts_with("127.0.0.1:")),
+        "client {:?}",
+        row.client_addr
+    );
+    // No hook and no [opensteer]: nothing to do, so the event is finished.
+    assert_eq!(row.status, "done");
+    assert!(jobs_of(&reader, "evt_disk").is_empty());
+}
+
+#[tokio::test]
+async fn an_accepted_event_has_a_deliver_job_for_each_hook_that_wants_its_type() {
+    let app = spawn_app_with(AppOptions {
+        tail: r#"
+[[hook]]
+name = "etl"
+kind = "shell"
+events = ["run.succeeded"]
+command = ["/bin/true"]
+"#
+        .into(),
+        ..AppOptions::default()
+    })
+    .await;
+    let reader = app.db();
+    let resp = app
+        .post_signed(&run_event("run.succeeded", "evt_hooked", "run_h"))
+        .await;
+    assert_eq!(resp.status().as_u16(), 202);
+    // The job is written in the same transaction as the event. A worker may
+    // already have run it, so only its existence is asserted, not its state.
+    assert_eq!(
+        jobs_of(&reader, "evt_hooked"),
+        vec![("deliver".to_owned(), "etl".to_owned())]
+    );
+
+    // A type the hook does not want gets no job and is finished at once.
+    let resp = app
+        .post_signed(&run_event("run.failed", "evt_unhooked", "run_h"))
+        .await;
+    assert_eq!(resp.status().as_u16(), 202);
+    assert!(jobs_of(&reader, "evt_unhooked").is_empty());
+    assert_eq!(
+        event_row(&reader, "evt_unhooked").unwrap().status,
+        "done",
+        "an event with no job is done"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_identical_deliveries_store_one_row_and_answer_one_202() {
+    let app = spawn_app().await;
+    let body = run_event("run.succeeded", "evt_storm", "run_storm");
+    let header = app.signature(&body);
+    let answers = join_all((0..50).map(|_| {
+        let client = app.client.clone();
+        let url = app.webhook_url.clone();
+        let body = body.clone();
+        let header = header.clone();
+        async move {
+            let resp = client
+                .post(url)
+                .header("x-opensteer-signature", header)
+                .body(body)
+                .send()
+                .await
+                .expect("answered");
+            let status = resp.status().as_u16();
+            (status, json_body(resp).await)
+        }
+    }))
+    .await;
+    let accepted: Vec<_> = answers.iter().filter(|(s, _)| *s == 202).collect();
+    let duplicates: Vec<_> = answers.iter().filter(|(s, _)| *s == 200).collect();
+    assert_eq!(accepted.len(), 1, "{answers:?}");
+    assert_eq!(duplicates.len(), 49, "{answers:?}");
+    assert_eq!(accepted[0].1["id"], "evt_storm");
+    for (_, b) in duplicates {
+        assert_eq!(
+            b,
+            &serde_json::json!({"status": "duplicate", "id": "evt_storm"})
+        );
+    }
+    assert_eq!(app.event_count(), 1);
+}
+
+#[tokio::test]
+async fn an_oversized_body_stores_nothing() {
+    let app = spawn_app_with(AppOptions {
+        server: "max_body_bytes = 2048".into(),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut body = run_event("run.succeeded", "evt_big", "run_big");
+    body.extend(std::iter::repeat(b' ').take(4096));
+    assert_error(app.post_signed(&body).await, 413, "PAYLOAD_TOO_LARGE").await;
+    assert_eq!(app.event_count(), 0);
+    assert_eq!(app.quarantine_count(), 0);
+    assert_eq!(count_rows(&app.db(), "jobs"), 0);
+}
+
+/// Sabotage: another connection holds the write lock for longer than
+/// `busy_timeout`, so the app's commit fails with SQLITE_BUSY. Works as root,
+/// unlike a read-only file.
+#[tokio::test]
+async fn webhook_returns_503_with_retry_after_while_the_database_is_locked() {
+    let app = spawn_app_with(AppOptions {
+        storage: "busy_timeout_ms = 200".into(),
+        ..AppOptions::default()
+    })
+    .await;
+    let blocker = app.db();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let body = run_event("run.succeeded", "evt_locked", "run_locked");
+    let resp = app.post_signed(&body).await;
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        retry_after.is_some_and(|s| s > 0),
+        "Retry-After {retry_after:?}"
+    );
+    assert_error(resp, 503, "STORAGE_UNAVAILABLE").await;
+    blocker.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(app.event_count(), 0, "nothing stored");
+    // The lock is gone: the sender's retry succeeds without a restart.
+    let resp = app.post_signed(&body).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(app.event_count(), 1);
+}
+
+/// Sabotage: a trigger makes every insert fail the way a full disk would.
+#[tokio::test]
+async fn webhook_returns_503_and_stores_nothing_when_the_insert_fails_then_recovers() {
+    let app = spawn_app().await;
+    app.db()
+        .execute_batch(
+            "CREATE TRIGGER sabotage BEFORE INSERT ON events
+             BEGIN SELECT RAISE(FAIL, 'disk full (sabotage)'); END;",
+        )
+        .unwrap();
+    let body = run_event("run.failed", "evt_full", "run_full");
+    let resp = app.post_signed(&body).await;
+    assert!(resp.headers().contains_key("retry-after"), "Retry-After");
+    let err = assert_error(resp, 503, "STORAGE_UNAVAILABLE").await;
+    assert!(
+        !err["error"].as_str().unwrap().contains("sabotage"),
+        "the database error stays in the log, not in the answer: {err}"
+    );
+    let db = app.db();
+    assert_eq!(count_rows(&db, "events"), 0);
+    assert_eq!(count_rows(&db, "jobs"), 0);
+    db.execute_batch("DROP TRIGGER sabotage").unwrap();
+    let resp = app.post_signed(&body).await;
+    assert_eq!(resp.status().as_u16(), 202, "recovers without a restart");
+    assert_eq!(app.event_count(), 1);
+}
+
+/// The same sabotage on the quarantine: an invalid payload that cannot be
+/// kept is a 503 (retry), not a 400 (drop).
+#[tokio::test]
+async fn an_invalid_payload_that_cannot_be_quarantined_gets_503() {
+    let app = spawn_app().await;
+    app.db()
+        .execute_batch(
+            "CREATE TRIGGER sabotage BEFORE INSERT ON quarantine
+             BEGIN SELECT RAISE(FAIL, 'disk full (sabotage)'); END;",
+        )
+        .unwrap();
+    let resp = app.post_signed(b"not json").await;
+    assert!(resp.headers().contains_key("retry-after"), "Retry-After");
+    assert_error(resp, 503, "STORAGE_UNAVAILABLE").await;
+}
+
+/// Group commit: a burst of different events, all answered 202, all stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_distinct_events_is_all_stored() {
+    let app = spawn_app().await;
+    let reader = app.db();
+    let answers = join_all((0..100).map(|i| {
+        let body = run_event("run.succeeded", &format!("evt_b{i}"), &format!("run_b{i}"));
+        let header = app.signature(&body);
+        let client = app.client.clone();
+        let url = app.webhook_url.clone();
+        async move {
+            client
+                .post(url)
+                .header("x-opensteer-signature", header)
+                .body(body)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .expect("answered")
+                .status()
+                .as_u16()
+        }
+    }))
+    .await;
+    assert!(answers.iter().all(|s| *s == 202), "{answers:?}");
+    assert_eq!(count_rows(&reader, "events"), 100);
+}
