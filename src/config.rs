@@ -15,6 +15,14 @@ use crate::secret::Secret;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/steerhook/steerhook.toml";
 /// Default `webhook.tolerance_secs`.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
+/// Environment variables holding secrets, and their keys.
+const SECRET_ENV: [(&str, &str); 3] = [
+    ("STEERHOOK__WEBHOOK__SECRETS", "webhook.secrets"),
+    ("STEERHOOK__OPENSTEER__API_KEY", "opensteer.api_key"),
+    ("STEERHOOK__SMTP__PASSWORD", "smtp.password"),
+];
+/// Keys whose values are secrets: never echoed in an error.
+const SECRET_KEYS: [&str; 3] = ["webhook.secrets", "opensteer.api_key", "smtp.password"];
 /// Largest accepted `webhook.tolerance_secs`.
 pub const MAX_TOLERANCE_SECS: u64 = 3600;
 
@@ -583,12 +591,37 @@ impl Settings {
                 "the configuration file does not exist; pass --config PATH or set $STEERHOOK_CONFIG (see config.example.toml)",
             ));
         }
+        // Parse once ourselves so that a syntax error is reported without the
+        // line's text, which may hold a secret.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(file_key.clone(), format!("cannot read: {e}")))?;
+        check_toml_syntax(&file_key, &text)?;
         let overrides: config::Map<String, String> = env
             .iter()
-            .filter(|(k, _)| k.starts_with("STEERHOOK__"))
+            .filter(|(k, _)| {
+                k.starts_with("STEERHOOK__") && !SECRET_ENV.iter().any(|(e, _)| e == k)
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let built = config::Config::builder()
+        // Secrets bypass try_parsing: an all-digit key must stay a string.
+        let mut builder = config::Config::builder();
+        for (var, key) in SECRET_ENV {
+            if let Some(v) = env.get(var) {
+                builder = if key == "webhook.secrets" {
+                    let list: Vec<String> = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    builder.set_override(key, list)
+                } else {
+                    builder.set_override(key, v.clone())
+                }
+                .map_err(|e| ConfigError::new(key, e.to_string()))?;
+            }
+        }
+        let built = builder
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("STEERHOOK")
@@ -614,6 +647,7 @@ impl Settings {
 
     /// Parses a TOML document (no environment); for tests and `doctor`.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        check_toml_syntax("(file)", text)?;
         let tree: serde_json::Value =
             toml::from_str(text).map_err(|e| ConfigError::new("(file)", e.to_string()))?;
         Self::from_value(tree, None, true)
@@ -627,8 +661,13 @@ impl Settings {
         let raw: RawSettings = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner().to_string();
+            let is_secret = SECRET_KEYS
+                .iter()
+                .any(|k| key == *k || key.starts_with(&format!("{k}[")));
             let message = if inner.starts_with("unknown field") {
                 format!("{inner}; remove it or check its spelling")
+            } else if is_secret {
+                "has the wrong type (webhook.secrets is a list of strings, other secrets are strings); the value is not shown".to_owned()
             } else {
                 inner
             };
@@ -714,6 +753,26 @@ impl Settings {
     /// The hook named `name`.
     pub fn hook(&self, name: &str) -> Option<&HookSettings> {
         self.hooks.iter().find(|h| h.name == name)
+    }
+}
+
+/// Reports a TOML syntax error by line and column only: the library's own
+/// message quotes the line, which may hold a secret.
+fn check_toml_syntax(file_key: &str, text: &str) -> Result<(), ConfigError> {
+    match toml::from_str::<toml::Value>(text) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let at = e.span().map_or(String::new(), |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(" at line {line}, column {col}")
+            });
+            Err(ConfigError::new(
+                file_key,
+                format!("TOML syntax error{at}: {}", e.message().trim()),
+            ))
+        }
     }
 }
 

@@ -105,6 +105,12 @@ impl Application {
             )
             .context("cannot prepare the worker")?,
         );
+        // Jobs a killed process left running go back in the queue before
+        // anything is served: only one `serve` owns this database (the lock).
+        dispatcher
+            .recover_interrupted()
+            .await
+            .context("cannot recover interrupted jobs")?;
         let path = settings.server.webhook_path.clone();
         let max_body = settings.server.max_body_bytes;
         let server = HttpServer::new(move || {
@@ -168,12 +174,6 @@ impl Application {
             addr,
             _instance_lock,
         } = self;
-        // Jobs a killed process left running go back in the queue before
-        // anything is served: only one `serve` owns this database (the lock).
-        dispatcher
-            .recover_interrupted()
-            .await
-            .context("cannot recover interrupted jobs")?;
         let handle = server.handle();
         // Every task is aborted if this future is dropped (a test that
         // simulates a crash, or a panic), so nothing outlives the daemon.
