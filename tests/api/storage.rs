@@ -166,7 +166,7 @@ async fn an_oversized_body_stores_nothing() {
     })
     .await;
     let mut body = run_event("run.succeeded", "evt_big", "run_big");
-    body.extend(std::iter::repeat(b' ').take(4096));
+    body.extend(std::iter::repeat_n(b' ', 4096));
     assert_error(app.post_signed(&body).await, 413, "PAYLOAD_TOO_LARGE").await;
     assert_eq!(app.event_count(), 0);
     assert_eq!(app.quarantine_count(), 0);

@@ -44,7 +44,7 @@ async fn webhook_accepts_a_body_of_exactly_max_body_bytes() {
     .await;
     let mut body = run_event("run.succeeded", "evt_edge", "run_edge");
     // Pad the JSON object with whitespace up to the limit exactly.
-    body.extend(std::iter::repeat(b' ').take(4096 - body.len()));
+    body.extend(std::iter::repeat_n(b' ', 4096 - body.len()));
     assert_eq!(body.len(), 4096);
     let resp = app.post_signed(&body).await;
     assert_eq!(resp.status().as_u16(), 202);
