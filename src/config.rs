@@ -136,6 +136,8 @@ pub struct QueueSettings {
     pub fetch_max_attempts: u32,
     /// How long a running hook gets to finish when the daemon stops.
     pub shutdown_grace: Duration,
+    /// Accept and store events but run no job (maintenance of a downstream system).
+    pub paused: bool,
 }
 
 /// `[opensteer]`
@@ -352,6 +354,8 @@ struct RawQueue {
     fetch_max_attempts: u32,
     #[serde(default = "d_shutdown_grace")]
     shutdown_grace_secs: u64,
+    #[serde(default)]
+    paused: bool,
 }
 
 impl Default for RawQueue {
@@ -364,6 +368,7 @@ impl Default for RawQueue {
             auth_retry_secs: d_auth_retry(),
             fetch_max_attempts: d_fetch_attempts(),
             shutdown_grace_secs: d_shutdown_grace(),
+            paused: false,
         }
     }
 }
@@ -991,6 +996,7 @@ fn validate(raw: RawSettings, creds: SecretFiles<'_>) -> Result<Settings, Config
             10_000,
         )? as u32,
         shutdown_grace: secs("queue.shutdown_grace_secs", q.shutdown_grace_secs, 0, 3_600)?,
+        paused: q.paused,
     };
 
     let opensteer = match raw.opensteer {

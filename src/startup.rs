@@ -127,6 +127,7 @@ impl Application {
         .client_disconnect_timeout(std::time::Duration::from_secs(1))
         .shutdown_timeout(30)
         .run();
+        let run_worker = !settings.queue.paused;
         Ok(Self {
             addr,
             server,
@@ -134,7 +135,7 @@ impl Application {
             settings,
             clock,
             dispatcher,
-            run_worker: true,
+            run_worker,
             _instance_lock: instance_lock,
         })
     }
@@ -202,6 +203,9 @@ impl Application {
             ))));
         }
         tracing::info!(%addr, "steerhook is listening");
+        if settings.queue.paused {
+            tracing::warn!("queue.paused = true: events are stored but no hook runs until it is false and the daemon restarted");
+        }
         shutdown.cancelled().await;
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
