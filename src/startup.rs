@@ -271,7 +271,10 @@ async fn feed_watchdog(
         let writer_ok = tokio::time::timeout(every, store.write(|_| Ok(())))
             .await
             .is_ok_and(|r| r.is_ok());
-        let worker_ok = worker.as_ref().is_none_or(|w| w.alive_within(interval));
+        // The idle worker loop goes round every half second, so allow at least 2 s.
+        let worker_ok = worker
+            .as_ref()
+            .is_none_or(|w| w.alive_within(interval.max(std::time::Duration::from_secs(2))));
         if writer_ok && worker_ok {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
         } else {

@@ -237,11 +237,18 @@ pub fn replay(
     now: i64,
 ) -> Result<ReplayReport, StoreError> {
     let mut report = ReplayReport::default();
+    // Due since the event arrived: the serving process's clock, not this
+    // command's, decides when "now" is, and a replayed job must be due at once.
+    let due: i64 = tx.query_row(
+        "SELECT received_at FROM events WHERE seq = ?1",
+        [seq],
+        |r| r.get(0),
+    )?;
     if enrich {
         report.refetch = tx.execute(
-            "UPDATE jobs SET state = 'pending', attempts = 0, due_at = ?2, updated_at = ?2, finished_at = NULL
+            "UPDATE jobs SET state = 'pending', attempts = 0, due_at = ?2, updated_at = ?3, finished_at = NULL
              WHERE event_seq = ?1 AND kind = 'fetch' AND state = 'failed'",
-            params![seq, now],
+            params![seq, due, now],
         )? > 0;
         if report.refetch {
             tx.execute(
@@ -270,11 +277,11 @@ pub fn replay(
         }
         tx.execute(
             "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
-             VALUES (?1, 'deliver', ?2, ?3, ?4, ?4, ?4)
+             VALUES (?1, 'deliver', ?2, ?3, ?4, ?5, ?5)
              ON CONFLICT (event_seq, kind, hook) DO UPDATE SET
                 state = excluded.state, attempts = 0, due_at = excluded.due_at,
                 updated_at = excluded.updated_at, finished_at = NULL, lease_until = NULL",
-            params![seq, hook, state, now],
+            params![seq, hook, state, due, now],
         )?;
         report.queued.push(hook.clone());
     }

@@ -6,7 +6,9 @@
 mod cli;
 mod config_cli;
 mod helpers;
+mod operate;
 mod shutdown;
 mod storage;
+mod systemd_notify;
 mod vectors;
 mod webhook;

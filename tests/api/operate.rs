@@ -1,0 +1,404 @@
+//! The operator's side: the CLI against a database filled by the real
+//! server, `replay` while the server runs, retention, `/metrics`, `doctor`,
+//! and the client address behind a trusted proxy.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// A hook that records each attempt in `dir/attempts` and prints a line.
+fn recording_hook(dir: &Path, name: &str, extra: &str) -> String {
+    format!(
+        "[[hook]]\nname = \"{name}\"\nkind = \"shell\"\nevents = [\"run.succeeded\", \"run.failed\"]\n\
+         command = [\"/bin/sh\", \"-c\", \"echo \\\"$STEERHOOK_EVENT_ID $STEERHOOK_ATTEMPT\\\" >> \\\"$OUT/attempts\\\"; echo delivered $STEERHOOK_EVENT_ID\"]\n\
+         env = {{ OUT = {} }}\n{extra}\n",
+        toml_string(&dir.display().to_string())
+    )
+}
+
+/// Writes the app's configuration to a file for the CLI.
+fn config_file(opts: &AppOptions, app: &TestApp) -> PathBuf {
+    let path = app.db_path.with_file_name("steerhook.toml");
+    std::fs::write(&path, config_toml(opts, &app.db_path)).expect("write config");
+    path
+}
+
+fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = steerhook_command()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run steerhook");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+fn status_of(app: &TestApp, id: &str) -> Option<String> {
+    app.db()
+        .query_row("SELECT status FROM events WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .ok()
+}
+
+fn attempts_file(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("attempts"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_list_and_show_describe_what_the_server_stored_and_delivered() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = AppOptions {
+        tail: recording_hook(out.path(), "etl", ""),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(opts.clone()).await;
+    for (ty, id, run) in [
+        ("run.succeeded", "evt_a", "run_a"),
+        ("run.failed", "evt_b", "run_b"),
+    ] {
+        assert_eq!(app.post_signed(&run_event(ty, id, run)).await.status(), 202);
+    }
+    wait_until("both delivered", || {
+        status_of(&app, "evt_a").as_deref() == Some("done")
+            && status_of(&app, "evt_b").as_deref() == Some("done")
+    })
+    .await;
+    let config = config_file(&opts, &app);
+
+    let (code, stdout, stderr) = cli(&config, &["events", "list", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let list: Value = serde_json::from_str(&stdout).expect("events list --json is JSON");
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["evt_b", "evt_a"], "newest first");
+    assert_eq!(list[0]["type"], "run.failed");
+    assert_eq!(list[0]["runId"], "run_b");
+    assert_eq!(list[0]["status"], "done");
+
+    let (code, stdout, _) = cli(
+        &config,
+        &["events", "list", "--type", "run.succeeded", "--json"],
+    );
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{stdout}");
+
+    let (code, stdout, _) = cli(&config, &["events", "list"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("ID "), "a table with a header: {stdout}");
+    assert!(
+        stdout.contains("evt_a") && stdout.contains("run_b"),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = cli(&config, &["events", "show", "evt_a", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let ev: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(ev["payload"]["data"]["run"]["id"], "run_a");
+    let job = &ev["jobs"][0];
+    assert_eq!(job["hook"], "etl");
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["attemptLog"][0]["outcome"], "ok");
+    assert_eq!(job["attemptLog"][0]["exitCode"], 0);
+    assert_eq!(job["attemptLog"][0]["stdout"], "delivered evt_a\n");
+
+    let (code, stdout, _) = cli(&config, &["events", "show", "evt_a"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("hook etl: succeeded after 1 attempt(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("delivered evt_a"),
+        "output tail shown: {stdout}"
+    );
+
+    let (code, _, stderr) = cli(&config, &["events", "show", "evt_nope"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no event with id"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_while_the_server_runs_delivers_the_event_again() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = AppOptions {
+        tail: recording_hook(out.path(), "etl", ""),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(opts.clone()).await;
+    assert_eq!(
+        app.post_signed(&run_event("run.succeeded", "evt_r", "run_r"))
+            .await
+            .status(),
+        202
+    );
+    wait_until("first delivery", || attempts_file(out.path()).len() == 1).await;
+    let config = config_file(&opts, &app);
+
+    let (code, stdout, stderr) = cli(&config, &["replay", "evt_r"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("queued evt_r for hook etl"), "{stdout}");
+    wait_until("the replayed delivery", || {
+        attempts_file(out.path()).len() == 2
+    })
+    .await;
+    assert_eq!(
+        attempts_file(out.path()),
+        ["evt_r 1", "evt_r 1"],
+        "replay starts a fresh attempt count"
+    );
+    wait_until("done again", || {
+        status_of(&app, "evt_r").as_deref() == Some("done")
+    })
+    .await;
+
+    let (code, _, stderr) = cli(&config, &["replay", "evt_r", "--hook", "nope"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no hook named \"nope\""), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_never_removes_an_event_with_unfinished_deliveries() {
+    let out = tempfile::tempdir().unwrap();
+    // The failing hook's retry is due after the manual clock's now, which
+    // never moves: its delivery stays pending.
+    let failing = format!(
+        "[[hook]]\nname = \"flaky\"\nkind = \"shell\"\nevents = [\"run.failed\"]\ncommand = [\"/bin/false\"]\nmax_attempts = 5\n\
+         [queue]\nbackoff_base_secs = 60\n{}",
+        recording_hook(out.path(), "etl", "").replace("\"run.succeeded\", \"run.failed\"", "\"run.succeeded\"")
+    );
+    let opts = AppOptions {
+        tail: failing,
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(opts.clone()).await;
+    assert_eq!(
+        app.post_signed(&run_event("run.succeeded", "evt_done", "run_1"))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        app.post_signed(&run_event("run.failed", "evt_waiting", "run_2"))
+            .await
+            .status(),
+        202
+    );
+    wait_until("one done, one retrying", || {
+        status_of(&app, "evt_done").as_deref() == Some("done")
+            && app
+                .db()
+                .query_row("SELECT attempts FROM jobs WHERE hook = 'flaky'", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .is_ok_and(|n| n >= 1)
+    })
+    .await;
+    let config = config_file(&opts, &app);
+    // Both were received at the manual clock's 2026-01-01: long past one day.
+    let (code, stdout, stderr) = cli(&config, &["prune", "--older-than", "1d"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("deleted 1 finished event"), "{stdout}");
+    assert_eq!(
+        status_of(&app, "evt_done"),
+        None,
+        "the finished event is gone"
+    );
+    assert_eq!(
+        status_of(&app, "evt_waiting").as_deref(),
+        Some("pending"),
+        "unfinished work is kept"
+    );
+    assert_eq!(
+        count_rows(&app.db(), "attempts"),
+        1,
+        "the deleted event's attempts went with it; the waiting one's stay"
+    );
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_webhooks_by_outcome_and_deliveries_by_hook() {
+    let out = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(AppOptions {
+        tail: recording_hook(out.path(), "etl", ""),
+        ..AppOptions::default()
+    })
+    .await;
+    let body = run_event("run.succeeded", "evt_m", "run_m");
+    assert_eq!(app.post_signed(&body).await.status(), 202);
+    assert_eq!(app.post_signed(&body).await.status(), 200);
+    assert_eq!(app.post_webhook(&body, None).await.status(), 401);
+    assert_eq!(
+        app.post_webhook(&body, Some("t=1,v1=00")).await.status(),
+        401
+    );
+    assert_eq!(app.post_signed(b"not json").await.status(), 400);
+    wait_until("delivered", || attempts_file(out.path()).len() == 1).await;
+    wait_until("recorded", || {
+        status_of(&app, "evt_m").as_deref() == Some("done")
+    })
+    .await;
+
+    let resp = app.get("/metrics").await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    for (series, want) in [
+        ("steerhook_webhooks_total{code=\"ACCEPTED\"}", 1.0),
+        ("steerhook_webhooks_total{code=\"DUPLICATE\"}", 1.0),
+        ("steerhook_webhooks_total{code=\"SIGNATURE_MISSING\"}", 1.0),
+        (
+            "steerhook_webhooks_total{code=\"TIMESTAMP_OUT_OF_TOLERANCE\"}",
+            1.0,
+        ),
+        ("steerhook_webhooks_total{code=\"PAYLOAD_INVALID\"}", 1.0),
+        (
+            "steerhook_deliveries_total{hook=\"etl\",outcome=\"ok\"}",
+            1.0,
+        ),
+        (
+            "steerhook_queue_jobs{kind=\"deliver\",state=\"succeeded\"}",
+            1.0,
+        ),
+        ("steerhook_webhook_duration_seconds_count", 5.0),
+        ("steerhook_hook_duration_seconds_count{hook=\"etl\"}", 1.0),
+    ] {
+        assert_eq!(metric(&text, series), Some(want), "{series} in\n{text}");
+    }
+    assert!(
+        text.contains("steerhook_queue_oldest_due_age_seconds"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_prints_a_line_per_check_and_fails_on_an_unsafe_hook_program() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hook.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook = |name: &str, program: &str| {
+        format!(
+            "[[hook]]\nname = \"{name}\"\nkind = \"shell\"\nevents = [\"run.failed\"]\ncommand = [{}]\n",
+            toml_string(program)
+        )
+    };
+    let config = dir.path().join("steerhook.toml");
+    let db = dir.path().join("steerhook.db");
+    let good = AppOptions {
+        tail: hook("good", &script.display().to_string()),
+        ..AppOptions::default()
+    };
+    std::fs::write(&config, config_toml(&good, &db)).unwrap();
+    let (code, stdout, stderr) = cli(&config, &["doctor"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for check in [
+        "config",
+        "database",
+        "webhook secrets",
+        "hook good",
+        "opensteer api",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(check)),
+            "an ok line for {check}: {stdout}"
+        );
+    }
+
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bad = AppOptions {
+        tail: format!(
+            "{}{}",
+            hook("writable", &script.display().to_string()),
+            hook("missing", "/nonexistent/etl.sh")
+        ),
+        secrets: vec!["whsec_with_a_newline\n".into()],
+        ..AppOptions::default()
+    };
+    std::fs::write(&config, config_toml(&bad, &db)).unwrap();
+    let (code, stdout, _) = cli(&config, &["doctor"]);
+    assert_eq!(code, 1, "{stdout}");
+    let fail = |what: &str, why: &str| {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("FAIL") && l.contains(what) && l.contains(why)),
+            "FAIL line for {what} mentioning {why:?}: {stdout}"
+        );
+    };
+    fail("hook writable", "writable by group or others");
+    fail("hook missing", "No such file");
+    fail("webhook secrets", "whitespace");
+    assert!(
+        !stdout.contains("whsec_with_a_newline"),
+        "doctor never prints a secret"
+    );
+}
+
+#[tokio::test]
+async fn the_logged_client_is_the_forwarded_one_only_behind_a_trusted_proxy() {
+    for (trusted, want_forwarded) in [("[\"127.0.0.1\"]", true), ("[]", false)] {
+        let app = spawn_app_with(AppOptions {
+            server: format!("trusted_proxies = {trusted}"),
+            ..AppOptions::default()
+        })
+        .await;
+        let body = run_event("run.succeeded", "evt_x", "run_x");
+        let resp = app
+            .client
+            .post(&app.webhook_url)
+            .header("x-opensteer-signature", app.signature(&body))
+            .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let client: String = app
+            .db()
+            .query_row("SELECT client_addr FROM events", [], |r| r.get(0))
+            .unwrap();
+        if want_forwarded {
+            assert_eq!(client, "203.0.113.9", "the entry our proxy added");
+        } else {
+            assert!(client.starts_with("127.0.0.1:"), "the peer: {client}");
+        }
+    }
+}
