@@ -6,6 +6,7 @@
 mod cli;
 mod config_cli;
 mod helpers;
+mod logs;
 mod operate;
 mod shutdown;
 mod storage;

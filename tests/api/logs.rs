@@ -1,0 +1,84 @@
+//! Logs: one line per request with the outcome code, event id and latency;
+//! `[log] format = "json"` gives one JSON object per line; never a secret
+//! or a signature.
+
+use std::process::Stdio;
+use std::time::Instant;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_a_line_per_request_and_no_secret_or_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("steerhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[webhook]\nsecrets = [{}]\n[storage]\npath = {}\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
+            toml_string(SECRET),
+            toml_string(&dir.path().join("steerhook.db").display().to_string())
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("serve.log");
+    let mut child = steerhook_command()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(start.elapsed() < DEADLINE, "serve did not come up");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let body = run_event("run.succeeded", "evt_log_1", "run_log_1");
+    let header = steerhook::signature::sign(SECRET, system_now_secs(), &body);
+    let resp = client
+        .post(format!("{base}{WEBHOOK_PATH}"))
+        .header("x-opensteer-signature", &header)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let resp = client
+        .post(format!("{base}{WEBHOOK_PATH}"))
+        .header("x-opensteer-signature", "t=1,v1=abcd")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "webhook").collect();
+    assert_eq!(requests.len(), 2, "one line per request:\n{log}");
+    assert_eq!(requests[0]["code"], "ACCEPTED");
+    assert_eq!(requests[0]["status"], 202);
+    assert!(
+        requests[0]["latency_us"].is_u64(),
+        "latency: {}",
+        requests[0]
+    );
+    assert!(log.contains("evt_log_1"), "the event id is logged:\n{log}");
+    assert_eq!(requests[1]["code"], "TIMESTAMP_OUT_OF_TOLERANCE");
+    let v1 = header.split("v1=").nth(1).unwrap();
+    assert!(!log.contains(v1), "a signature was logged:\n{log}");
+    assert!(!log.contains(SECRET), "the secret was logged:\n{log}");
+}
