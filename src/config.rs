@@ -159,36 +159,8 @@ pub struct OpensteerSettings {
     pub max_concurrent_requests: usize,
 }
 
-/// SMTP transport security.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpSecurity {
-    /// Plain text (local relay).
-    None,
-    /// STARTTLS required.
-    Starttls,
-    /// Implicit TLS (port 465).
-    Tls,
-}
-
-/// `[smtp]`
-#[derive(Debug, Clone)]
-pub struct SmtpSettings {
-    /// Server host.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
-    /// none | starttls | tls
-    pub security: SmtpSecurity,
-    /// Login, when the server needs one.
-    pub username: Option<String>,
-    /// Password for `username`.
-    pub password: Option<Secret>,
-    /// The From header.
-    pub from: String,
-    /// Connection and command timeout.
-    pub timeout: Duration,
-}
+/// `[smtp]`: the e-mail module's own settings type, so nothing is copied field by field.
+pub use crate::hooks::email::{SmtpSecurity, SmtpSettings};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -96,30 +96,12 @@ pub enum DispatchSetupError {
     PayloadDir(PathBuf, std::io::Error),
 }
 
-fn email_settings(s: &crate::config::SmtpSettings) -> crate::hooks::email::SmtpSettings {
-    use crate::config::SmtpSecurity as C;
-    use crate::hooks::email::SmtpSecurity as E;
-    crate::hooks::email::SmtpSettings {
-        host: s.host.clone(),
-        port: s.port,
-        security: match s.security {
-            C::None => E::None,
-            C::Starttls => E::StartTls,
-            C::Tls => E::Tls,
-        },
-        username: s.username.clone(),
-        password: s.password.clone(),
-        from: s.from.clone(),
-        timeout: s.timeout,
-    }
-}
-
 /// Builds the SMTP sender from the settings, if `[smtp]` is present.
 pub fn mailer_for(settings: &Settings) -> Result<Option<Mailer>, EmailError> {
     settings
         .smtp
         .as_ref()
-        .map(|s| Mailer::new(&email_settings(s)))
+        .map(Mailer::new)
         .transpose()
 }
 
