@@ -98,11 +98,7 @@ pub enum DispatchSetupError {
 
 /// Builds the SMTP sender from the settings, if `[smtp]` is present.
 pub fn mailer_for(settings: &Settings) -> Result<Option<Mailer>, EmailError> {
-    settings
-        .smtp
-        .as_ref()
-        .map(Mailer::new)
-        .transpose()
+    settings.smtp.as_ref().map(Mailer::new).transpose()
 }
 
 /// Builds the API client from the settings, if `[opensteer]` is present.
