@@ -8,6 +8,7 @@ mod config_cli;
 mod helpers;
 mod logs;
 mod operate;
+mod readme_tour;
 mod shutdown;
 mod storage;
 mod systemd_notify;

@@ -1,0 +1,136 @@
+//! The README's tour, as a newcomer types it: `serve` on the shipped
+//! `config.example.toml` (SQLite file in the working directory, no API key),
+//! `send-test`, the example hook fires, `events list` / `events show`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Instant;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::helpers::*;
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_tour_works_on_the_shipped_example_config() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("examples/hooks")).unwrap();
+    std::fs::copy(
+        repo("config.example.toml"),
+        work.path().join("config.example.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo("examples/hooks/save-event.sh"),
+        work.path().join("examples/hooks/save-event.sh"),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let run = |args: &[&str]| {
+        steerhook_command()
+            .current_dir(work.path())
+            .env("STEERHOOK_CONFIG", "config.example.toml")
+            .env("STEERHOOK__SERVER__LISTEN", &listen)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let check = run(&["check-config"]);
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&check.stdout).contains("whsec_example_change_me"));
+
+    let mut serve = steerhook_command()
+        .current_dir(work.path())
+        .env("STEERHOOK_CONFIG", "config.example.toml")
+        .env("STEERHOOK__SERVER__LISTEN", &listen)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    while client
+        .get(format!("http://{listen}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(start.elapsed() < DEADLINE, "serve did not come up");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    assert!(
+        work.path().join("steerhook.db").exists(),
+        "the database is in the working directory"
+    );
+
+    let sent = run(&["send-test", "--run-id", "run_tour", "--event", "run.failed"]);
+    let stdout = String::from_utf8_lossy(&sent.stdout).into_owned();
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(stdout.contains("202"), "{stdout}");
+    let again = run(&["send-test", "--run-id", "run_tour", "--event", "run.failed"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("duplicate"));
+
+    let out_dir = work.path().join("hook-output");
+    let start = Instant::now();
+    let saved = loop {
+        let files: Vec<_> = std::fs::read_dir(&out_dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(f) = files.first() {
+            break f.clone();
+        }
+        assert!(start.elapsed() < DEADLINE, "the example hook did not fire");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(doc["event"]["runId"], "run_tour");
+    assert_eq!(
+        doc["run"],
+        serde_json::Value::Null,
+        "no [opensteer] in the example"
+    );
+
+    let list = run(&["events", "list"]);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.contains("run_tour"), "{list}");
+    let id = saved.file_stem().unwrap().to_str().unwrap().to_owned();
+    let start = Instant::now();
+    loop {
+        let show = run(&["events", "show", &id]);
+        let show = String::from_utf8_lossy(&show.stdout).into_owned();
+        if show.contains("hook save-event: succeeded") {
+            assert!(show.contains("saved run.failed for run run_tour"), "{show}");
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "events show never said succeeded:\n{show}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+
+    kill(Pid::from_raw(serve.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(serve.wait().unwrap().code(), Some(0));
+}
