@@ -5,6 +5,7 @@
 
 mod cli;
 mod config_cli;
+mod doctor;
 mod helpers;
 mod logs;
 mod operate;
@@ -14,3 +15,6 @@ mod storage;
 mod systemd_notify;
 mod vectors;
 mod webhook;
+
+#[path = "../support/mod.rs"]
+mod support;

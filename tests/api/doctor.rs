@@ -1,0 +1,122 @@
+//! `steerhook doctor` against a fake Opensteer API (wiremock) and a real SMTP
+//! server: the key check, the clock-skew check from the API's Date header,
+//! and the SMTP greeting.
+
+use std::time::{Duration, SystemTime};
+
+use wiremock::matchers::{header, method};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+use crate::support::smtp::SmtpServer;
+
+fn doctor(config_text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("steerhook.toml");
+    std::fs::write(
+        &config,
+        config_text.replace(
+            "DB_PATH",
+            &toml_string(&dir.path().join("steerhook.db").display().to_string()),
+        ),
+    )
+    .unwrap();
+    let out = steerhook_command()
+        .arg("--config")
+        .arg(&config)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn config(api: &str, smtp_port: u16) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[webhook]\nsecrets = [\"whsec_doctor\"]\n[storage]\npath = DB_PATH\n\
+         [opensteer]\nbase_url = {}\napi_key = \"osk_doctor_key\"\nrequest_timeout_secs = 5\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n",
+        toml_string(api)
+    )
+}
+
+fn line<'a>(stdout: &'a str, check: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l[6..].starts_with(check))
+        .unwrap_or_else(|| panic!("no line for {check}:\n{stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_with_an_accepted_key_a_close_clock_and_an_answering_smtp_server() {
+    let api = MockServer::start().await;
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    Mock::given(method("GET"))
+        .and(header("x-api-key", "osk_doctor_key"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .insert_header("date", date.as_str())
+                .set_body_json(
+                    serde_json::json!({"error": "run not found", "code": "RUN_NOT_FOUND"}),
+                ),
+        )
+        .mount(&api)
+        .await;
+    let smtp = SmtpServer::start().await;
+    let (code, stdout) = tokio::task::spawn_blocking({
+        let cfg = config(&api.uri(), smtp.port());
+        move || doctor(&cfg)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(line(&stdout, "opensteer api").starts_with("ok"), "{stdout}");
+    assert!(line(&stdout, "clock").starts_with("ok"), "{stdout}");
+    assert!(line(&stdout, "smtp").starts_with("ok"), "{stdout}");
+    assert!(
+        !stdout.contains("osk_doctor_key"),
+        "the key is never printed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_on_a_rejected_key_a_skewed_clock_and_a_silent_smtp_port() {
+    let api = MockServer::start().await;
+    // Ten minutes ahead: every webhook would fail a 300 s tolerance soon.
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(600));
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .insert_header("date", date.as_str())
+                .set_body_json(
+                    serde_json::json!({"error": "bad key", "code": "CLOUD_AUTH_FAILED"}),
+                ),
+        )
+        .mount(&api)
+        .await;
+    let closed_port = free_port();
+    let (code, stdout) = tokio::task::spawn_blocking({
+        let cfg = config(&api.uri(), closed_port);
+        move || doctor(&cfg)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{stdout}");
+    let key = line(&stdout, "opensteer api");
+    assert!(
+        key.starts_with("FAIL") && key.contains("opensteer.api_key"),
+        "{key}"
+    );
+    let clock = line(&stdout, "clock");
+    assert!(
+        clock.starts_with("FAIL") && clock.contains("NTP"),
+        "{clock}"
+    );
+    assert!(line(&stdout, "smtp").starts_with("FAIL"), "{stdout}");
+    assert!(
+        line(&stdout, "database").starts_with("ok"),
+        "the other checks still run: {stdout}"
+    );
+}
