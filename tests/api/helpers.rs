@@ -307,3 +307,15 @@ pub fn system_now_secs() -> u64 {
         .expect("after 1970")
         .as_secs()
 }
+
+/// A `steerhook serve` child process, killed if the test fails before it exits.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

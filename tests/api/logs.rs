@@ -26,14 +26,16 @@ async fn json_logs_have_a_line_per_request_and_no_secret_or_signature() {
     )
     .unwrap();
     let log_path = dir.path().join("serve.log");
-    let mut child = steerhook_command()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Daemon(
+        steerhook_command()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let start = Instant::now();
@@ -59,8 +61,8 @@ async fn json_logs_have_a_line_per_request_and_no_secret_or_signature() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
 
     let log = std::fs::read_to_string(&log_path).unwrap();
     let lines: Vec<Value> = log

@@ -50,15 +50,17 @@ async fn the_readme_tour_works_on_the_shipped_example_config() {
     );
     assert!(!String::from_utf8_lossy(&check.stdout).contains("whsec_example_change_me"));
 
-    let mut serve = steerhook_command()
-        .current_dir(work.path())
-        .env("STEERHOOK_CONFIG", "config.example.toml")
-        .env("STEERHOOK__SERVER__LISTEN", &listen)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = Daemon(
+        steerhook_command()
+            .current_dir(work.path())
+            .env("STEERHOOK_CONFIG", "config.example.toml")
+            .env("STEERHOOK__SERVER__LISTEN", &listen)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let client = reqwest::Client::new();
     let start = Instant::now();
     while client
@@ -131,6 +133,6 @@ async fn the_readme_tour_works_on_the_shipped_example_config() {
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 
-    kill(Pid::from_raw(serve.id() as i32), Signal::SIGTERM).unwrap();
-    assert_eq!(serve.wait().unwrap().code(), Some(0));
+    kill(Pid::from_raw(serve.0.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(serve.0.wait().unwrap().code(), Some(0));
 }

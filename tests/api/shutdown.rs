@@ -1,7 +1,7 @@
 //! SPEC §7: SIGTERM while requests are in flight — every answered event is on
 //! disk and the process exits 0. The real binary, a real signal.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,18 +10,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::helpers::*;
-
-/// Kills the child if the test fails before it exits.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 const SENDERS: usize = 8;
 /// Answers to collect before the signal, so it lands while requests run.

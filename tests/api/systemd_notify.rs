@@ -46,18 +46,20 @@ fn serve_notifies_ready_then_feeds_the_watchdog_then_says_stopping() {
     .unwrap();
     // systemd names the watched process in WATCHDOG_PID; `exec` keeps the
     // shell's pid, so the daemon is the process named.
-    let mut child = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg("WATCHDOG_PID=$$ exec \"$0\" serve --config \"$1\"")
-        .arg(steerhook_bin())
-        .arg(&config_path)
-        .env_remove("STEERHOOK_CONFIG")
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "1500000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = Daemon(
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" serve --config \"$1\"")
+            .arg(steerhook_bin())
+            .arg(&config_path)
+            .env_remove("STEERHOOK_CONFIG")
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "1500000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + DEADLINE;
 
     let first = next_message(&sock, deadline).expect("a notification");
@@ -74,7 +76,7 @@ fn serve_notifies_ready_then_feeds_the_watchdog_then_says_stopping() {
         beats += 1;
     }
 
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    kill(Pid::from_raw(daemon.0.id() as i32), Signal::SIGTERM).unwrap();
     let mut stopping = false;
     while let Some(m) = next_message(&sock, deadline) {
         if m.trim() == "STOPPING=1" {
@@ -83,6 +85,6 @@ fn serve_notifies_ready_then_feeds_the_watchdog_then_says_stopping() {
         }
     }
     assert!(stopping, "STOPPING=1 on SIGTERM");
-    let status = child.wait().unwrap();
+    let status = daemon.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
