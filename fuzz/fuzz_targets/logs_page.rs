@@ -1,0 +1,8 @@
+//! See `checks::check_logs_page` for the properties; docs/FUZZING.md for how to run.
+#![no_main]
+
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    checks::check_logs_page(data);
+});
