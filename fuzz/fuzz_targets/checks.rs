@@ -260,6 +260,7 @@ pub fn check_event_payload(data: &[u8]) -> String {
                 PayloadError::NoType => "no type".to_owned(),
                 PayloadError::NoRunId(t) => format!("no run id for {t}"),
                 PayloadError::TooLong(what) => format!("{what} too long"),
+                PayloadError::NulInId(what) => format!("{what} contains NUL"),
             };
             format!("rejected: {reason}")
         }

@@ -160,7 +160,10 @@ impl ReadEvent {
         let run_id = run_id_of(&value)
             .ok_or_else(|| PayloadError::NoRunId(event_type.to_owned()))?
             .to_owned();
-        if run_id.len() > MAX_ID_LEN || run_id.is_empty() {
+        if run_id.is_empty() {
+            return Err(PayloadError::NoRunId(event_type.to_owned()));
+        }
+        if run_id.len() > MAX_ID_LEN {
             return Err(PayloadError::TooLong("run id"));
         }
         // Ids reach hooks as environment variables, which cannot hold NUL.
@@ -286,6 +289,13 @@ mod tests {
             read(r#"{"type":"run.canceled"}"#),
             Err(PayloadError::NoRunId(_))
         ));
+        assert!(
+            matches!(
+                read(r#"{"type":"run.failed","runId":""}"#),
+                Err(PayloadError::NoRunId(_))
+            ),
+            "an empty run id is no run id, not a long one"
+        );
     }
 
     #[test]
