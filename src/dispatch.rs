@@ -174,15 +174,16 @@ impl Dispatcher {
         Ok(n)
     }
 
-    fn lease_for(&self, _kind: &str) -> Duration {
-        // Longest a job may legitimately run: a shell hook's timeout plus its
-        // grace, or a fetch of every log page. Generous: the lease only
-        // matters if the process that holds it has died.
+    fn lease(&self) -> Duration {
+        // Longest a job may legitimately run: a shell hook's timeout plus
+        // twice its kill grace (TERM -> KILL, then children holding its pipes),
+        // or a fetch of every log page. Generous: the lease only matters if
+        // the process that holds it has died without `serve` restarting.
         let hook_max = self
             .hooks
             .values()
             .filter_map(|h| match &h.kind {
-                HookKind::Shell(s) => Some(s.timeout + s.kill_grace),
+                HookKind::Shell(s) => Some(s.timeout + s.kill_grace * 2),
                 HookKind::Email(_) => None,
             })
             .max()
@@ -211,7 +212,7 @@ impl Dispatcher {
                 .unwrap_or_else(|p| p.into_inner());
         let filter = ClaimFilter {
             now,
-            lease_ms: self.lease_for(KIND_DELIVER).as_millis() as i64,
+            lease_ms: self.lease().as_millis() as i64,
             busy_hooks: busy,
             in_flight: self
                 .in_flight
