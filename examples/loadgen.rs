@@ -9,6 +9,15 @@
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:8787/webhooks/opensteer \
 //!     --secret whsec_example_change_me --connections 16 --duration 10s
 //! ```
+//!
+//! `--github-style` signs the way GitHub (and adnanh/webhook's
+//! `payload-hmac-sha256` rule) expect, `X-Hub-Signature-256: sha256=<hex
+//! HMAC of the body>`, to measure another receiver with the same load; such
+//! a signature has no timestamp, so it does not bind the request to a time.
+//!
+//! The report includes this process's own CPU time (`loadgen_cpu_pct`, 100 =
+//! one core busy), so a benchmark can tell when the generator, not the
+//! server, is the limit.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -60,6 +69,18 @@ struct Args {
     /// Print one JSON line instead of the human summary.
     #[arg(long)]
     json: bool,
+    /// Sign as `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`
+    /// (GitHub's scheme) instead of `x-opensteer-signature`.
+    #[arg(long)]
+    github_style: bool,
+}
+
+/// The fields of steerhook's answers the report looks at; one parse per answer.
+#[derive(serde::Deserialize)]
+struct Answer {
+    status: Option<String>,
+    code: Option<String>,
+    id: Option<String>,
 }
 
 #[derive(Default)]
@@ -88,15 +109,15 @@ impl Shared {
             };
         let id = format!("evt_{}_{n}", self.prefix);
         let run_id = format!("run_{}_{run_n}", self.prefix);
-        let mut body = format!(
+        let body = format!(
             r#"{{"id":"{id}","type":"run.succeeded","data":{{"run":{{"id":"{run_id}","status":"succeeded","scraperId":"scr_loadgen"}}}},"padding":""#
         );
-        let target = self.args.body_bytes.saturating_sub(2);
-        while body.len() < target {
-            body.push('x');
-        }
-        body.push_str("\"}");
-        (id, body.into_bytes())
+        let target = self.args.body_bytes.saturating_sub(2).max(body.len());
+        let mut body = body.into_bytes();
+        body.reserve(target + 2 - body.len());
+        body.resize(target, b'x');
+        body.extend_from_slice(b"\"}");
+        (id, body)
     }
 
     async fn send_one(&self, scheduled: Instant) {
@@ -113,11 +134,16 @@ impl Shared {
         } else {
             self.args.secret.as_str()
         };
-        let header = steerhook::signature::sign(secret, now, &body);
-        let resp = self
-            .client
-            .post(&self.args.url)
-            .header("x-opensteer-signature", header)
+        let request = self.client.post(&self.args.url);
+        let request = if self.args.github_style {
+            request.header("x-hub-signature-256", github_signature(secret, &body))
+        } else {
+            request.header(
+                "x-opensteer-signature",
+                steerhook::signature::sign(secret, now, &body),
+            )
+        };
+        let resp = request
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -125,18 +151,13 @@ impl Shared {
         let (status, ok_id) = match resp {
             Ok(r) => {
                 let s = r.status();
-                let text = r.text().await.unwrap_or_default();
-                let id_back = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
-                let key = match serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("status")
-                            .or_else(|| v.get("code"))
-                            .and_then(|c| c.as_str())
-                            .map(str::to_owned)
-                    }) {
+                let bytes = r.bytes().await.unwrap_or_default();
+                let answer = serde_json::from_slice::<Answer>(&bytes).ok();
+                let (label, id_back) = match answer {
+                    Some(a) => (a.status.or(a.code), a.id),
+                    None => (None, None),
+                };
+                let key = match label {
                     Some(c) => format!("{} {c}", s.as_u16()),
                     None => s.as_u16().to_string(),
                 };
@@ -161,6 +182,28 @@ impl Shared {
             }
         }
     }
+}
+
+/// `sha256=` + hex HMAC-SHA256 of the raw body: GitHub's `X-Hub-Signature-256`.
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts a key of any length, so this cannot fail.
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat
+/// (Linux; `None` elsewhere). Ticks are taken as 100 per second (USER_HZ).
+fn own_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
@@ -233,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed();
+    let cpu_pct = own_cpu_secs().map(|c| 100.0 * c / elapsed.as_secs_f64());
     let mut r = shared.results.lock().unwrap_or_else(|p| p.into_inner());
     r.latencies_us.sort_unstable();
     let total = r.latencies_us.len() as u64;
@@ -262,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
             serde_json::json!({
                 "requests": total, "seconds": secs, "rps": total as f64 / secs,
                 "accepted_per_sec": accepted as f64 / secs, "ok": ok,
+                "ok_per_sec": ok as f64 / secs, "loadgen_cpu_pct": cpu_pct,
                 "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
                 "by_status": r.by_status,
             })
@@ -273,6 +318,9 @@ async fn main() -> anyhow::Result<()> {
             accepted as f64 / secs
         );
         println!("latency    p50 {p50:.2} ms  p90 {p90:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
+        if let Some(c) = cpu_pct {
+            println!("loadgen    {c:.0}% of one core");
+        }
         for (k, v) in &r.by_status {
             println!("  {k:<28} {v}");
         }

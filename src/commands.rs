@@ -78,7 +78,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve => {
             let settings = load_settings(&cli)?;
-            crate::telemetry::init(settings.log.format, &settings.log.level, std::io::stderr);
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            crate::telemetry::init(
+                settings.log.format,
+                &settings.log.level,
+                std::io::stderr,
+                ansi,
+            );
             runtime()?.block_on(async {
                 let shutdown = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(shutdown.clone())

@@ -437,8 +437,11 @@ fn d_webhook_path() -> String {
 fn d_max_body() -> u64 {
     1_048_576
 }
+/// One HTTP worker per CPU this process may run on (its affinity mask, so a
+/// daemon pinned to one core gets one: a second worker there only adds
+/// context switches), 2 if that cannot be read.
 fn d_workers() -> u64 {
-    2
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(64) as u64)
 }
 fn d_header_timeout() -> u64 {
     5_000

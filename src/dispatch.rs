@@ -205,6 +205,8 @@ impl Dispatcher {
                 .map(|(name, _)| name.clone())
                 .collect()
         };
+        // Every hook busy: no pending delivery can be taken, so do not look.
+        let deliveries_allowed = self.hooks.is_empty() || busy.len() < self.hooks.len();
         let fetch_allowed = now
             >= *self
                 .api_paused_until
@@ -222,6 +224,7 @@ impl Dispatcher {
                 .copied()
                 .collect(),
             fetch_allowed,
+            deliveries_allowed,
         };
         let job = self
             .store

@@ -6,9 +6,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber writing to `writer`. Safe to call twice
-/// (the second call is ignored), which tests rely on.
-pub fn init<W>(format: LogFormat, level: &str, writer: W)
+/// Installs the global subscriber writing to `writer`, with colours only if
+/// `ansi` (a terminal: escape codes are noise in a file or the journal, and
+/// cost bytes on every line). Safe to call twice (the second call is
+/// ignored), which tests rely on.
+pub fn init<W>(format: LogFormat, level: &str, writer: W, ansi: bool)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -18,6 +20,7 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(ansi)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

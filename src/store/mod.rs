@@ -26,7 +26,7 @@ use crate::config::Synchronous;
 use crate::domain::{EventType, IncomingEvent};
 use writer::Command;
 
-/// Most events the writer commits in one transaction.
+/// Most commands (inserts and other writes) the writer commits in one transaction.
 pub const MAX_BATCH_EVENTS: usize = 512;
 /// Commands waiting for the writer before senders have to wait.
 const WRITER_QUEUE_LEN: usize = 8_192;
@@ -190,7 +190,10 @@ impl Store {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Runs `f` on the writer thread inside a transaction and returns its result.
+    /// Runs `f` on the writer thread inside a transaction and returns its
+    /// result once that transaction has committed. The transaction is shared
+    /// with whatever else is pending (group commit); `f` runs in a savepoint,
+    /// so its error undoes only its own changes.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -198,16 +201,28 @@ impl Store {
     {
         let (reply, rx) = oneshot::channel();
         let span = tracing::Span::current();
-        let job: writer::WriteFn = Box::new(move |conn: &mut Connection| {
-            let _g = span.enter();
-            let result = (|| {
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let out = f(&tx)?;
-                tx.commit()?;
-                Ok(out)
-            })();
-            let _ = reply.send(result);
+        let job: writer::WriteFn = Box::new(move |tx: Option<&rusqlite::Transaction<'_>>| {
+            let result = match tx {
+                Some(tx) => {
+                    let _g = span.enter();
+                    f(tx)
+                }
+                None => Err(StoreError::Commit(String::new())),
+            };
+            writer::Written {
+                ok: result.is_ok() && tx.is_some(),
+                finish: Box::new(move |commit_error: Option<&str>| {
+                    let answer = match (result, commit_error) {
+                        (Err(StoreError::Commit(_)), Some(msg)) => {
+                            Err(StoreError::Commit(msg.to_owned()))
+                        }
+                        (Err(e), _) => Err(e),
+                        (Ok(_), Some(msg)) => Err(StoreError::Commit(msg.to_owned())),
+                        (Ok(out), None) => Ok(out),
+                    };
+                    let _ = reply.send(answer);
+                }),
+            }
         });
         self.inner
             .writer

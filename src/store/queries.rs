@@ -122,6 +122,10 @@ pub struct ClaimFilter {
     pub busy_hooks: Vec<String>,
     /// Whether fetch jobs may be taken (false while the API asked us to wait).
     pub fetch_allowed: bool,
+    /// Whether pending deliveries may be taken at all (false while every
+    /// configured hook is at its concurrency limit; a delivery for a hook no
+    /// longer configured then waits until one frees).
+    pub deliveries_allowed: bool,
     /// Jobs this process is running: never reclaimed as expired, even if the
     /// wall clock jumped past their lease.
     pub in_flight: Vec<i64>,
@@ -136,23 +140,52 @@ pub fn claim_due_job(tx: &Connection, f: &ClaimFilter) -> Result<Option<ClaimedJ
             "UPDATE jobs SET state = 'running', attempts = attempts + 1,
                     lease_until = ?1 + ?2, updated_at = ?1
              WHERE id = (
-                SELECT id FROM jobs
-                WHERE ((state = 'pending' AND due_at <= ?1) OR (state = 'running' AND lease_until <= ?1
-                        AND id NOT IN (SELECT value FROM json_each(?5))))
-                  AND (kind <> 'fetch' OR ?4)
-                  AND (kind <> 'deliver' OR hook NOT IN (SELECT value FROM json_each(?3)))
+                -- The pending branches walk jobs_pending_by_kind in id order and
+                -- stop at the first job they may take (the planner, left alone,
+                -- prefers jobs_by_state_due and sorts every due job). ?6 false
+                -- skips the deliveries' walk, which would otherwise step over
+                -- every waiting delivery of a busy hook on each claim. Running
+                -- jobs are few (at most the concurrency, plus a crash's).
+                SELECT id FROM (
+                    SELECT id FROM jobs INDEXED BY jobs_pending_by_kind
+                    WHERE state = 'pending' AND kind = 'fetch' AND ?4 AND due_at <= ?1
+                    ORDER BY id LIMIT 1)
+                UNION ALL
+                SELECT id FROM (
+                    SELECT id FROM jobs INDEXED BY jobs_pending_by_kind
+                    WHERE state = 'pending' AND kind = 'deliver' AND ?6 AND due_at <= ?1
+                      AND hook NOT IN (SELECT value FROM json_each(?3))
+                    ORDER BY id LIMIT 1)
+                UNION ALL
+                SELECT id FROM (
+                    SELECT id FROM jobs
+                    WHERE state = 'running' AND lease_until <= ?1
+                      AND id NOT IN (SELECT value FROM json_each(?5))
+                      AND (kind <> 'fetch' OR ?4)
+                      AND (kind <> 'deliver' OR hook NOT IN (SELECT value FROM json_each(?3)))
+                    ORDER BY id LIMIT 1)
                 ORDER BY id LIMIT 1)
              RETURNING id, event_seq, kind, hook, attempts",
         )?
-        .query_row(params![f.now, f.lease_ms, busy, f.fetch_allowed, in_flight], |r| {
-            Ok(ClaimedJob {
-                id: r.get(0)?,
-                event_seq: r.get(1)?,
-                kind: r.get(2)?,
-                hook: r.get(3)?,
-                attempt: r.get(4)?,
-            })
-        })
+        .query_row(
+            params![
+                f.now,
+                f.lease_ms,
+                busy,
+                f.fetch_allowed,
+                in_flight,
+                f.deliveries_allowed
+            ],
+            |r| {
+                Ok(ClaimedJob {
+                    id: r.get(0)?,
+                    event_seq: r.get(1)?,
+                    kind: r.get(2)?,
+                    hook: r.get(3)?,
+                    attempt: r.get(4)?,
+                })
+            },
+        )
         .optional()?;
     Ok(job)
 }

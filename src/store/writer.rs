@@ -1,12 +1,26 @@
 //! The single writer thread and its group commit.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{queries, InsertOutcome, NewEvent, Routing, StoreError, MAX_BATCH_EVENTS};
 
-/// A write to run on the writer's connection.
-pub(super) type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Answers a write's caller once its batch's fate is known: `None` when it
+/// committed, the commit error otherwise.
+pub(super) type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// What a write did inside the batch transaction, and how to answer it.
+pub(super) struct Written {
+    /// Whether the write succeeded; a failed one is rolled back to its savepoint.
+    pub ok: bool,
+    /// Answers the caller after the commit.
+    pub finish: Finish,
+}
+
+/// A write to run on the writer's connection, inside the batch transaction;
+/// `None` when the batch failed before its turn: it must then change nothing
+/// and answer with the batch's error.
+pub(super) type WriteFn = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Written + Send>;
 
 /// Where the answer to one insert goes.
 type InsertReply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
@@ -28,26 +42,18 @@ pub(super) fn spawn(
         .map_err(|e| StoreError::Task(format!("cannot start the writer thread: {e}")))
 }
 
-/// Takes whatever is waiting, commits consecutive inserts together, and
-/// answers each only after its transaction has committed (or failed).
+/// Takes whatever is waiting (up to [`MAX_BATCH_EVENTS`] commands), runs it
+/// in arrival order in one transaction, commits once, and only then answers
+/// each command (group commit). Inserts and the worker's writes share the
+/// commit, so one fsync covers them all.
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, routing: Routing) {
-    let mut batch: Vec<(Box<NewEvent>, InsertReply)> = Vec::new();
+    let mut batch: Vec<Command> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                Command::Insert(ev, reply) => {
-                    batch.push((ev, reply));
-                    if batch.len() < MAX_BATCH_EVENTS {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                Command::Exec(f) => {
-                    // Keep order: earlier inserts commit before a later write runs.
-                    flush(&mut conn, &mut batch, &routing);
-                    f(&mut conn);
-                    next = rx.try_recv().ok();
-                }
+        batch.push(first);
+        while batch.len() < MAX_BATCH_EVENTS {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
             }
         }
         flush(&mut conn, &mut batch, &routing);
@@ -55,31 +61,102 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, routing: Routing) 
     tracing::debug!("database writer stopped");
 }
 
-fn flush(conn: &mut Connection, batch: &mut Vec<(Box<NewEvent>, InsertReply)>, routing: &Routing) {
+/// How each command of a batch is answered after the commit.
+enum Pending {
+    Insert(InsertReply, InsertOutcome),
+    Exec(Finish),
+}
+
+fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing) {
     if batch.is_empty() {
         return;
     }
-    let result = (|| -> Result<Vec<InsertOutcome>, StoreError> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (ev, _) in batch.iter() {
-            outcomes.push(queries::insert_event_with_jobs(&tx, ev, routing)?);
-        }
-        tx.commit()?;
-        Ok(outcomes)
-    })();
-    match result {
-        Ok(outcomes) => {
-            for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+    let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+    // Inserts that could not even be attempted are answered with the batch's error.
+    let mut unrun: Vec<InsertReply> = Vec::new();
+    let mut unrun_writes: Vec<WriteFn> = Vec::new();
+    let mut failure: Option<StoreError> = None;
+    let mut commands = batch.drain(..);
+    match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Err(e) => failure = Some(e.into()),
+        Ok(tx) => {
+            for cmd in commands.by_ref() {
+                match cmd {
+                    Command::Insert(ev, reply) => {
+                        // An insert that fails fails the batch (as a disk error
+                        // would anyway): nothing of it is stored, every caller hears so.
+                        match queries::insert_event_with_jobs(&tx, &ev, routing) {
+                            Ok(outcome) => pending.push(Pending::Insert(reply, outcome)),
+                            Err(e) => {
+                                unrun.push(reply);
+                                failure = Some(e);
+                            }
+                        }
+                    }
+                    Command::Exec(f) => {
+                        // Each write gets a savepoint, so its own failure undoes
+                        // only its own changes, as its own transaction would.
+                        if let Err(e) = tx.execute_batch("SAVEPOINT steerhook_write") {
+                            unrun_writes.push(f);
+                            failure = Some(e.into());
+                        } else {
+                            let written = f(Some(&tx));
+                            let ok = written.ok;
+                            pending.push(Pending::Exec(written.finish));
+                            let close = if ok {
+                                "RELEASE steerhook_write"
+                            } else {
+                                "ROLLBACK TO steerhook_write; RELEASE steerhook_write"
+                            };
+                            if let Err(e) = tx.execute_batch(close) {
+                                failure = Some(e.into());
+                            }
+                        }
+                    }
+                }
+                if failure.is_some() {
+                    break;
+                }
             }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, events = batch.len(), "commit failed; answering 503");
-            let msg = e.to_string();
-            for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(StoreError::Commit(msg.clone())));
+            if failure.is_none() {
+                if let Err(e) = tx.commit() {
+                    failure = Some(e.into());
+                }
             }
+            // Otherwise dropping `tx` rolls the whole batch back.
         }
+    }
+    // Commands after a failure were not run; they fail with the batch.
+    for cmd in commands {
+        match cmd {
+            Command::Insert(_, reply) => unrun.push(reply),
+            Command::Exec(f) => unrun_writes.push(f),
+        }
+    }
+    let error = failure.map(|e| {
+        tracing::error!(
+            error = %e,
+            commands = pending.len() + unrun.len() + unrun_writes.len(),
+            "commit failed; answering 503"
+        );
+        e.to_string()
+    });
+    for p in pending {
+        match p {
+            Pending::Insert(reply, outcome) => {
+                let _ = reply.send(match &error {
+                    None => Ok(outcome),
+                    Some(msg) => Err(StoreError::Commit(msg.clone())),
+                });
+            }
+            Pending::Exec(finish) => finish(error.as_deref()),
+        }
+    }
+    let msg = error.unwrap_or_default();
+    for reply in unrun {
+        let _ = reply.send(Err(StoreError::Commit(msg.clone())));
+    }
+    for f in unrun_writes {
+        (f(None).finish)(Some(&msg));
     }
 }

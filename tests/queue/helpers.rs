@@ -66,7 +66,12 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BufferWriter {
 fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        steerhook::telemetry::init(LogFormat::Text, "debug", BufferWriter(log_buffer().clone()))
+        steerhook::telemetry::init(
+            LogFormat::Text,
+            "debug",
+            BufferWriter(log_buffer().clone()),
+            false,
+        )
     });
 }
 

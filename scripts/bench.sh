@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# Reproduces the "Ingest throughput" and "Queue drain" figures of
+# docs/PERFORMANCE.md on this machine.
+#
+#   scripts/bench.sh                # everything
+#   PARTS="ingest open" scripts/bench.sh
+#
+# Needs: cargo, python3 (with its sqlite3 module), curl, taskset (util-linux),
+# and for the peer Debian's `webhook` package (`apt-get install -y webhook`).
+#
+# The daemon runs pinned to CPU $DAEMON_CPU and everything that makes load
+# (the load generator, the fake API) to CPU $LOAD_CPU. Every run starts a
+# fresh daemon on a fresh database in a fresh directory on the same file
+# system as $BENCH_DIR (default: a temp dir under target/), so fsync is real.
+# Run it on an otherwise idle machine: check `uptime` first.
+#
+# Knobs (environment): RUNS (5), DURATION (10s), CONNECTIONS (16),
+# BODY_BYTES (1024), OPEN_RATE (1000), OPEN_DURATION (30s), DRAIN_EVENTS
+# (10000), DAEMON_CPU (0), LOAD_CPU (1), WORKERS (server.workers; default:
+# the product's default), PARTS (ingest open worker peer drain), BENCH_DIR,
+# SYNCHRONOUS (full).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-5}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-16}
+BODY_BYTES=${BODY_BYTES:-1024}
+OPEN_RATE=${OPEN_RATE:-1000}
+OPEN_DURATION=${OPEN_DURATION:-30s}
+DRAIN_EVENTS=${DRAIN_EVENTS:-10000}
+DAEMON_CPU=${DAEMON_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+WORKERS=${WORKERS:-}
+SYNCHRONOUS=${SYNCHRONOUS:-full}
+PARTS=${PARTS:-ingest open worker peer drain}
+SECRET=whsec_bench_secret
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=${STEERHOOK_BIN:-$TARGET/release/steerhook}
+LOADGEN=$TARGET/release/examples/loadgen
+
+for tool in cargo python3 curl taskset; do
+    command -v "$tool" >/dev/null || { echo "bench.sh: $tool is needed" >&2; exit 1; }
+done
+
+echo "== building (release)" >&2
+cargo build --release --locked --bin steerhook --example loadgen >&2
+
+mkdir -p "$TARGET"
+BENCH_DIR=${BENCH_DIR:-$(mktemp -d "$TARGET/bench.XXXXXX")}
+mkdir -p "$BENCH_DIR"
+RESULTS=$BENCH_DIR/results.jsonl
+: >"$RESULTS"
+echo "== results and run directories in $BENCH_DIR" >&2
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# cpu_ticks PID: user + system clock ticks the process has used so far.
+cpu_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+# status_kib PID FIELD: VmRSS or VmHWM in KiB.
+status_kib() {
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+wait_http() { # URL: until it answers at all
+    for _ in $(seq 200); do
+        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.05
+    done
+    echo "bench.sh: $1 did not come up" >&2
+    return 1
+}
+
+# write_config DIR PORT PAUSED API_PORT HOOKS: two /bin/true hooks by default,
+# [opensteer] pointing at the fake API (never contacted while paused).
+write_config() {
+    local dir=$1 port=$2 paused=$3 api_port=$4 hooks=${5:-2}
+    {
+        echo "[server]"
+        echo "listen = \"127.0.0.1:$port\""
+        [ -n "$WORKERS" ] && echo "workers = $WORKERS"
+        echo "[webhook]"
+        echo "secrets = [\"$SECRET\"]"
+        echo "[storage]"
+        echo "path = \"$dir/steerhook.db\""
+        echo "synchronous = \"$SYNCHRONOUS\""
+        echo "[queue]"
+        echo "paused = $paused"
+        echo "[log]"
+        echo "level = \"info\""
+        echo "[opensteer]"
+        echo "base_url = \"http://127.0.0.1:$api_port\""
+        echo "api_key = \"osk_bench\""
+        for i in $(seq "$hooks"); do
+            echo "[[hook]]"
+            echo "name = \"true-$i\""
+            echo "kind = \"shell\""
+            echo "events = [\"run.succeeded\", \"run.failed\"]"
+            echo "command = [\"/bin/true\"]"
+        done
+    } >"$dir/config.toml"
+}
+
+DAEMON_PID=
+start_daemon() { # DIR PORT
+    taskset -c "$DAEMON_CPU" "$BIN" serve --config "$1/config.toml" >>"$1/daemon.log" 2>&1 &
+    DAEMON_PID=$!
+    PIDS+=("$DAEMON_PID")
+    wait_http "http://127.0.0.1:$2/healthz"
+}
+
+stop_daemon() {
+    kill -TERM "$DAEMON_PID"
+    wait "$DAEMON_PID" || true
+}
+
+API_PID=
+start_api() { # PORT
+    taskset -c "$LOAD_CPU" python3 "$ROOT/scripts/fake-opensteer-api.py" "$1" &
+    API_PID=$!
+    PIDS+=("$API_PID")
+    wait_http "http://127.0.0.1:$1/runs/probe"
+}
+
+# record PART JSON: append {"part": PART, ...JSON} to the results.
+record() {
+    python3 -c 'import json,sys; d={"part": sys.argv[1]}; d.update(json.loads(sys.argv[2])); print(json.dumps(d))' \
+        "$1" "$2" | tee -a "$RESULTS" >&2
+}
+
+# count_rows DB: events and jobs stored, as JSON.
+count_rows() {
+    python3 - "$1" <<'EOF'
+import json, sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+print(json.dumps({
+    "events_stored": c.execute("SELECT count(*) FROM events").fetchone()[0],
+    "jobs_stored": c.execute("SELECT count(*) FROM jobs").fetchone()[0],
+}))
+EOF
+}
+
+# ingest_run PART PAUSED LOADGEN_ARGS...: one fresh daemon, one loadgen run.
+ingest_run() {
+    local part=$1 paused=$2
+    shift 2
+    local dir port api_port
+    dir=$(mktemp -d "$BENCH_DIR/$part.XXXX")
+    port=$(free_port)
+    api_port=$(free_port)
+    write_config "$dir" "$port" "$paused" "$api_port"
+    [ "$paused" = false ] && start_api "$api_port"
+    start_daemon "$dir" "$port"
+    sleep 2 # let it settle before reading the idle RSS
+    local idle_rss cpu0 cpu1 out hwm rows
+    idle_rss=$(status_kib "$DAEMON_PID" VmRSS)
+    cpu0=$(cpu_ticks "$DAEMON_PID")
+    out=$(taskset -c "$LOAD_CPU" "$LOADGEN" --url "http://127.0.0.1:$port/webhooks/opensteer" \
+        --secret "$SECRET" --body-bytes "$BODY_BYTES" --json "$@")
+    cpu1=$(cpu_ticks "$DAEMON_PID")
+    hwm=$(status_kib "$DAEMON_PID" VmHWM)
+    local load_rss
+    load_rss=$(status_kib "$DAEMON_PID" VmRSS)
+    stop_daemon
+    [ "$paused" = false ] && { kill "$API_PID"; wait "$API_PID" 2>/dev/null || true; }
+    rows=$(count_rows "$dir/steerhook.db")
+    record "$part" "$(python3 -c '
+import json, sys
+d = json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2]))
+d["daemon_cpu_pct"] = (int(sys.argv[4]) - int(sys.argv[3])) / d["seconds"]  # ticks are 1/100 s
+d["idle_rss_kib"] = int(sys.argv[5]); d["hwm_kib"] = int(sys.argv[6]); d["rss_after_kib"] = int(sys.argv[7])
+print(json.dumps(d))' "$out" "$rows" "$cpu0" "$cpu1" "$idle_rss" "$hwm" "$load_rss")"
+    # Keep the disk from filling over many runs; the log stays for inspection.
+    rm -rf "$dir"/steerhook.db*
+}
+
+peer_run() {
+    local dir port
+    dir=$(mktemp -d "$BENCH_DIR/peer.XXXX")
+    port=$(free_port)
+    cat >"$dir/hooks.json" <<EOF
+[
+  {
+    "id": "bench",
+    "execute-command": "/bin/true",
+    "response-message": "ok",
+    "trigger-rule": {
+      "match": {
+        "type": "payload-hmac-sha256",
+        "secret": "$SECRET",
+        "parameter": { "source": "header", "name": "X-Hub-Signature-256" }
+      }
+    }
+  }
+]
+EOF
+    taskset -c "$DAEMON_CPU" webhook -hooks "$dir/hooks.json" -ip 127.0.0.1 -port "$port" >"$dir/webhook.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_http "http://127.0.0.1:$port/"
+    sleep 2
+    local idle_rss cpu0 cpu1 out hwm
+    idle_rss=$(status_kib "$pid" VmRSS)
+    cpu0=$(cpu_ticks "$pid")
+    out=$(taskset -c "$LOAD_CPU" "$LOADGEN" --url "http://127.0.0.1:$port/hooks/bench" \
+        --secret "$SECRET" --body-bytes "$BODY_BYTES" --github-style --json "$@")
+    cpu1=$(cpu_ticks "$pid")
+    hwm=$(status_kib "$pid" VmHWM)
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    record peer "$(python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+d["daemon_cpu_pct"] = (int(sys.argv[3]) - int(sys.argv[2])) / d["seconds"]
+d["idle_rss_kib"] = int(sys.argv[4]); d["hwm_kib"] = int(sys.argv[5])
+print(json.dumps(d))' "$out" "$cpu0" "$cpu1" "$idle_rss" "$hwm")"
+}
+
+# drain_run: store DRAIN_EVENTS events with the queue paused, then restart
+# unpaused (fake API + one /bin/true hook) and time until every event is
+# terminal (done or failed).
+drain_run() {
+    local dir port api_port
+    dir=$(mktemp -d "$BENCH_DIR/drain.XXXX")
+    port=$(free_port)
+    api_port=$(free_port)
+    write_config "$dir" "$port" true "$api_port" 1
+    start_daemon "$dir" "$port"
+    taskset -c "$LOAD_CPU" "$LOADGEN" --url "http://127.0.0.1:$port/webhooks/opensteer" \
+        --secret "$SECRET" --body-bytes "$BODY_BYTES" --connections "$CONNECTIONS" \
+        --count "$DRAIN_EVENTS" --duration 300s --json >"$dir/fill.json"
+    stop_daemon
+    write_config "$dir" "$port" false "$api_port" 1
+    start_api "$api_port"
+    local started cpu_start
+    started=$(date +%s.%N)
+    taskset -c "$DAEMON_CPU" "$BIN" serve --config "$dir/config.toml" >>"$dir/daemon.log" 2>&1 &
+    DAEMON_PID=$!
+    PIDS+=("$DAEMON_PID")
+    local result
+    result=$(python3 - "$dir/steerhook.db" "$started" "$DRAIN_EVENTS" <<'EOF'
+import json, sqlite3, sys, time
+db, started, expected = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+c = sqlite3.connect(db, timeout=30)
+deadline = time.time() + 600
+while True:
+    pending = c.execute("SELECT count(*) FROM events WHERE status = 'pending'").fetchone()[0]
+    if pending == 0 or time.time() > deadline:
+        break
+    time.sleep(0.05)
+elapsed = time.time() - started
+states = dict(c.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+events = dict(c.execute("SELECT status, count(*) FROM events GROUP BY status").fetchall())
+total = sum(events.values())
+print(json.dumps({"events": total, "expected": expected, "seconds": elapsed,
+                  "events_per_sec": total / elapsed, "jobs_per_sec": sum(states.values()) / elapsed,
+                  "event_status": events, "job_states": states, "timed_out": pending != 0}))
+EOF
+)
+    local hwm
+    hwm=$(status_kib "$DAEMON_PID" VmHWM)
+    stop_daemon
+    kill "$API_PID"
+    wait "$API_PID" 2>/dev/null || true
+    record drain "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["hwm_kib"]=int(sys.argv[2]); print(json.dumps(d))' "$result" "$hwm")"
+    rm -rf "$dir"/steerhook.db*
+}
+
+for part in $PARTS; do
+    case $part in
+    ingest)
+        echo "== ingest: $RUNS runs, $CONNECTIONS connections, $DURATION, queue paused" >&2
+        for _ in $(seq "$RUNS"); do
+            ingest_run ingest true --connections "$CONNECTIONS" --duration "$DURATION"
+        done
+        ;;
+    open)
+        echo "== open loop: $OPEN_RATE req/s for $OPEN_DURATION, queue paused" >&2
+        ingest_run open true --rate "$OPEN_RATE" --duration "$OPEN_DURATION"
+        ;;
+    worker)
+        echo "== ingest with the worker running (fake API, two /bin/true hooks): 1 run" >&2
+        ingest_run worker false --connections "$CONNECTIONS" --duration "$DURATION"
+        ;;
+    peer)
+        command -v webhook >/dev/null || { echo "bench.sh: the peer needs 'apt-get install -y webhook'" >&2; exit 1; }
+        echo "== peer: Debian webhook $(webhook -version 2>&1 | awk '{print $3}'), $RUNS runs" >&2
+        for _ in $(seq "$RUNS"); do
+            peer_run --connections "$CONNECTIONS" --duration "$DURATION"
+        done
+        ;;
+    drain)
+        echo "== queue drain: $DRAIN_EVENTS events" >&2
+        drain_run
+        ;;
+    *)
+        echo "bench.sh: unknown part $part" >&2
+        exit 1
+        ;;
+    esac
+done
+
+echo "== summary (medians)" >&2
+python3 - "$RESULTS" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+parts = {}
+for r in rows:
+    parts.setdefault(r["part"], []).append(r)
+med = lambda rs, k: statistics.median(r[k] for r in rs if r.get(k) is not None) if any(r.get(k) is not None for r in rs) else float("nan")
+for part, rs in parts.items():
+    if part == "drain":
+        for r in rs:
+            print(f"drain   {r['events']} events in {r['seconds']:.1f} s = {r['events_per_sec']:.0f} events/s "
+                  f"({r['jobs_per_sec']:.0f} jobs/s), peak RSS {r['hwm_kib']/1024:.1f} MiB, "
+                  f"events {r['event_status']}, jobs {r['job_states']}")
+        continue
+    rate = "accepted_per_sec" if part != "peer" else "ok_per_sec"
+    print(f"{part:7} n={len(rs)}  {rate} {med(rs, rate):.0f} (runs: {', '.join('%.0f' % r[rate] for r in rs)})  "
+          f"p50 {med(rs, 'p50_ms'):.2f} ms  p99 {med(rs, 'p99_ms'):.2f} ms  max {med(rs, 'max_ms'):.1f} ms  "
+          f"idle RSS {med(rs, 'idle_rss_kib')/1024:.1f} MiB  peak RSS {med(rs, 'hwm_kib')/1024:.1f} MiB  "
+          f"server CPU {med(rs, 'daemon_cpu_pct'):.0f}%  loadgen CPU {med(rs, 'loadgen_cpu_pct'):.0f}%")
+    print(f"        statuses {rs[-1]['by_status']}")
+if "ingest" in parts and "peer" in parts:
+    a = statistics.median(r["accepted_per_sec"] for r in parts["ingest"])
+    p = statistics.median(r["ok_per_sec"] for r in parts["peer"])
+    print(f"ratio   steerhook accepted/s ÷ webhook 2xx/s = {a / p:.1f}")
+EOF
