@@ -98,6 +98,14 @@ CREATE TABLE quarantine (
         // backlog of 10,000 events quadratic. Partial, so ingest pays for
         // one entry per pending job, not for blocked ones.
         M::up("CREATE INDEX jobs_pending_by_kind ON jobs (kind, id) WHERE state = 'pending';"),
+        // Ingest wrote three (state, due_at) entries per event, one per job,
+        // for queries that only ask about pending or running jobs: partial
+        // indexes answer them and cost nothing for a blocked job.
+        M::up(
+            "DROP INDEX jobs_by_state_due;
+             CREATE INDEX jobs_pending_by_due ON jobs (due_at) WHERE state = 'pending';
+             CREATE INDEX jobs_running ON jobs (id) WHERE state = 'running';",
+        ),
     ])
 }
 
