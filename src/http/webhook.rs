@@ -13,7 +13,9 @@ use crate::store::{InsertOutcome, NewEvent, QuarantinedBody};
 
 /// Receives one webhook. The body stays raw bytes until the signature is
 /// verified; only a `VerifiedBody` can be read as an event.
-#[tracing::instrument(skip_all, fields(event_id, run_id, client))]
+///
+/// No span per request: its creation, field records and an enter/exit on
+/// every poll cost more than the one line, which carries the same fields.
 pub async fn receive(
     req: HttpRequest,
     payload: web::Payload,
@@ -21,12 +23,20 @@ pub async fn receive(
 ) -> HttpResponse {
     let started = Instant::now();
     let client = state.client_addr(&req);
-    tracing::Span::current().record("client", client.as_deref().unwrap_or("-"));
-    let (response, code) = match handle(&req, payload, &state, client).await {
+    let client_field = client.clone();
+    let client_field = client_field.as_deref().unwrap_or("-");
+    let mut ids = Ids::default();
+    let (response, code) = match handle(&req, payload, &state, client, &mut ids).await {
         Ok((resp, code)) => (resp, code),
         Err(e) => {
             if matches!(e, ApiError::StorageUnavailable) {
-                tracing::error!(code = e.code(), "webhook refused: {e}");
+                tracing::error!(
+                    client = client_field,
+                    event_id = ids.event_id.as_deref(),
+                    run_id = ids.run_id.as_deref(),
+                    code = e.code(),
+                    "webhook refused: {e}"
+                );
             }
             (e.response(), e.code())
         }
@@ -34,6 +44,9 @@ pub async fn receive(
     let latency = started.elapsed();
     state.metrics.observe_webhook(code, latency);
     tracing::info!(
+        client = client_field,
+        event_id = ids.event_id.as_deref(),
+        run_id = ids.run_id.as_deref(),
         status = response.status().as_u16(),
         code,
         latency_us = latency.as_micros() as u64,
@@ -42,11 +55,19 @@ pub async fn receive(
     response
 }
 
+/// The ids of the event being received, once the body has been read as one.
+#[derive(Default)]
+struct Ids {
+    event_id: Option<String>,
+    run_id: Option<String>,
+}
+
 async fn handle(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
     client: Option<String>,
+    ids: &mut Ids,
 ) -> Result<(HttpResponse, &'static str), ApiError> {
     let body = read_body(req, payload, state).await?;
     // A header that is not valid text cannot be of the form t=..,v1=..
@@ -60,13 +81,14 @@ async fn handle(
     let event = match ReadEvent::parse(verified) {
         Ok(ReadEvent::Run(event)) => event,
         Ok(ReadEvent::Other { event_type }) => {
-            tracing::info!(event_type, "ignored event type");
+            tracing::info!(client = client.as_deref(), event_type, "ignored event type");
             return Ok((
                 HttpResponse::Ok().json(serde_json::json!({"status": "ignored"})),
                 "IGNORED",
             ));
         }
         Err(Rejected { error, body }) => {
+            let q_client = client.clone();
             let q = QuarantinedBody {
                 received_at,
                 client_addr: client,
@@ -81,16 +103,15 @@ async fn handle(
                 .write(move |tx| crate::store::insert_quarantine(tx, &q))
                 .await
                 .map_err(|e| {
-                    tracing::error!(error = %e, "cannot quarantine an invalid payload");
+                    tracing::error!(client = q_client.as_deref(), error = %e, "cannot quarantine an invalid payload");
                     ApiError::StorageUnavailable
                 })?;
-            tracing::warn!(reason = %error, "invalid payload quarantined");
+            tracing::warn!(client = q_client.as_deref(), reason = %error, "invalid payload quarantined");
             return Err(ApiError::PayloadInvalid(error));
         }
     };
-    let span = tracing::Span::current();
-    span.record("event_id", event.id.as_str());
-    span.record("run_id", event.run_id.as_str());
+    ids.event_id = Some(event.id.clone());
+    ids.run_id = Some(event.run_id.clone());
     let outcome = state
         .store
         .insert_event(NewEvent {
@@ -100,7 +121,11 @@ async fn handle(
         })
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "event not stored");
+            tracing::error!(
+                event_id = ids.event_id.as_deref(),
+                error = %e,
+                "event not stored"
+            );
             ApiError::StorageUnavailable
         })?;
     Ok(match outcome {
