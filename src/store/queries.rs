@@ -18,32 +18,31 @@ pub(super) fn insert_event_with_jobs(
     routing: &Routing,
 ) -> Result<InsertOutcome, StoreError> {
     let e = &ev.event;
-    let seq: Option<i64> = tx
+    // Not `RETURNING seq`: SQLite gathers RETURNING rows in a temporary
+    // b-tree, opened and closed per statement. The row count says whether
+    // the row was stored, and then its rowid is the last one inserted.
+    let inserted = tx
         .prepare_cached(
             "INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (event_type, run_id) DO NOTHING
-             RETURNING seq",
+             ON CONFLICT (event_type, run_id) DO NOTHING",
         )?
-        .query_row(
-            params![
-                e.id,
-                e.event_type.as_str(),
-                e.run_id,
-                e.signed_at as i64,
-                ev.received_at,
-                ev.client_addr,
-                e.body
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(seq) = seq else {
+        .execute(params![
+            e.id,
+            e.event_type.as_str(),
+            e.run_id,
+            e.signed_at as i64,
+            ev.received_at,
+            ev.client_addr,
+            e.body
+        ])?;
+    if inserted == 0 {
         let id: String = tx
             .prepare_cached("SELECT id FROM events WHERE event_type = ?1 AND run_id = ?2")?
             .query_row(params![e.event_type.as_str(), e.run_id], |r| r.get(0))?;
         return Ok(InsertOutcome::Duplicate { id });
-    };
+    }
+    let seq = tx.last_insert_rowid();
     let now = ev.received_at;
     let deliver_state = if routing.enrich {
         tx.prepare_cached(
