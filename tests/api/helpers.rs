@@ -319,3 +319,20 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Writes a config for a `serve` child on `port` in `dir` (the default secret,
+/// the database beside it, `extra` appended); returns (config, database) paths.
+pub fn write_serve_config(dir: &Path, port: u16, extra: &str) -> (PathBuf, PathBuf) {
+    let db_path = dir.join("steerhook.db");
+    let config_path = dir.join("steerhook.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[webhook]\nsecrets = [{}]\n[storage]\npath = {}\n{extra}",
+            toml_string(SECRET),
+            toml_string(&db_path.display().to_string())
+        ),
+    )
+    .expect("write the config");
+    (config_path, db_path)
+}

@@ -15,16 +15,11 @@ use crate::helpers::*;
 async fn json_logs_have_a_line_per_request_and_no_secret_or_signature() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = dir.path().join("steerhook.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[webhook]\nsecrets = [{}]\n[storage]\npath = {}\n[log]\nformat = \"json\"\nlevel = \"info\"\n",
-            toml_string(SECRET),
-            toml_string(&dir.path().join("steerhook.db").display().to_string())
-        ),
-    )
-    .unwrap();
+    let (config, _) = write_serve_config(
+        dir.path(),
+        port,
+        "[log]\nformat = \"json\"\nlevel = \"info\"\n",
+    );
     let log_path = dir.path().join("serve.log");
     let mut child = Daemon(
         steerhook_command()

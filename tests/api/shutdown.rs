@@ -19,17 +19,7 @@ const ANSWERS_BEFORE_SIGNAL: usize = 40;
 async fn sigterm_during_requests_keeps_every_answered_event_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let db_path = dir.path().join("steerhook.db");
-    let config_path = dir.path().join("steerhook.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[webhook]\nsecrets = [{}]\n[storage]\npath = {}\n",
-            toml_string(SECRET),
-            toml_string(&db_path.display().to_string())
-        ),
-    )
-    .unwrap();
+    let (config_path, db_path) = write_serve_config(dir.path(), port, "");
     let log_path = dir.path().join("serve.log");
     let mut daemon = Daemon(
         steerhook_command()

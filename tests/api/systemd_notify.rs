@@ -33,17 +33,7 @@ fn serve_notifies_ready_then_feeds_the_watchdog_then_says_stopping() {
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let port = free_port();
-    let db_path = dir.path().join("steerhook.db");
-    let config_path = dir.path().join("steerhook.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[webhook]\nsecrets = [{}]\n[storage]\npath = {}\n",
-            toml_string(SECRET),
-            toml_string(&db_path.display().to_string())
-        ),
-    )
-    .unwrap();
+    let (config_path, db_path) = write_serve_config(dir.path(), port, "");
     // systemd names the watched process in WATCHDOG_PID; `exec` keeps the
     // shell's pid, so the daemon is the process named.
     let mut daemon = Daemon(
