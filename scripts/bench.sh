@@ -35,6 +35,8 @@ LOAD_CPU=${LOAD_CPU:-1}
 WORKERS=${WORKERS:-}
 SYNCHRONOUS=${SYNCHRONOUS:-full}
 PARTS=${PARTS:-ingest open worker peer drain}
+# Deliveries of one hook at once; 1 (the product's default) keeps arrival order.
+HOOK_CONCURRENCY=${HOOK_CONCURRENCY:-1}
 SECRET=whsec_bench_secret
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${STEERHOOK_BIN:-$TARGET/release/steerhook}
@@ -110,6 +112,7 @@ write_config() {
             echo "kind = \"shell\""
             echo "events = [\"run.succeeded\", \"run.failed\"]"
             echo "command = [\"/bin/true\"]"
+            echo "concurrency = $HOOK_CONCURRENCY"
         done
     } >"$dir/config.toml"
 }
