@@ -33,7 +33,7 @@ fn config_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
-fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
+pub(crate) fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
     Ok(Settings::load(&config_path(cli), &process_env())?)
 }
 
@@ -45,7 +45,7 @@ fn load_settings_for_inspection(cli: &Cli) -> anyhow::Result<Settings> {
     )?)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -66,7 +66,7 @@ fn read_input(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -197,14 +197,4 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::ops::doctor(&settings))
         }
     }
-}
-
-/// Loads settings for commands that need them (shared with sibling modules).
-pub(crate) fn settings_for(cli: &Cli) -> anyhow::Result<Settings> {
-    load_settings(cli)
-}
-
-/// The async runtime for one-shot commands.
-pub(crate) fn one_shot_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    runtime()
 }

@@ -1,12 +1,11 @@
 //! `steerhook send-test`: one correctly signed, realistic sample webhook.
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 
 use crate::cli::Cli;
-use crate::commands::{one_shot_runtime, settings_for};
+use crate::commands::{load_settings, runtime, unix_now};
 use crate::domain::EventType;
 use crate::signature::{sign, SIGNATURE_HEADER};
 
@@ -52,7 +51,7 @@ pub fn run(
     let (url, secret) = match (url, secret) {
         (Some(u), Some(s)) => (u, s),
         (url, secret) => {
-            let settings = settings_for(cli)?;
+            let settings = load_settings(cli)?;
             let url = url.unwrap_or_else(|| {
                 let mut addr = settings.server.listen;
                 if addr.ip().is_unspecified() {
@@ -64,14 +63,11 @@ pub fn run(
             (url, secret)
         }
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = unix_now();
     let run_id = run_id.unwrap_or_else(|| format!("run_test_{}", uuid::Uuid::new_v4().simple()));
     let body = serde_json::to_vec(&sample_body(event_type, &run_id, now))?;
     let header = sign(&secret, now, &body);
-    let (status, text) = one_shot_runtime()?.block_on(async {
+    let (status, text) = runtime()?.block_on(async {
         let resp = reqwest::Client::new()
             .post(&url)
             .header(SIGNATURE_HEADER, header)
