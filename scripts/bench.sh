@@ -18,7 +18,8 @@
 # BODY_BYTES (1024), OPEN_RATE (1000), OPEN_DURATION (30s), DRAIN_EVENTS
 # (10000), DAEMON_CPU (0), LOAD_CPU (1), WORKERS (server.workers; default:
 # the product's default), PARTS (ingest open worker peer drain), BENCH_DIR,
-# SYNCHRONOUS (full).
+# SYNCHRONOUS (full), PERF_OUT (a file: `perf $PERF_ARGS` on the daemon while
+# it drains; PERF_ARGS defaults to `record -g -F 2000`).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -37,6 +38,7 @@ SYNCHRONOUS=${SYNCHRONOUS:-full}
 PARTS=${PARTS:-ingest open worker peer drain}
 # Deliveries of one hook at once; 1 (the product's default) keeps arrival order.
 HOOK_CONCURRENCY=${HOOK_CONCURRENCY:-1}
+PERF_OUT=${PERF_OUT:-}
 SECRET=whsec_bench_secret
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${STEERHOOK_BIN:-$TARGET/release/steerhook}
@@ -248,11 +250,19 @@ drain_run() {
     stop_daemon
     write_config "$dir" "$port" false "$api_port" 1
     start_api "$api_port"
-    local started cpu_start
+    local api_cpu0
+    api_cpu0=$(cpu_ticks "$API_PID")
+    local started
     started=$(date +%s.%N)
     taskset -c "$DAEMON_CPU" "$BIN" serve --config "$dir/config.toml" >>"$dir/daemon.log" 2>&1 &
     DAEMON_PID=$!
     PIDS+=("$DAEMON_PID")
+    local perf_pid=
+    if [ -n "$PERF_OUT" ]; then
+        # shellcheck disable=SC2086 # PERF_ARGS is a list of arguments
+        perf ${PERF_ARGS:-record -g -F 2000} -o "$PERF_OUT" -p "$DAEMON_PID" 2>/dev/null &
+        perf_pid=$!
+    fi
     local result
     result=$(python3 - "$dir/steerhook.db" "$started" "$DRAIN_EVENTS" <<'EOF'
 import json, sqlite3, sys, time
@@ -273,12 +283,23 @@ print(json.dumps({"events": total, "expected": expected, "seconds": elapsed,
                   "event_status": events, "job_states": states, "timed_out": pending != 0}))
 EOF
 )
-    local hwm
+    [ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+    local hwm daemon_ticks api_ticks hook_ticks
     hwm=$(status_kib "$DAEMON_PID" VmHWM)
+    daemon_ticks=$(cpu_ticks "$DAEMON_PID")
+    # The hooks' CPU: the daemon's reaped children.
+    hook_ticks=$(awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$DAEMON_PID/stat")
+    api_ticks=$(( $(cpu_ticks "$API_PID") - api_cpu0 ))
     stop_daemon
     kill "$API_PID"
     wait "$API_PID" 2>/dev/null || true
-    record drain "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["hwm_kib"]=int(sys.argv[2]); print(json.dumps(d))' "$result" "$hwm")"
+    record drain "$(python3 -c '
+import json, sys
+d = json.loads(sys.argv[1]); d["hwm_kib"] = int(sys.argv[2])
+d["daemon_cpu_pct"] = int(sys.argv[3]) / d["seconds"]  # ticks are 1/100 s
+d["api_cpu_pct"] = int(sys.argv[4]) / d["seconds"]
+d["hooks_cpu_pct"] = int(sys.argv[5]) / d["seconds"]
+print(json.dumps(d))' "$result" "$hwm" "$daemon_ticks" "$api_ticks" "$hook_ticks")"
     rm -rf "$dir"/steerhook.db*
 }
 
@@ -329,6 +350,7 @@ for part, rs in parts.items():
         for r in rs:
             print(f"drain   {r['events']} events in {r['seconds']:.1f} s = {r['events_per_sec']:.0f} events/s "
                   f"({r['jobs_per_sec']:.0f} jobs/s), peak RSS {r['hwm_kib']/1024:.1f} MiB, "
+                  f"daemon CPU {r.get('daemon_cpu_pct', float('nan')):.0f}%, hooks CPU {r.get('hooks_cpu_pct', float('nan')):.0f}%, fake API CPU {r.get('api_cpu_pct', float('nan')):.0f}%, "
                   f"events {r['event_status']}, jobs {r['job_states']}")
         continue
     rate = "accepted_per_sec" if part != "peer" else "ok_per_sec"

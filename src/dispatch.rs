@@ -226,9 +226,11 @@ impl Dispatcher {
             fetch_allowed,
             deliveries_allowed,
         };
+        // Relaxed: a claim lost to a power failure leaves the job pending,
+        // as every restart does with claimed jobs anyway.
         let job = self
             .store
-            .write(move |tx| store::claim_due_job(tx, &filter))
+            .write_relaxed(move |tx| store::claim_due_job(tx, &filter))
             .await?;
         if let Some(job) = &job {
             self.in_flight
@@ -381,12 +383,15 @@ impl Dispatcher {
             return Ok(());
         };
         let ev = self.store.read(move |c| store::load_event(c, seq)).await?;
+        // The run and the log pages are saved with relaxed writes: they are
+        // made durable by the fetch's attempt record that follows them, and
+        // if a power failure loses them first, they are fetched again.
         if ev.run_json.is_none() {
             let run = client.fetch_run(&ev.run_id).await;
             self.count_api(&run);
             let run = serde_json::to_string(&run?.run).unwrap_or_else(|_| "null".into());
             self.store
-                .write(move |tx| store::save_run(tx, seq, &run))
+                .write_relaxed(move |tx| store::save_run(tx, seq, &run))
                 .await?;
         }
         let (mut page_no, mut cursor, mut complete) =
@@ -398,7 +403,7 @@ impl Dispatcher {
                     "log paging stopped at opensteer.max_log_pages"
                 );
                 self.store
-                    .write(move |tx| store::finish_logs(tx, seq))
+                    .write_relaxed(move |tx| store::finish_logs(tx, seq))
                     .await?;
                 break;
             }
@@ -442,7 +447,7 @@ impl Dispatcher {
             let next_saved = if complete { None } else { next.clone() };
             let p = page_no;
             self.store
-                .write(move |tx| {
+                .write_relaxed(move |tx| {
                     store::save_log_page(
                         tx,
                         seq,

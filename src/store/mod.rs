@@ -112,6 +112,15 @@ pub enum InsertOutcome {
     },
 }
 
+/// Whether a write must be on disk (`fsync`ed) before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Committed with the configured `synchronous` (FULL by default).
+    Durable,
+    /// May commit without `fsync` when nothing durable shares its batch.
+    Relaxed,
+}
+
 /// A cheap-to-clone handle on the database.
 #[derive(Clone)]
 pub struct Store {
@@ -132,6 +141,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The `PRAGMA synchronous` value for a setting.
+fn sync_pragma(s: Synchronous) -> &'static str {
+    match s {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    }
+}
+
 /// Opens a connection with our pragmas.
 pub fn open_connection(options: &StoreOptions, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {
@@ -147,11 +164,7 @@ pub fn open_connection(options: &StoreOptions, read_only: bool) -> Result<Connec
     if !read_only {
         // WAL lets readers (the CLI, /healthz) work while the writer commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        let sync = match options.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "synchronous", sync_pragma(options.synchronous))?;
     }
     Ok(conn)
 }
@@ -163,7 +176,7 @@ impl Store {
         let mut conn = open_connection(&options, false)?;
         schema::migrations().to_latest(&mut conn)?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_LEN);
-        writer::spawn(conn, rx, routing)?;
+        writer::spawn(conn, rx, routing, options.synchronous)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 options,
@@ -199,6 +212,31 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_with(Durability::Durable, f).await
+    }
+
+    /// Like [`Store::write`], for a write whose loss in a power failure is
+    /// harmless: claiming a job (after any restart every claimed job is
+    /// pending again anyway) or keeping a fetch's progress (fetched again).
+    /// It is answered once committed, like any write, but a batch holding
+    /// only such writes commits with `synchronous = NORMAL` (no `fsync`; the
+    /// WAL still keeps the database consistent), so the worker does not wait
+    /// for the disk to take its next job. The next durable commit's `fsync`
+    /// covers it too: the WAL is written in order. Against a process crash
+    /// (`kill -9`, OOM) it is as safe as any write: the kernel keeps it.
+    pub async fn write_relaxed<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_with(Durability::Relaxed, f).await
+    }
+
+    async fn write_with<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let span = tracing::Span::current();
         let job: writer::WriteFn = Box::new(move |tx: Option<&rusqlite::Transaction<'_>>| {
@@ -226,7 +264,7 @@ impl Store {
         });
         self.inner
             .writer
-            .send(Command::Exec(job))
+            .send(Command::Exec(job, durability))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -273,5 +311,82 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &tempfile::TempDir, synchronous: Synchronous) -> Store {
+        Store::open(
+            StoreOptions {
+                path: dir.path().join("t.db"),
+                synchronous,
+                busy_timeout: Duration::from_secs(5),
+            },
+            Routing::default(),
+        )
+        .unwrap()
+    }
+
+    /// `PRAGMA synchronous` as the writer connection has it inside the write's transaction.
+    fn sync_level(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
+        Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    }
+
+    const NORMAL: i64 = 1;
+    const FULL: i64 = 2;
+
+    #[tokio::test]
+    async fn relaxed_writes_commit_without_fsync_and_durable_ones_with_the_configured_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Full);
+        assert_eq!(s.write(sync_level).await.unwrap(), FULL);
+        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
+        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
+        // Back to FULL as soon as a durable write comes.
+        assert_eq!(s.write(sync_level).await.unwrap(), FULL);
+    }
+
+    #[tokio::test]
+    async fn a_relaxed_write_sharing_a_batch_with_a_durable_one_commits_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Full);
+        // Hold the writer inside a first batch while the next two queue up.
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = s.write(move |_| {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            Ok(())
+        });
+        tokio::pin!(blocker);
+        assert!(futures_util::poll!(&mut blocker).is_pending());
+        started_rx.recv().unwrap();
+        let relaxed = s.write_relaxed(sync_level);
+        let durable = s.write(sync_level);
+        tokio::pin!(relaxed, durable);
+        assert!(futures_util::poll!(&mut relaxed).is_pending());
+        assert!(futures_util::poll!(&mut durable).is_pending());
+        gate_tx.send(()).unwrap();
+        blocker.await.unwrap();
+        assert_eq!(durable.await.unwrap(), FULL);
+        assert_eq!(
+            relaxed.await.unwrap(),
+            FULL,
+            "it shared the durable write's commit"
+        );
+        // Alone again, a relaxed write commits without fsync.
+        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
+    }
+
+    #[tokio::test]
+    async fn with_synchronous_normal_configured_everything_commits_with_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Normal);
+        assert_eq!(s.write(sync_level).await.unwrap(), NORMAL);
+        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
+        assert_eq!(s.write(sync_level).await.unwrap(), NORMAL);
     }
 }

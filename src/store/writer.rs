@@ -3,7 +3,11 @@
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{queries, InsertOutcome, NewEvent, Routing, StoreError, MAX_BATCH_EVENTS};
+use super::{
+    queries, sync_pragma, Durability, InsertOutcome, NewEvent, Routing, StoreError,
+    MAX_BATCH_EVENTS,
+};
+use crate::config::Synchronous;
 
 /// Answers a write's caller once its batch's fate is known: `None` when it
 /// committed, the commit error otherwise.
@@ -27,17 +31,55 @@ type InsertReply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
 
 pub(super) enum Command {
     Insert(Box<NewEvent>, InsertReply),
-    Exec(WriteFn),
+    Exec(WriteFn, Durability),
+}
+
+impl Command {
+    fn durable(&self) -> bool {
+        match self {
+            Command::Insert(..) => true,
+            Command::Exec(_, d) => *d == Durability::Durable,
+        }
+    }
+}
+
+/// The writer connection's `synchronous` setting, switched per batch: the
+/// configured one when anything in the batch must be durable, NORMAL when
+/// only relaxed writes (job claims) are in it.
+struct SyncMode {
+    configured: Synchronous,
+    current: Synchronous,
+}
+
+impl SyncMode {
+    /// Sets the mode a batch needs, if it is not already set. Outside a transaction.
+    fn set_for(&mut self, conn: &Connection, durable: bool) -> Result<(), StoreError> {
+        let wanted = if durable {
+            self.configured
+        } else {
+            Synchronous::Normal
+        };
+        if wanted != self.current {
+            conn.pragma_update(None, "synchronous", sync_pragma(wanted))?;
+            self.current = wanted;
+        }
+        Ok(())
+    }
 }
 
 pub(super) fn spawn(
     conn: Connection,
     rx: mpsc::Receiver<Command>,
     routing: Routing,
+    synchronous: Synchronous,
 ) -> Result<(), StoreError> {
+    let sync = SyncMode {
+        configured: synchronous,
+        current: synchronous,
+    };
     std::thread::Builder::new()
         .name("steerhook-writer".into())
-        .spawn(move || run(conn, rx, routing))
+        .spawn(move || run(conn, rx, routing, sync))
         .map(|_| ())
         .map_err(|e| StoreError::Task(format!("cannot start the writer thread: {e}")))
 }
@@ -46,7 +88,12 @@ pub(super) fn spawn(
 /// in arrival order in one transaction, commits once, and only then answers
 /// each command (group commit). Inserts and the worker's writes share the
 /// commit, so one fsync covers them all.
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, routing: Routing) {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Command>,
+    routing: Routing,
+    mut sync: SyncMode,
+) {
     let mut batch: Vec<Command> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -56,7 +103,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, routing: Routing) 
                 Err(_) => break,
             }
         }
-        flush(&mut conn, &mut batch, &routing);
+        flush(&mut conn, &mut batch, &routing, &mut sync);
     }
     tracing::debug!("database writer stopped");
 }
@@ -67,18 +114,22 @@ enum Pending {
     Exec(Finish),
 }
 
-fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing) {
+fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, sync: &mut SyncMode) {
     if batch.is_empty() {
         return;
     }
+    let durable = batch.iter().any(Command::durable);
     let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
     // Inserts that could not even be attempted are answered with the batch's error.
     let mut unrun: Vec<InsertReply> = Vec::new();
     let mut unrun_writes: Vec<WriteFn> = Vec::new();
     let mut failure: Option<StoreError> = None;
     let mut commands = batch.drain(..);
-    match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Err(e) => failure = Some(e.into()),
+    let begun = sync
+        .set_for(conn, durable)
+        .and_then(|()| Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?));
+    match begun {
+        Err(e) => failure = Some(e),
         Ok(tx) => {
             for cmd in commands.by_ref() {
                 match cmd {
@@ -93,7 +144,7 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing) {
                             }
                         }
                     }
-                    Command::Exec(f) => {
+                    Command::Exec(f, _) => {
                         // Each write gets a savepoint, so its own failure undoes
                         // only its own changes, as its own transaction would.
                         if let Err(e) = tx.execute_batch("SAVEPOINT steerhook_write") {
@@ -130,7 +181,7 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing) {
     for cmd in commands {
         match cmd {
             Command::Insert(_, reply) => unrun.push(reply),
-            Command::Exec(f) => unrun_writes.push(f),
+            Command::Exec(f, _) => unrun_writes.push(f),
         }
     }
     let error = failure.map(|e| {
