@@ -114,7 +114,7 @@ async fn handle(
     ids.run_id = Some(event.run_id.clone());
     let outcome = state
         .store
-        .insert_event(NewEvent {
+        .insert_event_here(NewEvent {
             event,
             received_at,
             client_addr: client,

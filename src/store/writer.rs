@@ -29,8 +29,51 @@ pub(super) type WriteFn = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Written + 
 /// Where the answer to one insert goes.
 type InsertReply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
 
+/// An insert's answer, on its way to the caller.
+type Answer = (InsertReply, Result<InsertOutcome, StoreError>);
+
+/// A thread's mailbox for answers (see [`super::Store::insert_event_here`]):
+/// the writer sends it every answer of one commit for that thread at once.
+#[derive(Clone)]
+pub(crate) struct Route {
+    id: usize,
+    tx: mpsc::UnboundedSender<Vec<Answer>>,
+}
+
+thread_local! {
+    static ROUTE: std::cell::RefCell<Option<Route>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Route {
+    /// This thread's route, and the local task behind it, made on first use
+    /// (and again if the runtime that ran the task has gone).
+    pub(crate) fn for_this_thread() -> Route {
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        ROUTE.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if let Some(route) = cell.as_ref().filter(|r| !r.tx.is_closed()) {
+                return route.clone();
+            }
+            let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Answer>>();
+            tokio::task::spawn_local(async move {
+                while let Some(answers) = rx.recv().await {
+                    for (reply, result) in answers {
+                        let _ = reply.send(result);
+                    }
+                }
+            });
+            let route = Route {
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                tx,
+            };
+            *cell = Some(route.clone());
+            route
+        })
+    }
+}
+
 pub(super) enum Command {
-    Insert(Box<NewEvent>, InsertReply),
+    Insert(Box<NewEvent>, InsertReply, Option<Route>),
     Exec(WriteFn, Durability),
 }
 
@@ -110,7 +153,7 @@ fn run(
 
 /// How each command of a batch is answered after the commit.
 enum Pending {
-    Insert(InsertReply, InsertOutcome),
+    Insert(InsertReply, InsertOutcome, Option<Route>),
     Exec(Finish),
 }
 
@@ -133,11 +176,11 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, syn
         Ok(tx) => {
             for cmd in commands.by_ref() {
                 match cmd {
-                    Command::Insert(ev, reply) => {
+                    Command::Insert(ev, reply, route) => {
                         // An insert that fails fails the batch (as a disk error
                         // would anyway): nothing of it is stored, every caller hears so.
                         match queries::insert_event_with_jobs(&tx, &ev, routing) {
-                            Ok(outcome) => pending.push(Pending::Insert(reply, outcome)),
+                            Ok(outcome) => pending.push(Pending::Insert(reply, outcome, route)),
                             Err(e) => {
                                 unrun.push(reply);
                                 failure = Some(e);
@@ -180,7 +223,7 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, syn
     // Commands after a failure were not run; they fail with the batch.
     for cmd in commands {
         match cmd {
-            Command::Insert(_, reply) => unrun.push(reply),
+            Command::Insert(_, reply, _) => unrun.push(reply),
             Command::Exec(f, _) => unrun_writes.push(f),
         }
     }
@@ -192,15 +235,34 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, syn
         );
         e.to_string()
     });
+    // Answers for routed callers, one message per thread.
+    let mut routed: Vec<(Route, Vec<Answer>)> = Vec::new();
     for p in pending {
         match p {
-            Pending::Insert(reply, outcome) => {
-                let _ = reply.send(match &error {
+            Pending::Insert(reply, outcome, route) => {
+                let result = match &error {
                     None => Ok(outcome),
                     Some(msg) => Err(StoreError::Commit(msg.clone())),
-                });
+                };
+                match route {
+                    None => {
+                        let _ = reply.send(result);
+                    }
+                    Some(route) => match routed.iter_mut().find(|(r, _)| r.id == route.id) {
+                        Some((_, answers)) => answers.push((reply, result)),
+                        None => routed.push((route, vec![(reply, result)])),
+                    },
+                }
             }
             Pending::Exec(finish) => finish(error.as_deref()),
+        }
+    }
+    for (route, answers) in routed {
+        // The thread's runtime has gone: answer directly.
+        if let Err(mpsc::error::SendError(answers)) = route.tx.send(answers) {
+            for (reply, result) in answers {
+                let _ = reply.send(result);
+            }
         }
     }
     let msg = error.unwrap_or_default();
