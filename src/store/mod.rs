@@ -404,6 +404,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failing_write_undoes_only_its_own_changes_in_a_shared_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Full);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = s.write(move |_| {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            Ok(())
+        });
+        tokio::pin!(blocker);
+        assert!(futures_util::poll!(&mut blocker).is_pending());
+        started_rx.recv().unwrap();
+        let keep = |reason: &'static str| {
+            move |tx: &rusqlite::Transaction<'_>| -> Result<(), StoreError> {
+                tx.execute(
+                    "INSERT INTO quarantine (received_at, reason, body) VALUES (0, ?1, x'')",
+                    [reason],
+                )?;
+                Ok(())
+            }
+        };
+        let first = s.write(keep("first"));
+        let failing = s.write(|tx| -> Result<(), StoreError> {
+            tx.execute(
+                "INSERT INTO quarantine (received_at, reason, body) VALUES (0, 'failing', x'')",
+                [],
+            )?;
+            Err(StoreError::NotFound("on purpose".into()))
+        });
+        let last = s.write(keep("last"));
+        tokio::pin!(first, failing, last);
+        for f in [&mut first, &mut last] {
+            assert!(futures_util::poll!(f).is_pending());
+        }
+        assert!(futures_util::poll!(&mut failing).is_pending());
+        gate_tx.send(()).unwrap();
+        blocker.await.unwrap();
+        first.await.unwrap();
+        last.await.unwrap();
+        assert!(matches!(failing.await, Err(StoreError::NotFound(_))));
+        let reasons: Vec<String> = s
+            .read(|c| {
+                let mut st = c.prepare("SELECT reason FROM quarantine ORDER BY id")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(reasons, ["first", "last"]);
+    }
+
+    #[tokio::test]
     async fn with_synchronous_normal_configured_everything_commits_with_normal() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir, Synchronous::Normal);

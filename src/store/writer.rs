@@ -190,19 +190,20 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, syn
                     Command::Exec(f, _) => {
                         // Each write gets a savepoint, so its own failure undoes
                         // only its own changes, as its own transaction would.
-                        if let Err(e) = tx.execute_batch("SAVEPOINT steerhook_write") {
+                        if let Err(e) = run_cached(&tx, "SAVEPOINT steerhook_write") {
                             unrun_writes.push(f);
                             failure = Some(e.into());
                         } else {
                             let written = f(Some(&tx));
                             let ok = written.ok;
                             pending.push(Pending::Exec(written.finish));
-                            let close = if ok {
-                                "RELEASE steerhook_write"
+                            let closed = if ok {
+                                run_cached(&tx, "RELEASE steerhook_write")
                             } else {
-                                "ROLLBACK TO steerhook_write; RELEASE steerhook_write"
+                                run_cached(&tx, "ROLLBACK TO steerhook_write")
+                                    .and_then(|()| run_cached(&tx, "RELEASE steerhook_write"))
                             };
-                            if let Err(e) = tx.execute_batch(close) {
+                            if let Err(e) = closed {
                                 failure = Some(e.into());
                             }
                         }
@@ -272,4 +273,10 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, syn
     for f in unrun_writes {
         (f(None).finish)(Some(&msg));
     }
+}
+
+/// Runs a statement without parameters through the statement cache (the
+/// savepoints around each write would otherwise be parsed every time).
+fn run_cached(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(sql)?.execute([]).map(|_| ())
 }
