@@ -32,6 +32,9 @@ use crate::store::{
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// The idle loop looks at the queue at least this often (the clock may be moved by tests).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// First wait before storing an attempt's outcome again; doubles up to [`RECORD_RETRY_MAX`].
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(50);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,11 +363,48 @@ impl Dispatcher {
                 }
             }
         };
-        let job2 = job.clone();
-        self.store
-            .write(move |tx| store::record_attempt(tx, &job2, &rec, next, now))
-            .await?;
+        self.record(job, rec, next, now).await?;
         Ok(next)
+    }
+
+    /// Stores an attempt's outcome, retrying while the database refuses it
+    /// (disk full, locked past `busy_timeout`): the attempt has happened, and
+    /// if its outcome were dropped the job would sit `running` until its
+    /// lease ran out (minutes) and then run again. Gives up only when running
+    /// jobs are being stopped at shutdown; the job then runs again on the
+    /// next start, as any interrupted job does.
+    async fn record(
+        &self,
+        job: &ClaimedJob,
+        rec: AttemptRecord,
+        next: JobNext,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut wait = RECORD_RETRY_FIRST;
+        loop {
+            let (job2, rec2) = (job.clone(), rec.clone());
+            let result = self
+                .store
+                .write(move |tx| store::record_attempt(tx, &job2, &rec2, next, now))
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e @ StoreError::WriterGone) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        job_id = job.id,
+                        error = %e,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "cannot store the attempt's outcome yet; retrying"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.hook_cancel.cancelled() => return Err(e),
+                    }
+                    wait = (wait * 2).min(RECORD_RETRY_MAX);
+                }
+            }
+        }
     }
 
     /// No fetch is claimed before `at` (unix ms).
@@ -633,10 +673,7 @@ impl Dispatcher {
             }
         }
         let now = self.clock.now_ms();
-        let job = job.clone();
-        self.store
-            .write(move |tx| store::record_attempt(tx, &job, &rec, next, now))
-            .await?;
+        self.record(job, rec, next, now).await?;
         Ok(next)
     }
 
@@ -692,7 +729,7 @@ impl Dispatcher {
                     let me = self.clone();
                     tasks.spawn(async move {
                         if let Err(e) = me.run_job(&job).await {
-                            tracing::error!(job_id = job.id, error = %e, "could not record a job's attempt; it runs again when its lease expires");
+                            tracing::error!(job_id = job.id, error = %e, "could not record a job's attempt; it runs again on the next start");
                         }
                         drop(permit);
                     });

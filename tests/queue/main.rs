@@ -11,3 +11,4 @@ mod idle;
 mod load;
 mod retry;
 mod secrets;
+mod storage_fault;
