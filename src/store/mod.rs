@@ -360,6 +360,27 @@ mod tests {
     const NORMAL: i64 = 1;
     const FULL: i64 = 2;
 
+    /// Holds the writer inside a batch of its own until the returned sender
+    /// is used, so that the writes queued meanwhile share the next batch.
+    /// Await the returned future (the holding write) after releasing it.
+    async fn hold_writer(
+        s: &Store,
+    ) -> (
+        std::pin::Pin<Box<impl std::future::Future<Output = Result<(), StoreError>> + '_>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let mut holder = Box::pin(s.write(move |_| {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            Ok(())
+        }));
+        assert!(futures_util::poll!(&mut holder).is_pending());
+        started_rx.recv().unwrap();
+        (holder, gate_tx)
+    }
+
     #[tokio::test]
     async fn relaxed_writes_commit_without_fsync_and_durable_ones_with_the_configured_level() {
         let dir = tempfile::tempdir().unwrap();
@@ -376,16 +397,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir, Synchronous::Full);
         // Hold the writer inside a first batch while the next two queue up.
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = s.write(move |_| {
-            started_tx.send(()).unwrap();
-            gate_rx.recv().unwrap();
-            Ok(())
-        });
-        tokio::pin!(blocker);
-        assert!(futures_util::poll!(&mut blocker).is_pending());
-        started_rx.recv().unwrap();
+        let (blocker, gate_tx) = hold_writer(&s).await;
         let relaxed = s.write_relaxed(sync_level);
         let durable = s.write(sync_level);
         tokio::pin!(relaxed, durable);
@@ -407,16 +419,7 @@ mod tests {
     async fn a_failing_write_undoes_only_its_own_changes_in_a_shared_batch() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir, Synchronous::Full);
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = s.write(move |_| {
-            started_tx.send(()).unwrap();
-            gate_rx.recv().unwrap();
-            Ok(())
-        });
-        tokio::pin!(blocker);
-        assert!(futures_util::poll!(&mut blocker).is_pending());
-        started_rx.recv().unwrap();
+        let (blocker, gate_tx) = hold_writer(&s).await;
         let keep = |reason: &'static str| {
             move |tx: &rusqlite::Transaction<'_>| -> Result<(), StoreError> {
                 tx.execute(
