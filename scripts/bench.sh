@@ -303,6 +303,21 @@ print(json.dumps(d))' "$result" "$hwm" "$daemon_ticks" "$api_ticks" "$hook_ticks
     rm -rf "$dir"/steerhook.db*
 }
 
+# How fast the daemon's core is right now: this VM's CPU speed drifts by 10 %
+# and more between sittings, so figures from different sittings compare only
+# next to this (SHA-256 of 512 MiB in python3, on $DAEMON_CPU; lower is faster).
+calibrate() {
+    taskset -c "$DAEMON_CPU" python3 -c '
+import hashlib, json, time
+block = b"x" * 65536
+t = time.perf_counter()
+h = hashlib.sha256()
+for _ in range(8192):
+    h.update(block)
+print(json.dumps({"sha256_512mib_secs": round(time.perf_counter() - t, 3)}))'
+}
+record calibration "$(calibrate)"
+
 for part in $PARTS; do
     case $part in
     ingest)
@@ -346,6 +361,9 @@ for r in rows:
     parts.setdefault(r["part"], []).append(r)
 med = lambda rs, k: statistics.median(r[k] for r in rs if r.get(k) is not None) if any(r.get(k) is not None for r in rs) else float("nan")
 for part, rs in parts.items():
+    if part == "calibration":
+        print(f"cpu     SHA-256 of 512 MiB on the daemon's core: {rs[0]['sha256_512mib_secs']:.3f} s (compare sittings by this)")
+        continue
     if part == "drain":
         for r in rs:
             print(f"drain   {r['events']} events in {r['seconds']:.1f} s = {r['events_per_sec']:.0f} events/s "
