@@ -303,18 +303,33 @@ print(json.dumps(d))' "$result" "$hwm" "$daemon_ticks" "$api_ticks" "$hook_ticks
     rm -rf "$dir"/steerhook.db*
 }
 
-# How fast the daemon's core is right now: this VM's CPU speed drifts by 10 %
-# and more between sittings, so figures from different sittings compare only
-# next to this (SHA-256 of 512 MiB in python3, on $DAEMON_CPU; lower is faster).
+# How fast this machine is right now: this VM drifts by 10 % and more between
+# sittings, so figures from different sittings compare only next to these.
+# On the daemon's core: SHA-256 of 512 MiB (pure CPU), and the median of 500
+# 8 KiB write + fsync on the bench file system (what a commit waits for).
 calibrate() {
-    taskset -c "$DAEMON_CPU" python3 -c '
-import hashlib, json, time
+    taskset -c "$DAEMON_CPU" python3 - "$BENCH_DIR" <<'EOF'
+import hashlib, json, os, statistics, sys, time
 block = b"x" * 65536
 t = time.perf_counter()
 h = hashlib.sha256()
 for _ in range(8192):
     h.update(block)
-print(json.dumps({"sha256_512mib_secs": round(time.perf_counter() - t, 3)}))'
+cpu = time.perf_counter() - t
+path = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+page = b"y" * 8192
+lat = []
+for i in range(500):
+    t = time.perf_counter()
+    os.pwrite(fd, page, (i % 64) * 8192)
+    os.fsync(fd)
+    lat.append(time.perf_counter() - t)
+os.close(fd)
+os.unlink(path)
+print(json.dumps({"sha256_512mib_secs": round(cpu, 3),
+                  "fsync_8kib_median_ms": round(statistics.median(lat) * 1000, 3)}))
+EOF
 }
 record calibration "$(calibrate)"
 
@@ -362,7 +377,8 @@ for r in rows:
 med = lambda rs, k: statistics.median(r[k] for r in rs if r.get(k) is not None) if any(r.get(k) is not None for r in rs) else float("nan")
 for part, rs in parts.items():
     if part == "calibration":
-        print(f"cpu     SHA-256 of 512 MiB on the daemon's core: {rs[0]['sha256_512mib_secs']:.3f} s (compare sittings by this)")
+        print(f"machine SHA-256 of 512 MiB on the daemon's core {rs[0]['sha256_512mib_secs']:.3f} s, "
+              f"8 KiB write + fsync {rs[0]['fsync_8kib_median_ms']:.3f} ms (median of 500)")
         continue
     if part == "drain":
         for r in rs:
