@@ -12,6 +12,10 @@ use steerhook::hooks::shell::{
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/process.rs"]
+mod process;
+use process::{is_alive, live_members_of_group};
+
 const DEADLINE: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const DOCUMENT: &[u8] =
@@ -107,40 +111,6 @@ fn parse_env(raw: &[u8]) -> BTreeMap<String, String> {
             let (name, value) = entry.split_once('=').expect("NAME=value");
             (name.to_string(), value.to_string())
         })
-        .collect()
-}
-
-/// The state letter of /proc/<pid>/stat, or `None` when the process is gone.
-fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().next()?.chars().next()
-}
-
-fn is_alive(pid: i32) -> bool {
-    !matches!(process_state(pid), None | Some('Z') | Some('X'))
-}
-
-/// Live processes whose process group is `pgid`.
-fn live_members_of_group(pgid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let Some(close) = stat.rfind(')') else {
-                return false;
-            };
-            // After the name: state, ppid, pgrp.
-            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            fields.get(2).and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(pgid)
-        })
-        .filter(|pid| is_alive(*pid))
         .collect()
 }
 

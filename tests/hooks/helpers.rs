@@ -19,6 +19,8 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::support::process::{is_alive, live_members_of_group};
+
 /// The webhook secret every test app accepts.
 pub const SECRET: &str = "whsec_hooks_tests";
 /// Longest any polled condition may take before the test fails.
@@ -421,41 +423,6 @@ pub fn poll_until_blocking(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(POLL_INTERVAL);
     }
-}
-
-/// The state letter of /proc/<pid>/stat, or `None` when the process is gone.
-fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().next()?.chars().next()
-}
-
-/// Whether `pid` runs (a zombie counts as dead).
-pub fn is_alive(pid: i32) -> bool {
-    !matches!(process_state(pid), None | Some('Z') | Some('X'))
-}
-
-/// Live processes whose process group is `pgid`.
-pub fn live_members_of_group(pgid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let Some(close) = stat.rfind(')') else {
-                return false;
-            };
-            // After the name: state, ppid, pgrp.
-            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            fields.get(2).and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(pgid)
-        })
-        .filter(|pid| is_alive(*pid))
-        .collect()
 }
 
 /// A field of /proc/self/status in KiB, e.g. `VmRSS:`.

@@ -1,4 +1,5 @@
 //! Helpers shared by the black-box tests.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod process;
 pub mod smtp;
