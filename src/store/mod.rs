@@ -6,6 +6,12 @@
 //! commit) and only then answers each request with its own outcome. Other
 //! writes (the worker's, `replay`) are closures run on the same thread.
 //! Reads run on a small pool of read connections off the async threads.
+//!
+//! Two refinements keep the commit cheap. Writes whose loss in a power
+//! failure is harmless (claiming a job, a fetch's progress) are *relaxed*: a
+//! batch of only those commits without `fsync` ([`Store::write_relaxed`]).
+//! And the answers of one commit reach each HTTP worker thread as a single
+//! message ([`Store::insert_event_here`]), not one cross-thread wake each.
 
 mod inspect;
 mod queries;
