@@ -161,6 +161,7 @@ pub struct OpensteerSettings {
 
 /// `[smtp]`: the e-mail module's own settings type, so nothing is copied field by field.
 pub use crate::hooks::email::{SmtpSecurity, SmtpSettings};
+pub use crate::hooks::shell::ShellHookSettings;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -203,25 +204,6 @@ pub enum HookKind {
     Shell(ShellHookSettings),
     /// An e-mail through `[smtp]`.
     Email(EmailHookSettings),
-}
-
-/// A shell hook.
-#[derive(Debug, Clone)]
-pub struct ShellHookSettings {
-    /// argv; never run through a shell.
-    pub command: Vec<String>,
-    /// Working directory.
-    pub working_dir: Option<PathBuf>,
-    /// Extra environment variables.
-    pub env: BTreeMap<String, String>,
-    /// Daemon environment variables passed through.
-    pub env_passthrough: Vec<String>,
-    /// Time limit for one attempt.
-    pub timeout: Duration,
-    /// SIGTERM → this → SIGKILL.
-    pub kill_grace: Duration,
-    /// Bytes of stdout and of stderr kept (the tail).
-    pub max_output_bytes: usize,
 }
 
 /// An e-mail hook.

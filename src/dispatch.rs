@@ -566,13 +566,7 @@ impl Dispatcher {
             HookKind::Shell(sh) => {
                 let spec = ShellHookSpec {
                     name: hook.name.clone(),
-                    command: sh.command.clone(),
-                    working_dir: sh.working_dir.clone(),
-                    env: sh.env.clone(),
-                    env_passthrough: sh.env_passthrough.clone(),
-                    timeout: sh.timeout,
-                    kill_grace: sh.kill_grace,
-                    max_output_bytes: sh.max_output_bytes,
+                    settings: sh.clone(),
                     payload_dir: self.payload_dir.clone(),
                 };
                 let vars = vec![

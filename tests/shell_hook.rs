@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use steerhook::hooks::shell::{
-    run_shell_hook, truncation_marker, Invocation, ShellFailure, ShellHookSpec, ShellOutcome,
+    run_shell_hook, truncation_marker, Invocation, ShellFailure, ShellHookSettings, ShellHookSpec,
+    ShellOutcome,
 };
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -48,13 +49,15 @@ impl Sandbox {
         env.insert("OUT".to_string(), self.out().display().to_string());
         ShellHookSpec {
             name: "test-hook".to_string(),
-            command: command.iter().map(|arg| arg.to_string()).collect(),
-            working_dir: None,
-            env,
-            env_passthrough: Vec::new(),
-            timeout: Duration::from_secs(30),
-            kill_grace: Duration::from_millis(300),
-            max_output_bytes: 1024 * 1024,
+            settings: ShellHookSettings {
+                command: command.iter().map(|arg| arg.to_string()).collect(),
+                working_dir: None,
+                env,
+                env_passthrough: Vec::new(),
+                timeout: Duration::from_secs(30),
+                kill_grace: Duration::from_millis(300),
+                max_output_bytes: 1024 * 1024,
+            },
             payload_dir: self.payload_dir(),
         }
     }
@@ -189,11 +192,12 @@ async fn hook_environment_holds_only_path_contract_vars_passthrough_and_configur
     std::env::set_var("STEERHOOK_TEST_PASSED_THROUGH", "passed");
     let sandbox = Sandbox::new();
     let mut spec = sandbox.spec(&["env", "-0"]);
-    spec.env_passthrough = vec![
+    spec.settings.env_passthrough = vec![
         "STEERHOOK_TEST_PASSED_THROUGH".to_string(),
         "STEERHOOK_TEST_NEVER_SET".to_string(),
     ];
-    spec.env
+    spec.settings
+        .env
         .insert("ETL_TARGET".to_string(), "warehouse".to_string());
 
     let outcome = run(&spec, DOCUMENT).await;
@@ -240,7 +244,8 @@ async fn program_is_looked_up_in_the_hooks_path() {
     std::os::unix::fs::symlink("/usr/bin/env", bin.join("steerhook-test-only-hook"))
         .expect("symlink");
     let mut spec = sandbox.spec(&["steerhook-test-only-hook", "-0"]);
-    spec.env
+    spec.settings
+        .env
         .insert("PATH".to_string(), bin.display().to_string());
 
     let outcome = run(&spec, DOCUMENT).await;
@@ -270,7 +275,7 @@ async fn argv_and_variables_reach_the_hook_unaltered_whatever_they_contain() {
     let mut command = sh(r#"printf '%s\0' "$@""#);
     command.extend(hostile);
     let mut spec = sandbox.spec(&command);
-    spec.working_dir = Some(sandbox.out());
+    spec.settings.working_dir = Some(sandbox.out());
 
     let outcome = run(&spec, DOCUMENT).await;
 
@@ -313,7 +318,7 @@ async fn argv_and_variables_reach_the_hook_unaltered_whatever_they_contain() {
 async fn hook_runs_in_its_working_dir() {
     let sandbox = Sandbox::new();
     let mut spec = sandbox.spec(&["pwd"]);
-    spec.working_dir = Some(sandbox.out());
+    spec.settings.working_dir = Some(sandbox.out());
 
     let outcome = run(&spec, DOCUMENT).await;
 
@@ -384,7 +389,7 @@ async fn non_executable_program_and_missing_working_dir_are_spawn_failures() {
     );
 
     let mut spec = sandbox.spec(&["true"]);
-    spec.working_dir = Some(sandbox.dir.path().join("no-such-dir"));
+    spec.settings.working_dir = Some(sandbox.dir.path().join("no-such-dir"));
     let outcome = run(&spec, DOCUMENT).await;
     assert!(
         matches!(&outcome.result, Err(ShellFailure::Spawn(message)) if message.contains("no-such-dir")),
@@ -419,13 +424,20 @@ async fn timeout_kills_the_whole_process_group_including_grandchildren() {
         mv "$OUT/pids.tmp" "$OUT/pids"
         wait"#));
     // Long enough for the script to record its pids even on a loaded machine.
-    spec.timeout = Duration::from_secs(2);
+    spec.settings.timeout = Duration::from_secs(2);
 
     let outcome = run(&spec, DOCUMENT).await;
 
-    assert_eq!(outcome.result, Err(ShellFailure::Timeout(spec.timeout)));
+    assert_eq!(
+        outcome.result,
+        Err(ShellFailure::Timeout(spec.settings.timeout))
+    );
     assert_eq!(outcome.result.as_ref().unwrap_err().code(), "TIMEOUT");
-    assert!(outcome.duration >= spec.timeout, "{:?}", outcome.duration);
+    assert!(
+        outcome.duration >= spec.settings.timeout,
+        "{:?}",
+        outcome.duration
+    );
     let pids = wait_for_pids(&sandbox, 3).await;
     assert_all_gone(&pids, pids[0]).await;
     assert!(sandbox.payload_files_left().is_empty());
@@ -441,19 +453,22 @@ async fn timeout_escalates_to_sigkill_when_the_group_ignores_sigterm() {
         sleep 1000 & echo $! >> "$OUT/pids.tmp"
         mv "$OUT/pids.tmp" "$OUT/pids"
         while :; do wait; done"#));
-    spec.timeout = Duration::from_secs(1);
-    spec.kill_grace = Duration::from_millis(300);
+    spec.settings.timeout = Duration::from_secs(1);
+    spec.settings.kill_grace = Duration::from_millis(300);
 
     let outcome = run(&spec, DOCUMENT).await;
 
-    assert_eq!(outcome.result, Err(ShellFailure::Timeout(spec.timeout)));
+    assert_eq!(
+        outcome.result,
+        Err(ShellFailure::Timeout(spec.settings.timeout))
+    );
     assert_eq!(
         outcome.signal,
         Some(9),
         "the leader ignored SIGTERM, so SIGKILL ended it"
     );
     assert!(
-        outcome.duration >= spec.timeout + spec.kill_grace,
+        outcome.duration >= spec.settings.timeout + spec.settings.kill_grace,
         "{:?}",
         outcome.duration
     );
@@ -487,7 +502,7 @@ async fn output_is_drained_completely_but_only_a_bounded_tail_is_kept() {
     let mut spec = sandbox.spec(&sh(
         "head -c 104857600 /dev/zero; printf END; head -c 3000000 /dev/zero >&2; printf ERR >&2",
     ));
-    spec.max_output_bytes = LIMIT;
+    spec.settings.max_output_bytes = LIMIT;
     let rss_before = vm_kib("VmRSS:");
     let peak_before = vm_kib("VmHWM:");
 
@@ -552,7 +567,7 @@ async fn cancel_token_interrupts_a_running_hook_and_kills_its_group() {
 
     assert_eq!(outcome.result, Err(ShellFailure::Interrupted));
     assert_eq!(outcome.result.as_ref().unwrap_err().code(), "INTERRUPTED");
-    assert!(outcome.duration < spec.timeout);
+    assert!(outcome.duration < spec.settings.timeout);
     poll_until("the interrupted hook's sleep to be gone", || {
         !is_alive(pids[0])
     })

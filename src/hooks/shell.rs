@@ -37,11 +37,9 @@ pub const PAYLOAD_FILE_VAR: &str = "STEERHOOK_PAYLOAD_FILE";
 /// Size of one read from a hook's stdout or stderr.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// How to run one shell hook; built by the caller from the `[[hook]]` config.
+/// A shell hook's own settings, as its `[[hook]]` table configures them.
 #[derive(Debug, Clone)]
-pub struct ShellHookSpec {
-    /// The hook's configured name, used in logs and `STEERHOOK_HOOK`.
-    pub name: String,
+pub struct ShellHookSettings {
     /// argv; `command[0]` is the program, absolute or looked up in the hook's PATH.
     pub command: Vec<String>,
     /// Working directory of the hook; the daemon's own when `None`.
@@ -56,6 +54,15 @@ pub struct ShellHookSpec {
     pub kill_grace: Duration,
     /// Per stream: only the last this-many bytes of stdout/stderr are kept.
     pub max_output_bytes: usize,
+}
+
+/// How to run one shell hook.
+#[derive(Debug, Clone)]
+pub struct ShellHookSpec {
+    /// The hook's configured name, used in logs and `STEERHOOK_HOOK`.
+    pub name: String,
+    /// What its `[[hook]]` table says.
+    pub settings: ShellHookSettings,
     /// Directory in which the private payload file is created.
     pub payload_dir: PathBuf,
 }
@@ -152,7 +159,7 @@ async fn run_attempt(
         duration: started.elapsed(),
     };
 
-    let Some(program) = spec.command.first() else {
+    let Some(program) = spec.settings.command.first() else {
         return fail_early(ShellFailure::Spawn("the hook's command is empty".into()));
     };
     if cancel.is_cancelled() {
@@ -185,15 +192,23 @@ async fn run_attempt(
         .stdin
         .take()
         .map(|stdin| tokio::spawn(write_stdin(stdin, inv.document.to_vec(), stop_io.clone())));
-    let stdout = spawn_reader(child.stdout.take(), spec.max_output_bytes, stop_io.clone());
-    let stderr = spawn_reader(child.stderr.take(), spec.max_output_bytes, stop_io.clone());
+    let stdout = spawn_reader(
+        child.stdout.take(),
+        spec.settings.max_output_bytes,
+        stop_io.clone(),
+    );
+    let stderr = spawn_reader(
+        child.stderr.take(),
+        spec.settings.max_output_bytes,
+        stop_io.clone(),
+    );
 
     // `Err` here means we stop the hook ourselves, for that reason.
     let waited = tokio::select! {
         // An exit that races the timer or the token counts as an exit.
         biased;
         status = child.wait() => Ok(status),
-        () = tokio::time::sleep(spec.timeout) => Err(ShellFailure::Timeout(spec.timeout)),
+        () = tokio::time::sleep(spec.settings.timeout) => Err(ShellFailure::Timeout(spec.settings.timeout)),
         () = cancel.cancelled() => Err(ShellFailure::Interrupted),
     };
     let (status, stopped_because) = match waited {
@@ -201,13 +216,14 @@ async fn run_attempt(
         Err(reason) => {
             tracing::debug!(reason = reason.code(), "stopping the hook's process group");
             (
-                terminate(&mut child, &group, spec.kill_grace).await,
+                terminate(&mut child, &group, spec.settings.kill_grace).await,
                 Some(reason),
             )
         }
     };
 
-    let (stdout, stderr) = collect_output(stdout, stderr, &group, spec.kill_grace, &stop_io).await;
+    let (stdout, stderr) =
+        collect_output(stdout, stderr, &group, spec.settings.kill_grace, &stop_io).await;
     if let Some(writer) = writer {
         writer.abort();
     }
@@ -258,23 +274,23 @@ fn hook_path(daemon_path: Option<OsString>) -> OsString {
 }
 
 fn build_command(spec: &ShellHookSpec, inv: &Invocation<'_>, payload_path: &Path) -> Command {
-    let mut command = Command::new(spec.command.first().map_or("", String::as_str));
-    command.args(spec.command.iter().skip(1));
+    let mut command = Command::new(spec.settings.command.first().map_or("", String::as_str));
+    command.args(spec.settings.command.iter().skip(1));
     // Nothing of the daemon's environment leaks unless asked for: it may hold
     // the API key or SMTP password. Later `env` calls win, so the contract's
     // variables cannot be overridden by configuration.
     // std looks the program up in the PATH given here, not the daemon's.
     command.env_clear();
     command.env("PATH", hook_path(std::env::var_os("PATH")));
-    for name in &spec.env_passthrough {
+    for name in &spec.settings.env_passthrough {
         if let Some(value) = std::env::var_os(name) {
             command.env(name, value);
         }
     }
-    command.envs(&spec.env);
+    command.envs(&spec.settings.env);
     command.envs(inv.vars.iter().map(|(name, value)| (name, value)));
     command.env(PAYLOAD_FILE_VAR, payload_path);
-    if let Some(dir) = &spec.working_dir {
+    if let Some(dir) = &spec.settings.working_dir {
         command.current_dir(dir);
     }
     command
@@ -288,8 +304,8 @@ fn build_command(spec: &ShellHookSpec, inv: &Invocation<'_>, payload_path: &Path
 }
 
 fn describe_spawn_error(spec: &ShellHookSpec, err: &io::Error) -> String {
-    let program = spec.command.first().map_or("", String::as_str);
-    if let Some(dir) = &spec.working_dir {
+    let program = spec.settings.command.first().map_or("", String::as_str);
+    if let Some(dir) = &spec.settings.working_dir {
         // Blocking, but only on this failure path and only one stat.
         if !dir.is_dir() {
             return format!(
