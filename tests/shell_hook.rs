@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use steerhook::hooks::shell::{
     run_shell_hook, truncation_marker, Invocation, ShellFailure, ShellHookSettings, ShellHookSpec,
@@ -13,12 +13,15 @@ use steerhook::hooks::shell::{
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/poll.rs"]
+#[allow(dead_code)] // the blocking variant is for other test binaries
+mod poll;
 #[path = "support/process.rs"]
 mod process;
+use poll::poll_until;
 use process::{is_alive, live_members_of_group};
 
 const DEADLINE: Duration = Duration::from_secs(10);
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const DOCUMENT: &[u8] =
     br#"{"event":{"id":"evt_1","type":"run.succeeded","runId":"run_1"},"run":null,"logs":null}"#;
 
@@ -117,14 +120,6 @@ fn parse_env(raw: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
 /// Waits until `out/pids` holds `count` pids (one per line) and returns them.
 async fn wait_for_pids(sandbox: &Sandbox, count: usize) -> Vec<i32> {
     let path = sandbox.out().join("pids");
@@ -135,12 +130,15 @@ async fn wait_for_pids(sandbox: &Sandbox, count: usize) -> Vec<i32> {
             .filter_map(|line| line.trim().parse().ok())
             .collect()
     };
-    poll_until("the hook to record its pids", || read().len() >= count).await;
+    poll_until(DEADLINE, "the hook to record its pids", || {
+        read().len() >= count
+    })
+    .await;
     read()
 }
 
 async fn assert_all_gone(pids: &[i32], pgid: i32) {
-    poll_until("the hook's processes to be gone", || {
+    poll_until(DEADLINE, "the hook's processes to be gone", || {
         pids.iter().all(|pid| !is_alive(*pid)) && live_members_of_group(pgid).is_empty()
     })
     .await;
@@ -491,7 +489,10 @@ async fn background_process_holding_the_pipes_does_not_hang_a_finished_hook() {
     assert_eq!(outcome.result, Ok(()));
     assert_eq!(outcome.stdout, b"started\n");
     let pids = wait_for_pids(&sandbox, 1).await;
-    poll_until("the background sleep to be killed", || !is_alive(pids[0])).await;
+    poll_until(DEADLINE, "the background sleep to be killed", || {
+        !is_alive(pids[0])
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -568,7 +569,7 @@ async fn cancel_token_interrupts_a_running_hook_and_kills_its_group() {
     assert_eq!(outcome.result, Err(ShellFailure::Interrupted));
     assert_eq!(outcome.result.as_ref().unwrap_err().code(), "INTERRUPTED");
     assert!(outcome.duration < spec.settings.timeout);
-    poll_until("the interrupted hook's sleep to be gone", || {
+    poll_until(DEADLINE, "the interrupted hook's sleep to be gone", || {
         !is_alive(pids[0])
     })
     .await;
@@ -627,6 +628,9 @@ async fn dropping_the_attempt_kills_the_group_and_removes_the_payload_file() {
     attempt.abort();
     assert!(attempt.await.expect_err("aborted").is_cancelled());
 
-    poll_until("the dropped hook's sleep to be gone", || !is_alive(pids[0])).await;
+    poll_until(DEADLINE, "the dropped hook's sleep to be gone", || {
+        !is_alive(pids[0])
+    })
+    .await;
     assert!(sandbox.payload_files_left().is_empty());
 }

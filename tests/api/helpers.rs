@@ -17,6 +17,8 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::support::poll::{poll_until, wait_for, wait_for_async, POLL_INTERVAL};
+
 /// The secret every default test app accepts.
 pub const SECRET: &str = "whsec_ingest_tests_0123456789";
 /// Where the default manual clock stands: 2026-01-01T00:00:00Z.
@@ -24,7 +26,6 @@ pub const NOW_SECS: u64 = 1_767_225_600;
 /// How long any poll waits before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 /// Between two polls.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// The webhook path of the default configuration.
 pub const WEBHOOK_PATH: &str = "/webhooks/opensteer";
 

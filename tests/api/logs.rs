@@ -3,7 +3,6 @@
 //! or a signature.
 
 use std::process::Stdio;
-use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -33,11 +32,11 @@ async fn json_logs_have_a_line_per_request_and_no_secret_or_signature() {
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let start = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(start.elapsed() < DEADLINE, "serve did not come up");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    wait_for_async(DEADLINE, "serve to come up", || {
+        let probe = client.get(format!("{base}/healthz")).send();
+        async move { probe.await.ok().map(drop) }
+    })
+    .await;
     let body = run_event("run.succeeded", "evt_log_1", "run_log_1");
     let header = steerhook::signature::sign(SECRET, system_now_secs(), &body);
     let resp = client

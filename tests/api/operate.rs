@@ -3,7 +3,6 @@
 //! and the client address behind a trusted proxy.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde_json::Value;
 
@@ -40,14 +39,6 @@ fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
 fn status_of(app: &TestApp, id: &str) -> Option<String> {
     app.db()
         .query_row("SELECT status FROM events WHERE id = ?1", [id], |r| {
@@ -78,7 +69,7 @@ async fn events_list_and_show_describe_what_the_server_stored_and_delivered() {
     ] {
         assert_eq!(app.post_signed(&run_event(ty, id, run)).await.status(), 202);
     }
-    wait_until("both delivered", || {
+    poll_until(DEADLINE, "both delivered", || {
         status_of(&app, "evt_a").as_deref() == Some("done")
             && status_of(&app, "evt_b").as_deref() == Some("done")
     })
@@ -156,13 +147,16 @@ async fn replay_while_the_server_runs_delivers_the_event_again() {
             .status(),
         202
     );
-    wait_until("first delivery", || attempts_file(out.path()).len() == 1).await;
+    poll_until(DEADLINE, "first delivery", || {
+        attempts_file(out.path()).len() == 1
+    })
+    .await;
     let config = config_file(&opts, &app);
 
     let (code, stdout, stderr) = cli(&config, &["replay", "evt_r"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("queued evt_r for hook etl"), "{stdout}");
-    wait_until("the replayed delivery", || {
+    poll_until(DEADLINE, "the replayed delivery", || {
         attempts_file(out.path()).len() == 2
     })
     .await;
@@ -171,7 +165,7 @@ async fn replay_while_the_server_runs_delivers_the_event_again() {
         ["evt_r 1", "evt_r 1"],
         "replay starts a fresh attempt count"
     );
-    wait_until("done again", || {
+    poll_until(DEADLINE, "done again", || {
         status_of(&app, "evt_r").as_deref() == Some("done")
     })
     .await;
@@ -208,7 +202,7 @@ async fn prune_never_removes_an_event_with_unfinished_deliveries() {
             .status(),
         202
     );
-    wait_until("one done, one retrying", || {
+    poll_until(DEADLINE, "one done, one retrying", || {
         status_of(&app, "evt_done").as_deref() == Some("done")
             && app
                 .db()
@@ -264,8 +258,11 @@ async fn metrics_count_webhooks_by_outcome_and_deliveries_by_hook() {
         401
     );
     assert_eq!(app.post_signed(b"not json").await.status(), 400);
-    wait_until("delivered", || attempts_file(out.path()).len() == 1).await;
-    wait_until("recorded", || {
+    poll_until(DEADLINE, "delivered", || {
+        attempts_file(out.path()).len() == 1
+    })
+    .await;
+    poll_until(DEADLINE, "recorded", || {
         status_of(&app, "evt_m").as_deref() == Some("done")
     })
     .await;

@@ -62,16 +62,11 @@ async fn the_readme_tour_works_on_the_shipped_example_config() {
             .unwrap(),
     );
     let client = reqwest::Client::new();
-    let start = Instant::now();
-    while client
-        .get(format!("http://{listen}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(start.elapsed() < DEADLINE, "serve did not come up");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    wait_for_async(DEADLINE, "serve to come up", || {
+        let probe = client.get(format!("http://{listen}/healthz")).send();
+        async move { probe.await.ok().map(drop) }
+    })
+    .await;
     assert!(
         work.path().join("steerhook.db").exists(),
         "the database is in the working directory"
@@ -90,22 +85,14 @@ async fn the_readme_tour_works_on_the_shipped_example_config() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("duplicate"));
 
     let out_dir = work.path().join("hook-output");
-    let start = Instant::now();
-    let saved = loop {
-        let files: Vec<_> = std::fs::read_dir(&out_dir)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(f) = files.first() {
-            break f.clone();
-        }
-        assert!(start.elapsed() < DEADLINE, "the example hook did not fire");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    };
+    let saved = wait_for(DEADLINE, "the example hook to fire", || {
+        std::fs::read_dir(&out_dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "json"))
+    })
+    .await;
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
     assert_eq!(doc["event"]["runId"], "run_tour");
     assert_eq!(

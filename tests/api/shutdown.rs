@@ -99,11 +99,10 @@ async fn sigterm_during_requests_keeps_every_answered_event_and_exits_0() {
         })
         .collect();
 
-    let start = Instant::now();
-    while answered.load(Ordering::SeqCst) < ANSWERS_BEFORE_SIGNAL {
-        assert!(start.elapsed() < DEADLINE, "requests are not answered");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    poll_until(DEADLINE, "the first requests to be answered", || {
+        answered.load(Ordering::SeqCst) >= ANSWERS_BEFORE_SIGNAL
+    })
+    .await;
     let pid = Pid::from_raw(daemon.0.id() as i32);
     kill(pid, Signal::SIGTERM).expect("send SIGTERM");
     let signalled = Instant::now();

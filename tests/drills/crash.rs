@@ -47,18 +47,21 @@ fn serve(config: &std::path::Path) -> Child {
 
 async fn wait_healthy(client: &reqwest::Client, port: u16) {
     let url = format!("http://127.0.0.1:{port}/healthz");
-    for _ in 0..300 {
-        if client
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the daemon did not answer /healthz within 15 s");
+    wait_for_async(
+        Duration::from_secs(15),
+        "the daemon to answer /healthz",
+        || {
+            let probe = client.get(&url).send();
+            async move {
+                probe
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(drop)
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use steerhook::clock::SystemClock;
@@ -14,9 +14,10 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::support::poll::{wait_for, wait_for_async};
+
 pub const SECRET: &str = "whsec_drills";
 pub const WEBHOOK_PATH: &str = "/webhooks/opensteer";
-const POLL: Duration = Duration::from_millis(20);
 
 /// A temp dir with the database, the config and the hooks' output.
 pub struct Sandbox {
@@ -174,26 +175,6 @@ pub async fn post_signed(
     Some((status, retry_after, text))
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
-pub async fn wait_for<T>(
-    deadline: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Jobs not yet finished.
 pub fn unfinished_jobs(db: &Connection) -> i64 {
     count(
         db,

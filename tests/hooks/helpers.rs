@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
@@ -19,13 +19,13 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::support::poll::{poll_until, poll_until_blocking};
 pub use crate::support::process::{is_alive, live_members_of_group};
 
 /// The webhook secret every test app accepts.
 pub const SECRET: &str = "whsec_hooks_tests";
 /// Longest any polled condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Tests that measure this process (RSS) run alone: every app holds a read
 /// guard, a measuring test the write guard.
@@ -405,24 +405,6 @@ pub fn event_body(db: &Connection, event_id: &str) -> Vec<u8> {
         r.get(0)
     })
     .expect("event row")
-}
-
-/// Polls `done` until it holds; fails the test after [`DEADLINE`].
-pub async fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
-/// The same, for tests that run without a runtime of their own.
-pub fn poll_until_blocking(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(POLL_INTERVAL);
-    }
 }
 
 /// A field of /proc/self/status in KiB, e.g. `VmRSS:`.

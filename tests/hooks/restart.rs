@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::helpers::{
     attempts_of, delivery_job, event_status, is_alive, poll_until, poll_until_blocking, unique,
-    Sandbox, TestApp, Worker,
+    Sandbox, TestApp, Worker, DEADLINE,
 };
 
 /// Records its pid and attempt, then hangs on the first attempt only.
@@ -38,7 +38,7 @@ fn first_pid(sandbox: &Sandbox) -> i32 {
 async fn restart_and_expect_the_second_attempt(config: &str, sandbox: &Sandbox, event_id: &str) {
     let app = TestApp::spawn(config, Worker::Loop).await;
     let db = app.db();
-    poll_until("the delivery to run again and succeed", || {
+    poll_until(DEADLINE, "the delivery to run again and succeed", || {
         delivery_job(&db, event_id, "etl").state == "succeeded"
     })
     .await;
@@ -68,7 +68,7 @@ fn delivery_killed_with_the_daemon_runs_again_after_restart() {
     let (app, event_id) = daemon.block_on(async {
         let app = TestApp::spawn(&config, Worker::Loop).await;
         let event_id = app.post_accepted(&body()).await;
-        poll_until("the first attempt to start", || {
+        poll_until(DEADLINE, "the first attempt to start", || {
             sandbox.out_lines("attempts") == ["1"]
         })
         .await;
@@ -86,7 +86,7 @@ fn delivery_killed_with_the_daemon_runs_again_after_restart() {
     // nothing gets to record anything.
     daemon.shutdown_timeout(Duration::from_secs(5));
     drop(app);
-    poll_until_blocking("the hook's process group to be killed", || {
+    poll_until_blocking(DEADLINE, "the hook's process group to be killed", || {
         !is_alive(hook_pid)
     });
 
@@ -108,7 +108,7 @@ async fn delivery_stopped_by_sigterm_after_the_grace_period_is_left_pending_and_
     let config = sandbox.config(&format!("[queue]\nshutdown_grace_secs = 1\n{hook}"));
     let app = TestApp::spawn(&config, Worker::Loop).await;
     let event_id = app.post_accepted(&body()).await;
-    poll_until("the first attempt to start", || {
+    poll_until(DEADLINE, "the first attempt to start", || {
         sandbox.out_lines("attempts") == ["1"]
     })
     .await;

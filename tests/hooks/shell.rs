@@ -12,7 +12,7 @@ use steerhook::store::JobNext;
 
 use crate::helpers::{
     attempts_of, cpu_time, delivery_job, event_body, event_status, is_alive, live_members_of_group,
-    parse_env, poll_until, unique, vm_kib, Guard, Sandbox, TestApp, Worker,
+    parse_env, poll_until, unique, vm_kib, Guard, Sandbox, TestApp, Worker, DEADLINE,
 };
 
 /// Enough to pass any backoff of the first attempts with `backoff_base_secs = 1`.
@@ -273,9 +273,11 @@ async fn timeout_kills_the_hook_and_its_children_and_records_timeout() {
         .collect();
     assert_eq!(pids.len(), 2, "the hook recorded $$ and $!");
     let pgid = pids[0];
-    poll_until("the hook, its children and its group to be gone", || {
-        pids.iter().all(|pid| !is_alive(*pid)) && live_members_of_group(pgid).is_empty()
-    })
+    poll_until(
+        DEADLINE,
+        "the hook, its children and its group to be gone",
+        || pids.iter().all(|pid| !is_alive(*pid)) && live_members_of_group(pgid).is_empty(),
+    )
     .await;
 }
 
@@ -438,7 +440,7 @@ async fn overlaps_seen(concurrency: Option<usize>, events: usize) -> Vec<usize> 
         );
     }
     let db = app.db();
-    poll_until("every delivery to succeed", || {
+    poll_until(DEADLINE, "every delivery to succeed", || {
         ids.iter()
             .all(|id| delivery_job(&db, id, "counted").state == "succeeded")
     })
@@ -487,14 +489,14 @@ async fn worker_does_not_spin_while_every_due_delivery_waits_for_a_busy_hook() {
     let second = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
-    poll_until("the first delivery to start", || {
+    poll_until(DEADLINE, "the first delivery to start", || {
         !sandbox.read_out("started").is_empty()
     })
     .await;
 
     // The first runs for 2 s; the second is due but its hook is at its limit.
     let (cpu_before, wall_before) = (cpu_time(), std::time::Instant::now());
-    poll_until("the first delivery to finish", || {
+    poll_until(DEADLINE, "the first delivery to finish", || {
         delivery_job(&app.db(), &first, "busy").state == "succeeded"
     })
     .await;
@@ -505,9 +507,11 @@ async fn worker_does_not_spin_while_every_due_delivery_waits_for_a_busy_hook() {
         "the daemon used {cpu:?} of CPU in {wall:?} while only waiting"
     );
     let db = app.db();
-    poll_until("the second delivery to run after the first", || {
-        delivery_job(&db, &second, "busy").state == "succeeded"
-    })
+    poll_until(
+        DEADLINE,
+        "the second delivery to run after the first",
+        || delivery_job(&db, &second, "busy").state == "succeeded",
+    )
     .await;
     app.stop().await;
 }

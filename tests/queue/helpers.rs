@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::{json, Value};
@@ -21,13 +21,14 @@ use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+pub use crate::support::poll::{wait_for, wait_for_async};
+
 pub const SECRET: &str = "whsec_queue_tests";
 pub const API_KEY: &str = "osk_test_key";
 /// 2023-11-14T22:13:20Z: where every manual clock starts.
 pub const T0_SECS: u64 = 1_700_000_000;
 /// How long a polling test waits for the worker before failing.
 pub const DEADLINE: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------- logs ----
 
@@ -516,39 +517,6 @@ pub fn event_status(sandbox: &Sandbox, event_id: &str) -> (String, Option<String
         .optional()
         .unwrap()
         .unwrap_or_else(|| panic!("event {event_id} is not stored"))
-}
-
-/// Polls `check` against the database until it returns `Some`, or fails
-/// after `deadline` with `what`.
-pub async fn wait_for<T>(
-    deadline: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// [`wait_for`] with an async check.
-pub async fn wait_for_async<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 // --------------------------------------------------------- fake API ----

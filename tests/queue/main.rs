@@ -12,3 +12,5 @@ mod load;
 mod retry;
 mod secrets;
 mod storage_fault;
+#[path = "../support/mod.rs"]
+mod support;
