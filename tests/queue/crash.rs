@@ -19,17 +19,10 @@ fn hook_attempts(sandbox: &Sandbox) -> Vec<String> {
         .collect()
 }
 
-fn healthy() -> FakeRuns {
-    FakeRuns {
-        total: 3,
-        shape: Shape::default(),
-    }
-}
-
 #[tokio::test]
 async fn a_delivery_cut_off_mid_hook_is_recorded_as_interrupted_and_runs_again_after_restart() {
     let api = MockServer::start().await;
-    mount_runs(&api, healthy()).await;
+    mount_runs(&api, FakeRuns::lines(3)).await;
     let sandbox = Sandbox::new();
     let setup = Setup::new(&api).hook_command(SLOW_FIRST);
     let clock = manual_clock();
@@ -75,7 +68,7 @@ fn a_worker_killed_mid_hook_leaves_the_job_to_the_next_start_which_completes_it(
     let sandbox = Sandbox::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = rt.block_on(MockServer::start());
-    rt.block_on(mount_runs(&api, healthy()));
+    rt.block_on(mount_runs(&api, FakeRuns::lines(3)));
     let setup = Setup::new(&api).hook_command(SLOW_FIRST);
 
     let first = tokio::runtime::Runtime::new().unwrap();

@@ -20,14 +20,7 @@ async fn deliver_one(sandbox: &Sandbox, setup: &Setup, run_id: &str) -> Value {
 #[tokio::test]
 async fn logs_of_450_lines_at_200_a_page_take_three_calls_and_reach_the_hook_oldest_first() {
     let api = MockServer::start().await;
-    mount_runs(
-        &api,
-        FakeRuns {
-            total: 450,
-            shape: Shape::default(),
-        },
-    )
-    .await;
+    mount_runs(&api, FakeRuns::lines(450)).await;
     let sandbox = Sandbox::new();
     let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
     let id = app.post_run("run_450").await;
@@ -236,14 +229,7 @@ async fn a_cursor_that_loops_back_to_an_earlier_page_ends_paging_without_duplica
 #[tokio::test]
 async fn paging_stops_at_max_log_pages_and_the_fetch_still_succeeds() {
     let api = MockServer::start().await;
-    mount_runs(
-        &api,
-        FakeRuns {
-            total: 450,
-            shape: Shape::default(),
-        },
-    )
-    .await;
+    mount_runs(&api, FakeRuns::lines(450)).await;
     let sandbox = Sandbox::new();
     let setup = Setup::new(&api).opensteer("max_log_pages = 2");
     let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;

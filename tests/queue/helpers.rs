@@ -603,6 +603,16 @@ pub struct FakeRuns {
     pub shape: Shape,
 }
 
+impl FakeRuns {
+    /// Every run with `total` log lines, in the default shape.
+    pub fn lines(total: usize) -> Self {
+        Self {
+            total,
+            shape: Shape::default(),
+        }
+    }
+}
+
 impl Respond for FakeRuns {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         serve_run(request, self.total, &self.shape)

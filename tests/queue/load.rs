@@ -66,10 +66,7 @@ fn count(sandbox: &Sandbox, sql: &str) -> i64 {
 async fn a_thousand_events_against_a_flaky_api_are_each_delivered_exactly_once() {
     let api = MockServer::start().await;
     let flaky = Arc::new(Flaky {
-        healthy: FakeRuns {
-            total: LINES,
-            shape: Shape::default(),
-        },
+        healthy: FakeRuns::lines(LINES),
         calls: AtomicUsize::new(0),
         faults: AtomicUsize::new(0),
         long_waits: AtomicUsize::new(0),
@@ -164,11 +161,7 @@ struct Arrivals {
 impl Respond for Arrivals {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         self.at.lock().unwrap().push(Instant::now());
-        let healthy = FakeRuns {
-            total: 1,
-            shape: Shape::default(),
-        };
-        serve_run(request, healthy.total, &healthy.shape).set_delay(self.delay)
+        serve_run(request, 1, &Shape::default()).set_delay(self.delay)
     }
 }
 

@@ -10,13 +10,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
 
-fn healthy() -> FakeRuns {
-    FakeRuns {
-        total: 5,
-        shape: Shape::default(),
-    }
-}
-
 /// Answers `GET {p}` with `answer` once, before the healthy fake.
 async fn first_call_to(server: &MockServer, p: &str, answer: ResponseTemplate) {
     Mock::given(method("GET"))
@@ -44,7 +37,7 @@ async fn a_429_with_retry_after_holds_every_fetch_until_it_has_passed() {
         api_error(429, "CLOUD_RATE_LIMITED").insert_header("retry-after", "2"),
     )
     .await;
-    mount_runs(&api, healthy()).await;
+    mount_runs(&api, FakeRuns::lines(5)).await;
     let sandbox = Sandbox::new();
     let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
     let a = app.post_run("run_a").await;
@@ -103,7 +96,7 @@ async fn a_500_is_retried_with_backoff_and_the_hook_gets_the_run() {
         ResponseTemplate::new(500).set_body_string("<html>oops</html>"),
     )
     .await;
-    mount_runs(&api, healthy()).await;
+    mount_runs(&api, FakeRuns::lines(5)).await;
     let sandbox = Sandbox::new();
     let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
     let id = app.post_run("run_500").await;
@@ -149,14 +142,7 @@ async fn a_fetch_that_fails_mid_paging_resumes_at_the_failed_page_and_stores_eac
         .with_priority(1)
         .mount(&api)
         .await;
-    mount_runs(
-        &api,
-        FakeRuns {
-            total: 450,
-            shape: Shape::default(),
-        },
-    )
-    .await;
+    mount_runs(&api, FakeRuns::lines(450)).await;
     let sandbox = Sandbox::new();
     let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
     let id = app.post_run("run_mid").await;
@@ -196,7 +182,7 @@ async fn a_hanging_api_times_out_and_the_fetch_is_retried() {
             .set_delay(Duration::from_secs(5)),
     )
     .await;
-    mount_runs(&api, healthy()).await;
+    mount_runs(&api, FakeRuns::lines(5)).await;
     let sandbox = Sandbox::new();
     let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
     let id = app.post_run("run_slow").await;
@@ -304,7 +290,7 @@ async fn after_the_key_is_fixed_a_restart_fetches_at_once() {
 
     // The operator fixes the key and restarts; the clock has not moved.
     api.reset().await;
-    mount_runs(&api, healthy()).await;
+    mount_runs(&api, FakeRuns::lines(5)).await;
     let app = spawn_app(&sandbox, &setup, Some(clock)).await;
     let resumed = app.step().await;
     assert!(

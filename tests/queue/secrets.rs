@@ -26,14 +26,7 @@ async fn the_api_key_is_sent_on_every_request_and_never_logged_or_stored() {
         .with_priority(2)
         .mount(&api)
         .await;
-    mount_runs(
-        &api,
-        FakeRuns {
-            total: 450,
-            shape: Shape::default(),
-        },
-    )
-    .await;
+    mount_runs(&api, FakeRuns::lines(450)).await;
     let sandbox = Sandbox::new();
     let setup = Setup::new(&api).queue("auth_retry_secs = 1");
     let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;

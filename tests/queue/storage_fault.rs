@@ -12,14 +12,7 @@ const WARNING: &str = "cannot store the attempt's outcome yet; retrying";
 async fn a_delivery_whose_outcome_cannot_be_stored_is_recorded_once_the_fault_clears_and_runs_once()
 {
     let api = MockServer::start().await;
-    mount_runs(
-        &api,
-        FakeRuns {
-            total: 3,
-            shape: Shape::default(),
-        },
-    )
-    .await;
+    mount_runs(&api, FakeRuns::lines(3)).await;
     let sandbox = Sandbox::new();
     let setup = Setup::new(&api).hook_command(APPEND_ID);
     let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
