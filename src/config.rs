@@ -160,7 +160,7 @@ pub struct OpensteerSettings {
 }
 
 /// `[smtp]`: the e-mail module's own settings type, so nothing is copied field by field.
-pub use crate::hooks::email::{SmtpSecurity, SmtpSettings};
+pub use crate::hooks::email::{EmailHookSettings, SmtpSecurity, SmtpSettings};
 pub use crate::hooks::shell::ShellHookSettings;
 
 /// Log output format.
@@ -204,17 +204,6 @@ pub enum HookKind {
     Shell(ShellHookSettings),
     /// An e-mail through `[smtp]`.
     Email(EmailHookSettings),
-}
-
-/// An e-mail hook.
-#[derive(Debug, Clone)]
-pub struct EmailHookSettings {
-    /// Recipients.
-    pub to: Vec<String>,
-    /// Subject template; None: the default.
-    pub subject: Option<String>,
-    /// Log lines quoted in the body.
-    pub log_lines: usize,
 }
 
 // ---- raw, as written in the file ----

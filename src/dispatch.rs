@@ -613,9 +613,7 @@ impl Dispatcher {
                 Some(mailer) => {
                     let spec = EmailSpec {
                         hook: hook.name.clone(),
-                        to: em.to.clone(),
-                        subject_template: em.subject.clone(),
-                        log_lines: em.log_lines,
+                        settings: em.clone(),
                     };
                     let value: serde_json::Value =
                         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);

@@ -5,7 +5,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use steerhook::hooks::email::{EmailError, EmailSpec, Mailer, SmtpSecurity, SmtpSettings};
+use steerhook::hooks::email::{
+    EmailError, EmailHookSettings, EmailSpec, Mailer, SmtpSecurity, SmtpSettings,
+};
 use steerhook::secret::Secret;
 use support::smtp::SmtpServer;
 use tokio::net::TcpListener;
@@ -27,9 +29,11 @@ fn settings(port: u16) -> SmtpSettings {
 fn spec(to: &[&str]) -> EmailSpec {
     EmailSpec {
         hook: "ops-mail".into(),
-        to: to.iter().map(|s| s.to_string()).collect(),
-        subject_template: None,
-        log_lines: 3,
+        settings: EmailHookSettings {
+            to: to.iter().map(|s| s.to_string()).collect(),
+            subject: None,
+            log_lines: 3,
+        },
     }
 }
 
@@ -134,7 +138,7 @@ async fn custom_subject_template_is_rendered_with_hook_and_scraper() {
     let server = SmtpServer::start().await;
     let mailer = mailer(&settings(server.port()));
     let mut spec = spec(&["ops@example.com"]);
-    spec.subject_template = Some("{hook}: {scraper} {status} ({eventId}, {runId})".into());
+    spec.settings.subject = Some("{hook}: {scraper} {status} ({eventId}, {runId})".into());
 
     let sent = mailer
         .send_event(&spec, &failed_run_doc("evt_7", "run_7"), "evt_7")

@@ -32,7 +32,7 @@ pub const MAX_LOG_LINE_CHARS: usize = 500;
 pub const MAX_ERROR_CHARS: usize = 2000;
 /// Longest part of a Message-ID taken from the event id or the hook name.
 const MAX_MESSAGE_ID_PART_CHARS: usize = 64;
-/// The subject used when the hook sets no `subject_template`.
+/// The subject used when the hook sets no `subject`.
 pub const DEFAULT_SUBJECT_TEMPLATE: &str = "[steerhook] {type} {runId} ({status})";
 
 /// How the connection to the SMTP server is protected (`smtp.security`).
@@ -67,17 +67,24 @@ pub struct SmtpSettings {
     pub timeout: Duration,
 }
 
-/// What one e-mail hook wants sent (its `[[hook]]` entry).
+/// An e-mail hook's own settings, as its `[[hook]]` table configures them.
+#[derive(Debug, Clone)]
+pub struct EmailHookSettings {
+    /// Recipient mailboxes.
+    pub to: Vec<String>,
+    /// Subject template; `None` means [`DEFAULT_SUBJECT_TEMPLATE`].
+    pub subject: Option<String>,
+    /// How many of the newest log entries go into the body.
+    pub log_lines: usize,
+}
+
+/// What one e-mail hook wants sent.
 #[derive(Debug, Clone)]
 pub struct EmailSpec {
     /// The hook's name; part of the Message-ID and usable as `{hook}` in the subject.
     pub hook: String,
-    /// Recipient mailboxes.
-    pub to: Vec<String>,
-    /// Subject template; `None` means [`DEFAULT_SUBJECT_TEMPLATE`].
-    pub subject_template: Option<String>,
-    /// How many of the newest log entries go into the body.
-    pub log_lines: usize,
+    /// What its `[[hook]]` table says.
+    pub settings: EmailHookSettings,
 }
 
 /// What the server accepted.
@@ -230,14 +237,14 @@ impl Mailer {
         doc: &Value,
         event_id: &str,
     ) -> Result<SentEmail, EmailError> {
-        if spec.to.is_empty() {
+        if spec.settings.to.is_empty() {
             return Err(EmailError::Permanent(format!(
                 "hook `{}`: no recipients in `to`",
                 spec.hook
             )));
         }
-        let mut recipients = Vec::with_capacity(spec.to.len());
-        for to in &spec.to {
+        let mut recipients = Vec::with_capacity(spec.settings.to.len());
+        for to in &spec.settings.to {
             let mailbox: Mailbox = to.parse().map_err(|e| {
                 EmailError::Permanent(format!(
                     "hook `{}`: `to` address `{}` is not a valid mailbox ({e}); fix the hook's `to` list",
@@ -248,8 +255,8 @@ impl Mailer {
             recipients.push(mailbox);
         }
 
-        let subject = render_subject_for_hook(spec.subject_template.as_deref(), doc, &spec.hook);
-        let body = render_body(doc, spec.log_lines);
+        let subject = render_subject_for_hook(spec.settings.subject.as_deref(), doc, &spec.hook);
+        let body = render_body(doc, spec.settings.log_lines);
         let message_id = message_id_for(event_id, &spec.hook, &self.from_domain);
 
         let mut builder = Message::builder()
