@@ -198,30 +198,18 @@ impl Store {
     }
 
     /// Stores a new event and its jobs; returns after the commit.
-    #[tracing::instrument(skip_all, fields(event_id = %ev.event.id, run_id = %ev.event.run_id))]
-    pub async fn insert_event(&self, ev: NewEvent) -> Result<InsertOutcome, StoreError> {
-        self.insert_via(ev, None).await
-    }
-
-    /// [`Store::insert_event`] for a caller on a single-threaded runtime with
-    /// a `LocalSet`, as each actix-web worker is. The answers of one commit
-    /// that go to this thread travel as one message, and a task on this
-    /// thread hands them out: the writer wakes the thread once per commit
-    /// instead of once per request (each wake from another thread is a
-    /// syscall and, on a busy core, a context switch).
+    ///
+    /// For a caller on a single-threaded runtime with a `LocalSet`, as each
+    /// actix-web worker is: the answers of one commit that go to this thread
+    /// travel as one message, and a task on this thread hands them out, so
+    /// the writer wakes the thread once per commit instead of once per
+    /// request (each wake from another thread is a syscall and, on a busy
+    /// core, a context switch).
     ///
     /// # Panics
     /// Outside a `LocalSet`.
     pub async fn insert_event_here(&self, ev: NewEvent) -> Result<InsertOutcome, StoreError> {
-        self.insert_via(ev, Some(writer::Route::for_this_thread()))
-            .await
-    }
-
-    async fn insert_via(
-        &self,
-        ev: NewEvent,
-        route: Option<writer::Route>,
-    ) -> Result<InsertOutcome, StoreError> {
+        let route = writer::Route::for_this_thread();
         let (reply, rx) = oneshot::channel();
         self.inner
             .writer

@@ -73,7 +73,7 @@ impl Route {
 }
 
 pub(super) enum Command {
-    Insert(Box<NewEvent>, InsertReply, Option<Route>),
+    Insert(Box<NewEvent>, InsertReply, Route),
     Exec(WriteFn, Durability),
 }
 
@@ -153,7 +153,7 @@ fn run(
 
 /// How each command of a batch is answered after the commit.
 enum Pending {
-    Insert(InsertReply, InsertOutcome, Option<Route>),
+    Insert(InsertReply, InsertOutcome, Route),
     Exec(Finish),
 }
 
@@ -236,7 +236,7 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, syn
         );
         e.to_string()
     });
-    // Answers for routed callers, one message per thread.
+    // Insert answers, one message per caller thread.
     let mut routed: Vec<(Route, Vec<Answer>)> = Vec::new();
     for p in pending {
         match p {
@@ -245,14 +245,9 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, syn
                     None => Ok(outcome),
                     Some(msg) => Err(StoreError::Commit(msg.clone())),
                 };
-                match route {
-                    None => {
-                        let _ = reply.send(result);
-                    }
-                    Some(route) => match routed.iter_mut().find(|(r, _)| r.id == route.id) {
-                        Some((_, answers)) => answers.push((reply, result)),
-                        None => routed.push((route, vec![(reply, result)])),
-                    },
+                match routed.iter_mut().find(|(r, _)| r.id == route.id) {
+                    Some((_, answers)) => answers.push((reply, result)),
+                    None => routed.push((route, vec![(reply, result)])),
                 }
             }
             Pending::Exec(finish) => finish(error.as_deref()),
