@@ -207,6 +207,7 @@ impl TestApp {
         let clock = ManualClock::at_unix_secs(now);
         let webhook_path = settings.server.webhook_path.clone();
         let db_path = settings.storage.path.clone();
+        crate::support::instance::wait_for_instance_lock_release(&db_path).await;
         let app = Application::build_with(settings, Arc::new(clock.clone()))
             .await
             .expect("the app builds");

@@ -311,6 +311,7 @@ pub async fn spawn_app(sandbox: &Sandbox, setup: &Setup, clock: Option<ManualClo
         Some(c) => Arc::new(c.clone()),
         None => Arc::new(SystemClock),
     };
+    crate::support::instance::wait_for_instance_lock_release(&settings.storage.path).await;
     let mut app = Application::build_with(settings, app_clock)
         .await
         .expect("the app builds");

@@ -1,0 +1,27 @@
+//! Restarting an app on the same database inside one test binary.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::poll::wait_for;
+
+/// Waits until nothing holds the instance lock of `db` (`<db>.lock`, taken
+/// by `serve`), so that a restarted app can take it. Stopping the previous
+/// app closes its lock, but in a test binary that is not always the last
+/// copy: a child process that another test is starting at that moment holds
+/// a copy of every open file until it execs, and the lock lasts until the
+/// last copy is closed.
+pub async fn wait_for_instance_lock_release(db: &Path) {
+    let mut lock = db.as_os_str().to_owned();
+    lock.push(".lock");
+    wait_for(
+        Duration::from_secs(10),
+        "the previous app's instance lock to be released",
+        || match std::fs::OpenOptions::new().write(true).open(&lock) {
+            // Never started here, or free: dropping the file unlocks it again.
+            Err(_) => Some(()),
+            Ok(file) => file.try_lock().ok(),
+        },
+    )
+    .await
+}
