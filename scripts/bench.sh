@@ -6,7 +6,8 @@
 #   PARTS="ingest open" scripts/bench.sh
 #
 # Needs: cargo, python3 (with its sqlite3 module), curl, taskset (util-linux),
-# and for the peer Debian's `webhook` package (`apt-get install -y webhook`).
+# for the peer Debian's `webhook` package (`apt-get install -y webhook`), and
+# for the bare-HTTP reference `wrk` (`apt-get install -y wrk`).
 #
 # The daemon runs pinned to CPU $DAEMON_CPU and everything that makes load
 # (the load generator, the fake API) to CPU $LOAD_CPU. Every run starts a
@@ -17,7 +18,8 @@
 # Knobs (environment): RUNS (5), DURATION (10s), CONNECTIONS (16),
 # BODY_BYTES (1024), OPEN_RATE (1000), OPEN_DURATION (30s), DRAIN_EVENTS
 # (10000), DAEMON_CPU (0), LOAD_CPU (1), WORKERS (server.workers; default:
-# the product's default), PARTS (ingest open worker peer drain), BENCH_DIR,
+# the product's default), PARTS (ingest open worker peer bare drain; also
+# minimal: ingest with no hooks and no [opensteer], the event row alone), BENCH_DIR,
 # SYNCHRONOUS (full), PERF_OUT (a file: `perf $PERF_ARGS` on the daemon while
 # it drains; PERF_ARGS defaults to `record -g -F 2000`).
 set -euo pipefail
@@ -35,7 +37,7 @@ DAEMON_CPU=${DAEMON_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 WORKERS=${WORKERS:-}
 SYNCHRONOUS=${SYNCHRONOUS:-full}
-PARTS=${PARTS:-ingest open worker peer drain}
+PARTS=${PARTS:-ingest open worker peer bare drain}
 # Deliveries of one hook at once; 1 (the product's default) keeps arrival order.
 HOOK_CONCURRENCY=${HOOK_CONCURRENCY:-1}
 PERF_OUT=${PERF_OUT:-}
@@ -43,13 +45,14 @@ SECRET=whsec_bench_secret
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${STEERHOOK_BIN:-$TARGET/release/steerhook}
 LOADGEN=$TARGET/release/examples/loadgen
+BARE=$TARGET/release/examples/bare
 
 for tool in cargo python3 curl taskset; do
     command -v "$tool" >/dev/null || { echo "bench.sh: $tool is needed" >&2; exit 1; }
 done
 
 echo "== building (release)" >&2
-cargo build --release --locked --bin steerhook --example loadgen >&2
+cargo build --release --locked --bin steerhook --example loadgen --example bare >&2
 
 mkdir -p "$TARGET"
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d "$TARGET/bench.XXXXXX")}
@@ -89,7 +92,8 @@ wait_http() { # URL: until it answers at all
 }
 
 # write_config DIR PORT PAUSED API_PORT HOOKS: two /bin/true hooks by default,
-# [opensteer] pointing at the fake API (never contacted while paused).
+# [opensteer] pointing at the fake API (never contacted while paused); API_PORT
+# "-" leaves [opensteer] out (no fetch job).
 write_config() {
     local dir=$1 port=$2 paused=$3 api_port=$4 hooks=${5:-2}
     {
@@ -105,9 +109,11 @@ write_config() {
         echo "paused = $paused"
         echo "[log]"
         echo "level = \"info\""
-        echo "[opensteer]"
-        echo "base_url = \"http://127.0.0.1:$api_port\""
-        echo "api_key = \"osk_bench\""
+        if [ "$api_port" != - ]; then
+            echo "[opensteer]"
+            echo "base_url = \"http://127.0.0.1:$api_port\""
+            echo "api_key = \"osk_bench\""
+        fi
         for i in $(seq "$hooks"); do
             echo "[[hook]]"
             echo "name = \"true-$i\""
@@ -166,7 +172,11 @@ ingest_run() {
     dir=$(mktemp -d "$BENCH_DIR/$part.XXXX")
     port=$(free_port)
     api_port=$(free_port)
-    write_config "$dir" "$port" "$paused" "$api_port"
+    if [ "$part" = minimal ]; then
+        write_config "$dir" "$port" "$paused" - 0
+    else
+        write_config "$dir" "$port" "$paused" "$api_port"
+    fi
     [ "$paused" = false ] && start_api "$api_port"
     start_daemon "$dir" "$port"
     sleep 2 # let it settle before reading the idle RSS
@@ -232,6 +242,43 @@ d = json.loads(sys.argv[1])
 d["daemon_cpu_pct"] = (int(sys.argv[3]) - int(sys.argv[2])) / d["seconds"]
 d["idle_rss_kib"] = int(sys.argv[4]); d["hwm_kib"] = int(sys.argv[5])
 print(json.dumps(d))' "$out" "$cpu0" "$cpu1" "$idle_rss" "$hwm")"
+}
+
+# bare_run: the bare actix-web example (no signature, no storage) pinned like
+# the daemon, loaded by wrk with the same connections and body size: the
+# ceiling for HTTP on this machine, to compare with the machine issue 6's
+# figures came from (about 124,000 req/s there). loadgen, which signs every
+# request, saturates its own core well below that, so wrk measures this one;
+# one loadgen run against the same server shows loadgen's own ceiling.
+bare_run() {
+    local dir port pid
+    dir=$(mktemp -d "$BENCH_DIR/bare.XXXX")
+    port=$(free_port)
+    taskset -c "$DAEMON_CPU" "$BARE" "127.0.0.1:$port" >"$dir/bare.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_http "http://127.0.0.1:$port/"
+    cat >"$dir/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = string.rep("x", $BODY_BYTES)
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local s = summary.duration / 1e6
+  io.write(string.format('{"requests": %d, "seconds": %.3f, "ok_per_sec": %.1f, "p50_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f, "errors": %d}\n',
+    summary.requests, s, summary.requests / s, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout))
+end
+EOF
+    local out
+    for _ in $(seq "$RUNS"); do
+        out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$dir/post.lua" "http://127.0.0.1:$port/" | grep '^{')
+        record bare "$out"
+    done
+    out=$(taskset -c "$LOAD_CPU" "$LOADGEN" --url "http://127.0.0.1:$port/webhooks/opensteer" \
+        --secret "$SECRET" --body-bytes "$BODY_BYTES" --connections "$CONNECTIONS" --duration "$DURATION" --json)
+    record bare_loadgen "$out"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
 }
 
 # drain_run: store DRAIN_EVENTS events with the queue paused, then restart
@@ -341,6 +388,12 @@ for part in $PARTS; do
             ingest_run ingest true --connections "$CONNECTIONS" --duration "$DURATION"
         done
         ;;
+    minimal)
+        echo "== ingest, minimal config (no hooks, no [opensteer]: the event row only): $RUNS runs" >&2
+        for _ in $(seq "$RUNS"); do
+            ingest_run minimal true --connections "$CONNECTIONS" --duration "$DURATION"
+        done
+        ;;
     open)
         echo "== open loop: $OPEN_RATE req/s for $OPEN_DURATION, queue paused" >&2
         ingest_run open true --rate "$OPEN_RATE" --duration "$OPEN_DURATION"
@@ -355,6 +408,11 @@ for part in $PARTS; do
         for _ in $(seq "$RUNS"); do
             peer_run --connections "$CONNECTIONS" --duration "$DURATION"
         done
+        ;;
+    bare)
+        command -v wrk >/dev/null || { echo "bench.sh: the bare-HTTP reference needs 'apt-get install -y wrk'" >&2; exit 1; }
+        echo "== bare actix-web reference (examples/bare.rs) under wrk: $RUNS runs, then 1 loadgen run" >&2
+        bare_run
         ;;
     drain)
         echo "== queue drain: $DRAIN_EVENTS events" >&2
@@ -387,6 +445,14 @@ for part, rs in parts.items():
                   f"daemon CPU {r.get('daemon_cpu_pct', float('nan')):.0f}%, hooks CPU {r.get('hooks_cpu_pct', float('nan')):.0f}%, fake API CPU {r.get('api_cpu_pct', float('nan')):.0f}%, "
                   f"events {r['event_status']}, jobs {r['job_states']}")
         continue
+    if part == "bare":
+        print(f"bare    n={len(rs)}  wrk req/s {med(rs, 'ok_per_sec'):.0f} (runs: {', '.join('%.0f' % r['ok_per_sec'] for r in rs)})  "
+              f"p50 {med(rs, 'p50_ms'):.2f} ms  p99 {med(rs, 'p99_ms'):.2f} ms  errors {sum(r['errors'] for r in rs)}")
+        continue
+    if part == "bare_loadgen":
+        r = rs[0]
+        print(f"bare    loadgen's own ceiling: {r['rps']:.0f} req/s at {r['loadgen_cpu_pct']:.0f}% of its core")
+        continue
     rate = "accepted_per_sec" if part != "peer" else "ok_per_sec"
     print(f"{part:7} n={len(rs)}  {rate} {med(rs, rate):.0f} (runs: {', '.join('%.0f' % r[rate] for r in rs)})  "
           f"p50 {med(rs, 'p50_ms'):.2f} ms  p99 {med(rs, 'p99_ms'):.2f} ms  max {med(rs, 'max_ms'):.1f} ms  "
@@ -397,4 +463,9 @@ if "ingest" in parts and "peer" in parts:
     a = statistics.median(r["accepted_per_sec"] for r in parts["ingest"])
     p = statistics.median(r["ok_per_sec"] for r in parts["peer"])
     print(f"ratio   steerhook accepted/s ÷ webhook 2xx/s = {a / p:.1f}")
+if "ingest" in parts and "bare" in parts:
+    a = statistics.median(r["accepted_per_sec"] for r in parts["ingest"])
+    b = statistics.median(r["ok_per_sec"] for r in parts["bare"])
+    print(f"ratio   steerhook accepted/s ÷ bare actix-web req/s = {a / b:.3f} "
+          f"(issue 6: its group-commit prototype 19,000 ÷ 124,000 = 0.153)")
 EOF
