@@ -57,6 +57,11 @@ struct Args {
     /// Fraction of requests that resend an earlier run (expect 200 duplicate).
     #[arg(long, default_value_t = 0.0)]
     dup_ratio: f64,
+    /// Event and run ids in random order (`evt_<16 hex digits>`), as real
+    /// ids are, instead of increasing ones: each event then lands on its
+    /// own page of the id indexes.
+    #[arg(long)]
+    random_ids: bool,
     /// Fraction of requests with a wrong signature (expect 401).
     #[arg(long, default_value_t = 0.0)]
     bad_sig_ratio: f64,
@@ -95,6 +100,8 @@ struct Shared {
     client: reqwest::Client,
     seq: AtomicU64,
     prefix: String,
+    /// Mixed into `--random-ids` ids, so that two runs do not share ids.
+    seed: u64,
     results: Mutex<Results>,
 }
 
@@ -107,8 +114,17 @@ impl Shared {
             } else {
                 n
             };
-        let id = format!("evt_{}_{n}", self.prefix);
-        let run_id = format!("run_{}_{run_n}", self.prefix);
+        let (id, run_id) = if self.args.random_ids {
+            (
+                format!("evt_{:016x}", scramble(self.seed ^ n)),
+                format!("run_{:016x}", scramble(self.seed ^ run_n)),
+            )
+        } else {
+            (
+                format!("evt_{}_{n}", self.prefix),
+                format!("run_{}_{run_n}", self.prefix),
+            )
+        };
         let body = format!(
             r#"{{"id":"{id}","type":"run.succeeded","data":{{"run":{{"id":"{run_id}","status":"succeeded","scraperId":"scr_loadgen"}}}},"padding":""#
         );
@@ -184,6 +200,14 @@ impl Shared {
     }
 }
 
+/// SplitMix64's finaliser: a bijection on u64, so distinct counters give
+/// distinct ids, in an order unrelated to the counter's.
+fn scramble(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// `sha256=` + hex HMAC-SHA256 of the raw body: GitHub's `X-Hub-Signature-256`.
 fn github_signature(secret: &str, body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
@@ -225,6 +249,7 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let shared = Arc::new(Shared {
         prefix: format!("{}_{}", std::process::id(), rand::thread_rng().gen::<u32>()),
+        seed: rand::thread_rng().gen(),
         args,
         client,
         seq: AtomicU64::new(0),

@@ -19,7 +19,8 @@
 # BODY_BYTES (1024), OPEN_RATE (1000), OPEN_DURATION (30s), DRAIN_EVENTS
 # (10000), DAEMON_CPU (0), LOAD_CPU (1), WORKERS (server.workers; default:
 # the product's default), PARTS (ingest open worker peer bare drain; also
-# minimal: ingest with no hooks and no [opensteer], the event row alone), BENCH_DIR,
+# minimal: ingest with no hooks and no [opensteer], the event row alone; and
+# random: ingest with ids in random order, as real ids are), BENCH_DIR,
 # SYNCHRONOUS (full), PERF_OUT (a file: `perf $PERF_ARGS` on the daemon while
 # it drains; PERF_ARGS defaults to `record -g -F 2000`).
 set -euo pipefail
@@ -392,6 +393,12 @@ for part in $PARTS; do
         echo "== ingest, minimal config (no hooks, no [opensteer]: the event row only): $RUNS runs" >&2
         for _ in $(seq "$RUNS"); do
             ingest_run minimal true --connections "$CONNECTIONS" --duration "$DURATION"
+        done
+        ;;
+    random)
+        echo "== ingest with random ids (loadgen --random-ids): $RUNS runs" >&2
+        for _ in $(seq "$RUNS"); do
+            ingest_run random true --connections "$CONNECTIONS" --duration "$DURATION" --random-ids
         done
         ;;
     open)
