@@ -5,7 +5,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     queries, sync_pragma, Durability, InsertOutcome, NewEvent, Routing, StoreError,
-    MAX_BATCH_EVENTS,
+    IDLE_CHECKPOINT_COMMITS, MAX_BATCH_EVENTS,
 };
 use crate::config::Synchronous;
 
@@ -130,7 +130,8 @@ pub(super) fn spawn(
 /// Takes whatever is waiting (up to [`MAX_BATCH_EVENTS`] commands), runs it
 /// in arrival order in one transaction, commits once, and only then answers
 /// each command (group commit). Inserts and the worker's writes share the
-/// commit, so one fsync covers them all.
+/// commit, so one fsync covers them all. Checkpoints when idle (see
+/// [`IDLE_CHECKPOINT_COMMITS`]), after the answers have gone.
 fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Command>,
@@ -138,6 +139,7 @@ fn run(
     mut sync: SyncMode,
 ) {
     let mut batch: Vec<Command> = Vec::new();
+    let mut commits_since_checkpoint = 0u32;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH_EVENTS {
@@ -146,9 +148,29 @@ fn run(
                 Err(_) => break,
             }
         }
+        let commands = batch.len();
         flush(&mut conn, &mut batch, &routing, &mut sync);
+        commits_since_checkpoint += 1;
+        if commits_since_checkpoint >= IDLE_CHECKPOINT_COMMITS && commands == 1 && rx.is_empty() {
+            checkpoint(&conn);
+            commits_since_checkpoint = 0;
+        }
     }
     tracing::debug!("database writer stopped");
+}
+
+/// Copies the WAL's committed pages into the database file, without waiting
+/// for readers (PASSIVE). A failure (a full disk) is only logged: the next
+/// idle moment, or SQLite's own checkpoint at [`super::CHECKPOINT_PAGES`],
+/// tries again, and the WAL keeps everything meanwhile.
+fn checkpoint(conn: &Connection) {
+    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
+    match done {
+        Ok((frames, copied)) => tracing::debug!(frames, copied, "idle checkpoint"),
+        Err(e) => tracing::warn!(error = %e, "idle checkpoint failed; the WAL keeps the data"),
+    }
 }
 
 /// How each command of a batch is answered after the commit.
