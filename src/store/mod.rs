@@ -416,11 +416,16 @@ mod tests {
         for _ in 0..IDLE_CHECKPOINT_COMMITS {
             s.write(add_page).await.unwrap();
         }
-        // Commands run in order: once this one is answered, whatever the
-        // writer did after the previous one is done.
-        s.write(|_| Ok(())).await.unwrap();
-        let after = db_file_len(&dir);
+        // The checkpoint comes after the last answer, once the writer sees
+        // nothing waiting (a next write sent quickly enough can postpone it
+        // to the next idle moment): poll for it, with a deadline.
         let pages = u64::from(IDLE_CHECKPOINT_COMMITS) * 4096;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut after = db_file_len(&dir);
+        while after < before + pages && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            after = db_file_len(&dir);
+        }
         assert!(
             after >= before + pages,
             "the database file went from {before} to {after} bytes: the pages stayed in the WAL"
