@@ -389,6 +389,22 @@ mod tests {
         (holder, gate_tx)
     }
 
+    /// Runs `a` then `b` in one batch of their own: the writer is held while
+    /// both queue up, then released.
+    async fn in_one_batch<A, B>(
+        s: &Store,
+        a: impl std::future::Future<Output = A>,
+        b: impl std::future::Future<Output = B>,
+    ) -> (A, B) {
+        let (holder, gate) = hold_writer(s).await;
+        tokio::pin!(a, b);
+        assert!(futures_util::poll!(&mut a).is_pending());
+        assert!(futures_util::poll!(&mut b).is_pending());
+        gate.send(()).unwrap();
+        holder.await.unwrap();
+        (a.await, b.await)
+    }
+
     /// Stores one 4 KiB blob: a write that adds at least a page to the database.
     fn add_page(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         tx.execute(
@@ -440,15 +456,9 @@ mod tests {
         let before = db_file_len(&dir);
         // Every batch has company: two writes queue while the writer is held.
         for _ in 0..2 * IDLE_CHECKPOINT_COMMITS {
-            let (holder, gate) = hold_writer(&s).await;
-            let (a, b) = (s.write(add_page), s.write(add_page));
-            tokio::pin!(a, b);
-            assert!(futures_util::poll!(&mut a).is_pending());
-            assert!(futures_util::poll!(&mut b).is_pending());
-            gate.send(()).unwrap();
-            holder.await.unwrap();
-            a.await.unwrap();
-            b.await.unwrap();
+            let (a, b) = in_one_batch(&s, s.write(add_page), s.write(add_page)).await;
+            a.unwrap();
+            b.unwrap();
         }
         assert_eq!(
             db_file_len(&dir),
@@ -472,18 +482,11 @@ mod tests {
     async fn a_relaxed_write_sharing_a_batch_with_a_durable_one_commits_durably() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir, Synchronous::Full);
-        // Hold the writer inside a first batch while the next two queue up.
-        let (blocker, gate_tx) = hold_writer(&s).await;
-        let relaxed = s.write_relaxed(sync_level);
-        let durable = s.write(sync_level);
-        tokio::pin!(relaxed, durable);
-        assert!(futures_util::poll!(&mut relaxed).is_pending());
-        assert!(futures_util::poll!(&mut durable).is_pending());
-        gate_tx.send(()).unwrap();
-        blocker.await.unwrap();
-        assert_eq!(durable.await.unwrap(), FULL);
+        let (relaxed, durable) =
+            in_one_batch(&s, s.write_relaxed(sync_level), s.write(sync_level)).await;
+        assert_eq!(durable.unwrap(), FULL);
         assert_eq!(
-            relaxed.await.unwrap(),
+            relaxed.unwrap(),
             FULL,
             "it shared the durable write's commit"
         );
