@@ -14,9 +14,8 @@ use steerhook::config::Settings;
 use steerhook::signature::{sign, SIGNATURE_HEADER};
 use steerhook::startup::Application;
 use tempfile::TempDir;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use crate::support::app::Running;
 pub use crate::support::poll::{poll_until, wait_for, wait_for_async, POLL_INTERVAL};
 
 /// The secret every default test app accepts.
@@ -74,10 +73,8 @@ pub struct TestApp {
     pub secret: String,
     /// The app's clock; move it to test the tolerance.
     pub clock: ManualClock,
-    /// Fires the app's shutdown.
-    pub shutdown: CancellationToken,
-    /// The task running `run_until_stopped`.
-    pub handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The app's task; dropping the `TestApp` shuts it down.
+    running: Running,
     /// An HTTP client with a timeout, so a hang fails the test.
     pub client: reqwest::Client,
     /// Holds the database (and any other file) until the app is dropped;
@@ -126,8 +123,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         .await
         .expect("the application builds");
     let addr = app.addr();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let running = Running::start(app);
     let base_url = format!("http://{addr}");
     TestApp {
         addr,
@@ -136,8 +132,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         db_path,
         secret: opts.secrets.first().cloned().unwrap_or_default(),
         clock,
-        shutdown,
-        handle: Some(handle),
+        running,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -148,7 +143,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.running.cancel();
     }
 }
 
@@ -216,14 +211,7 @@ impl TestApp {
 
     /// Stops the app and waits for `run_until_stopped` to return.
     pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(DEADLINE, handle)
-                .await
-                .expect("the app stops within the deadline")
-                .expect("the app task did not panic")
-                .expect("run_until_stopped returns Ok");
-        }
+        self.running.stop(DEADLINE).await;
     }
 }
 

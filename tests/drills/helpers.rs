@@ -11,9 +11,8 @@ use steerhook::config::Settings;
 use steerhook::signature::{sign, SIGNATURE_HEADER};
 use steerhook::startup::Application;
 use tempfile::TempDir;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use crate::support::app::Running;
 pub use crate::support::poll::{wait_for, wait_for_async};
 
 pub const SECRET: &str = "whsec_drills";
@@ -79,10 +78,9 @@ pub fn count(db: &Connection, sql: &str) -> i64 {
 
 /// The app, run in this process through the startup seam.
 pub struct TestApp {
+    running: Running,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
-    shutdown: CancellationToken,
-    handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestApp {
@@ -92,14 +90,10 @@ impl TestApp {
         let app = Application::build_with(settings, Arc::new(SystemClock))
             .await
             .expect("the app builds");
-        let addr = app.addr();
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Self {
-            addr,
+            addr: app.addr(),
             client: http_client(),
-            shutdown,
-            handle: Some(handle),
+            running: Running::start(app),
         }
     }
 
@@ -109,20 +103,13 @@ impl TestApp {
 
     /// Stops it the way SIGTERM does.
     pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(h) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(30), h)
-                .await
-                .expect("the app stops within 30 s")
-                .expect("no panic")
-                .expect("run_until_stopped returns Ok");
-        }
+        self.running.stop(Duration::from_secs(30)).await;
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.running.cancel();
     }
 }
 

@@ -16,9 +16,8 @@ use steerhook::startup::Application;
 use steerhook::store::{ClaimedJob, JobNext};
 use tempfile::TempDir;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use crate::support::app::Running;
 pub use crate::support::poll::{poll_until, poll_until_blocking};
 pub use crate::support::process::{is_alive, live_members_of_group};
 
@@ -184,8 +183,7 @@ pub struct TestApp {
     pub dispatcher: Arc<Dispatcher>,
     db_path: PathBuf,
     webhook_path: String,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    running: Running,
     http: reqwest::Client,
     _guard: Guard,
 }
@@ -217,16 +215,13 @@ impl TestApp {
         };
         let addr = app.addr();
         let dispatcher = app.dispatcher();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         TestApp {
             addr,
             clock,
             dispatcher,
             db_path,
             webhook_path,
-            shutdown,
-            task: Some(task),
+            running: Running::start(app),
             http: reqwest::Client::new(),
             _guard: guard,
         }
@@ -294,20 +289,13 @@ impl TestApp {
 
     /// Stops the app as SIGTERM would, and waits until `run_until_stopped` returns.
     pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(DEADLINE, task)
-                .await
-                .expect("the app stops in time")
-                .expect("the app task did not panic")
-                .expect("run_until_stopped returns Ok");
-        }
+        self.running.stop(DEADLINE).await;
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.running.cancel();
     }
 }
 

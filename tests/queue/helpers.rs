@@ -16,11 +16,10 @@ use steerhook::config::{LogFormat, Settings};
 use steerhook::dispatch::{Dispatcher, Outcome};
 use steerhook::startup::Application;
 use tempfile::TempDir;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use crate::support::app::Running;
 pub use crate::support::poll::{wait_for, wait_for_async};
 
 pub const SECRET: &str = "whsec_queue_tests";
@@ -289,13 +288,14 @@ impl Sandbox {
     }
 }
 
-/// A running app: HTTP served, worker loop on or off.
+/// A running app: HTTP served, worker loop on or off. Dropping it leaves
+/// the app running, as a kill -9 would (tests/queue/crash.rs); `stop` is
+/// the SIGTERM.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub dispatcher: Arc<Dispatcher>,
     pub clock: Option<ManualClock>,
-    pub shutdown: CancellationToken,
-    pub handle: Option<JoinHandle<anyhow::Result<()>>>,
+    running: Running,
     http: reqwest::Client,
     seq: AtomicUsize,
 }
@@ -320,8 +320,7 @@ pub async fn spawn_app(sandbox: &Sandbox, setup: &Setup, clock: Option<ManualClo
     }
     let addr = app.addr();
     let dispatcher = app.dispatcher();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let running = Running::start(app);
     // The server starts after interrupted jobs are recovered: once /healthz
     // answers, a step sees the recovered queue.
     let http = reqwest::Client::new();
@@ -334,8 +333,7 @@ pub async fn spawn_app(sandbox: &Sandbox, setup: &Setup, clock: Option<ManualClo
         addr,
         dispatcher,
         clock,
-        shutdown,
-        handle: Some(handle),
+        running,
         http,
         seq: AtomicUsize::new(0),
     }
@@ -420,12 +418,7 @@ impl TestApp {
 
     /// Stops the app the way SIGTERM does and waits for it.
     pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(h) = self.handle.take() {
-            h.await
-                .expect("the app task did not panic")
-                .expect("the app stopped cleanly");
-        }
+        self.running.stop(DEADLINE).await;
     }
 }
 
