@@ -62,14 +62,8 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# poll SECONDS COMMAND...: true as soon as COMMAND succeeds, false at the deadline.
-poll() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
+# shellcheck source=scripts/poll.sh
+source "$ROOT/scripts/poll.sh"
 
 healthy() { curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$PORT/healthz" 2>/dev/null; }
 

@@ -54,14 +54,8 @@ show_logs() {
     echo "--- nginx error log" >&2; tail -n 30 "$TMP/nginx-error.log" >&2 || true
 }
 
-# poll DEADLINE_SECS COMMAND...: true as soon as COMMAND succeeds.
-poll() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.05
-    done
-}
+# shellcheck source=scripts/poll.sh
+source "$ROOT/scripts/poll.sh"
 
 # --- steerhook, on a port it picks itself -----------------------------------
 SECRET="whsec_nginx_test_$$_$RANDOM"
