@@ -348,7 +348,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn store(dir: &tempfile::TempDir, synchronous: Synchronous) -> Store {
+    pub(super) fn store(dir: &tempfile::TempDir, synchronous: Synchronous) -> Store {
         Store::open(
             StoreOptions {
                 path: dir.path().join("t.db"),
@@ -568,15 +568,7 @@ mod routed_answers {
     }
 
     fn open(dir: &tempfile::TempDir) -> Store {
-        Store::open(
-            StoreOptions {
-                path: dir.path().join("t.db"),
-                synchronous: Synchronous::Full,
-                busy_timeout: Duration::from_secs(5),
-            },
-            Routing::default(),
-        )
-        .unwrap()
+        super::tests::store(dir, Synchronous::Full)
     }
 
     /// A current-thread runtime with a `LocalSet`, as an actix-web worker has.
