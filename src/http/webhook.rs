@@ -23,10 +23,9 @@ pub async fn receive(
 ) -> HttpResponse {
     let started = Instant::now();
     let client = state.client_addr(&req);
-    let client_field = client.clone();
-    let client_field = client_field.as_deref().unwrap_or("-");
+    let client_field = client.as_deref().unwrap_or("-");
     let mut ids = Ids::default();
-    let (response, code) = match handle(&req, payload, &state, client, &mut ids).await {
+    let (response, code) = match handle(&req, payload, &state, client.clone(), &mut ids).await {
         Ok((resp, code)) => (resp, code),
         Err(e) => {
             if matches!(e, ApiError::StorageUnavailable) {
