@@ -2,15 +2,25 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+use crate::domain::EventType;
+use crate::store::EventStatus;
 
 /// steerhook: Opensteer Cloud run webhooks, stored durably and fanned out to hooks.
 #[derive(Debug, Parser)]
 #[command(name = "steerhook", version, about)]
 pub struct Cli {
-    /// Configuration file [default: $STEERHOOK_CONFIG, else /etc/steerhook/steerhook.toml]
-    #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "STEERHOOK_CONFIG",
+        default_value = DEFAULT_CONFIG_PATH
+    )]
+    pub config: PathBuf,
 
     /// What to do.
     #[command(subcommand)]
@@ -54,9 +64,9 @@ pub enum Command {
         /// The secret [default: the config's first webhook secret].
         #[arg(long)]
         secret: Option<String>,
-        /// run.succeeded or run.failed.
-        #[arg(long, default_value = "run.succeeded")]
-        event: String,
+        /// The event type.
+        #[arg(long, value_enum, default_value_t = EventTypeArg::RunSucceeded)]
+        event: EventTypeArg,
         /// The run id [default: a new one].
         #[arg(long)]
         run_id: Option<String>,
@@ -93,12 +103,12 @@ pub enum Command {
 pub enum EventsCommand {
     /// Newest first: id, type, run id, received, status.
     List {
-        /// pending, done or failed.
-        #[arg(long)]
-        status: Option<String>,
-        /// run.succeeded or run.failed.
-        #[arg(long = "type")]
-        event_type: Option<String>,
+        /// Only events with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// Only events of this type.
+        #[arg(long = "type", value_enum)]
+        event_type: Option<EventTypeArg>,
         /// Only events received within this long, e.g. 2h, 7d.
         #[arg(long)]
         since: Option<humantime::Duration>,
@@ -117,4 +127,45 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// An event type on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventTypeArg {
+    /// `run.succeeded`
+    #[value(name = "run.succeeded")]
+    RunSucceeded,
+    /// `run.failed`
+    #[value(name = "run.failed")]
+    RunFailed,
+}
+
+impl From<EventTypeArg> for EventType {
+    fn from(a: EventTypeArg) -> Self {
+        match a {
+            EventTypeArg::RunSucceeded => EventType::RunSucceeded,
+            EventTypeArg::RunFailed => EventType::RunFailed,
+        }
+    }
+}
+
+/// An event status on the command line (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Its fetch or a delivery is unfinished.
+    Pending,
+    /// Every delivery succeeded.
+    Done,
+    /// At least one delivery ended failed.
+    Failed,
+}
+
+impl From<StatusArg> for EventStatus {
+    fn from(a: StatusArg) -> Self {
+        match a {
+            StatusArg::Pending => EventStatus::Pending,
+            StatusArg::Done => EventStatus::Done,
+            StatusArg::Failed => EventStatus::Failed,
+        }
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, EventsCommand};
-use crate::config::{ConfigError, Settings, DEFAULT_CONFIG_PATH};
+use crate::config::{ConfigError, Settings};
 use crate::secret::Secret;
 use crate::signature::{sign, Verifier};
 use crate::startup::{process_env, Application};
@@ -26,21 +26,14 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
     }
 }
 
-fn config_path(cli: &Cli) -> PathBuf {
-    cli.config
-        .clone()
-        .or_else(|| std::env::var_os("STEERHOOK_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
-}
-
 pub(crate) fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
-    Ok(Settings::load(&config_path(cli), &process_env())?)
+    Ok(Settings::load(&cli.config, &process_env())?)
 }
 
 /// For commands that use no secret: `_file` secrets are not read.
 fn load_settings_for_inspection(cli: &Cli) -> anyhow::Result<Settings> {
     Ok(Settings::load_without_secret_files(
-        &config_path(cli),
+        &cli.config,
         &process_env(),
     )?)
 }
@@ -95,7 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
-            let path = config_path(&cli);
+            let path = &cli.config;
             let settings = load_settings(&cli)?;
             println!("{} is valid\n", path.display());
             print!("{}", settings.summary());
@@ -140,7 +133,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             secret,
             event,
             run_id,
-        } => crate::send_test::run(&cli, url.clone(), secret.clone(), event, run_id.clone()),
+        } => crate::send_test::run(
+            &cli,
+            url.clone(),
+            secret.clone(),
+            (*event).into(),
+            run_id.clone(),
+        ),
         Command::Events(cmd) => {
             let settings = load_settings_for_inspection(&cli)?;
             let store = crate::startup::open_store(&settings)?;
@@ -154,8 +153,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         json,
                     } => {
                         let filter = crate::store::EventFilter {
-                            status: status.clone(),
-                            event_type: event_type.clone(),
+                            status: status.map(Into::into),
+                            event_type: event_type.map(Into::into),
                             since: since.map(|d| {
                                 crate::clock::to_unix_ms(SystemTime::now())
                                     - std::time::Duration::from(d).as_millis() as i64

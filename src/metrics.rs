@@ -142,7 +142,10 @@ impl Metrics {
         self.queue_jobs.clear();
         for (kind, state, n) in &counts.by_kind_state {
             self.queue_jobs
-                .get_or_create(&vec![("kind", kind.clone()), ("state", state.clone())])
+                .get_or_create(&vec![
+                    ("kind", kind.as_str().to_owned()),
+                    ("state", state.as_str().to_owned()),
+                ])
                 .set(*n);
         }
         self.oldest_due_seconds

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context};
 
 use crate::clock::{format_rfc3339_ms, to_unix_ms};
-use crate::config::{HookKind, Settings};
-use crate::store::{self, EventDetail, EventFilter, Store};
+use crate::config::Settings;
+use crate::store::{EventDetail, EventFilter, Store};
 
 /// Clock skew `doctor` tolerates before warning, in seconds.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 5;
@@ -23,13 +23,8 @@ pub async fn events_list(
     filter: EventFilter,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(s) = &filter.status {
-        if !["pending", "done", "failed"].contains(&s.as_str()) {
-            bail!("--status {s:?}: use pending, done or failed");
-        }
-    }
     let events = store
-        .read(move |c| store::list_events(c, &filter))
+        .list_events(filter)
         .await
         .context("cannot read events")?;
     if json {
@@ -176,9 +171,8 @@ pub fn render_event(ev: &EventDetail) -> String {
 
 /// `events show`.
 pub async fn events_show(store: &Store, id: String, json: bool) -> anyhow::Result<ExitCode> {
-    let wanted = id.clone();
     let ev = store
-        .read(move |c| store::find_event(c, &wanted))
+        .find_event(id.clone())
         .await
         .context("cannot read the event")?;
     let Some(ev) = ev else {
@@ -199,9 +193,8 @@ pub async fn replay(
     id: String,
     hook: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let wanted = id.clone();
     let ev = store
-        .read(move |c| store::find_event(c, &wanted))
+        .find_event(id.clone())
         .await?
         .with_context(|| format!("no event with id {id:?}"))?;
     let hooks: Vec<String> = match &hook {
@@ -228,7 +221,7 @@ pub async fn replay(
     let seq = ev.seq;
     let now = now_ms();
     let report = store
-        .write(move |tx| store::replay(tx, seq, &hooks, enrich, now))
+        .replay(seq, hooks, enrich, now)
         .await
         .context("cannot queue the replay")?;
     if report.refetch {
@@ -247,12 +240,11 @@ pub async fn replay(
 /// `prune`.
 pub async fn prune(store: &Store, older_than: Duration) -> anyhow::Result<ExitCode> {
     let cutoff = now_ms() - older_than.as_millis() as i64;
-    let (events, quarantined) = store
-        .write(move |tx| store::prune(tx, cutoff))
-        .await
-        .context("cannot prune")?;
+    let pruned = store.prune(cutoff).await.context("cannot prune")?;
     println!(
-        "deleted {events} finished event(s) and {quarantined} quarantined body(ies) received before {}",
+        "deleted {} finished event(s) and {} quarantined body(ies) received before {}",
+        pruned.events,
+        pruned.quarantined,
         format_rfc3339_ms(cutoff)
     );
     Ok(ExitCode::SUCCESS)
@@ -280,27 +272,10 @@ pub async fn doctor(settings: &Settings) -> anyhow::Result<ExitCode> {
     c.report("config", Ok("valid".into()));
 
     // Database: writable and intact.
-    let db = settings.storage.path.clone();
-    let db_check = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let opts = store::StoreOptions {
-            path: db.clone(),
-            synchronous: crate::config::Synchronous::Full,
-            busy_timeout: Duration::from_secs(5),
-        };
-        let conn =
-            store::open_connection(&opts, false).map_err(|e| format!("{}: {e}", db.display()))?;
-        let ok: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .map_err(|e| e.to_string())?;
-        if ok != "ok" {
-            return Err(format!("integrity_check: {ok}"));
-        }
-        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-            .map_err(|e| format!("not writable: {e}"))?;
-        Ok(format!("{} writable, integrity ok", db.display()))
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
+    let db_check = match crate::startup::open_store(settings) {
+        Ok(store) => store.check().await.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("{e:#}")),
+    };
     c.report("database", db_check);
 
     // Secrets: stray whitespace is almost always a copy-paste accident.
@@ -319,19 +294,22 @@ pub async fn doctor(settings: &Settings) -> anyhow::Result<ExitCode> {
         },
     );
 
-    for h in &settings.hooks {
-        if let HookKind::Shell(sh) = &h.kind {
-            c.report(
-                &format!("hook {}", h.name),
-                check_program(&sh.command[0], sh.working_dir.as_deref()),
-            );
+    // Hooks: what each kind can prove without sending an event.
+    match crate::hooks::build_sinks(settings, crate::startup::payload_dir(settings)) {
+        Ok(sinks) => {
+            for h in &settings.hooks {
+                if let Some(sink) = sinks.get(&h.name) {
+                    c.report(&format!("hook {}", h.name), sink.check().await);
+                }
+            }
         }
+        Err(e) => c.report("hooks", Err(e.to_string())),
     }
 
-    if settings.opensteer.is_some() {
-        let client =
-            crate::dispatch::client_for(settings, std::sync::Arc::new(crate::clock::SystemClock))?
-                .context("opensteer client")?;
+    if let Some(opensteer) = &settings.opensteer {
+        let client = opensteer
+            .client(std::sync::Arc::new(crate::clock::SystemClock))
+            .context("opensteer client")?;
         match client.probe().await {
             Ok(p) => {
                 c.report(
@@ -375,72 +353,30 @@ pub async fn doctor(settings: &Settings) -> anyhow::Result<ExitCode> {
         c.report("opensteer api", Ok("not configured (no enrichment)".into()));
     }
 
-    if let Some(mailer) = crate::dispatch::mailer_for(settings)? {
-        let smtp = settings
-            .smtp
-            .as_ref()
-            .map(|s| format!("{}:{}", s.host, s.port))
-            .unwrap_or_default();
-        c.report(
-            "smtp",
-            mailer
+    if let Some(smtp) = &settings.smtp {
+        let server = format!("{}:{}", smtp.host, smtp.port);
+        let result = match smtp.mailer() {
+            Ok(mailer) => mailer
                 .check()
                 .await
                 .map(|()| {
                     format!(
-                        "{smtp} answers EHLO{}",
-                        if settings.smtp.as_ref().is_some_and(|s| s.username.is_some()) {
+                        "{server} answers EHLO{}",
+                        if smtp.username.is_some() {
                             " and accepts the login"
                         } else {
                             ""
                         }
                     )
                 })
-                .map_err(|e| format!("{smtp}: {e}")),
-        );
+                .map_err(|e| format!("{server}: {e}")),
+            Err(e) => Err(e.to_string()),
+        };
+        c.report("smtp", result);
     }
     if c.failed > 0 {
         println!("\n{} check(s) failed", c.failed);
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Checks that a hook's program exists, is executable and is not writable by group or others.
-pub fn check_program(
-    program: &str,
-    working_dir: Option<&std::path::Path>,
-) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = if program.contains('/') {
-        let p = std::path::PathBuf::from(program);
-        match (p.is_relative(), working_dir) {
-            (true, Some(dir)) => dir.join(p),
-            _ => p,
-        }
-    } else {
-        let search =
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-        search
-            .split(':')
-            .map(|d| std::path::Path::new(d).join(program))
-            .find(|p| p.is_file())
-            .ok_or_else(|| format!("{program} not found in PATH"))?
-    };
-    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mode = meta.permissions().mode();
-    if !meta.is_file() {
-        return Err(format!("{} is not a file", path.display()));
-    }
-    if mode & 0o111 == 0 {
-        return Err(format!("{} is not executable (chmod +x)", path.display()));
-    }
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by group or others (mode {:o}); anyone who can write it runs code as steerhook: chmod go-w",
-            path.display(),
-            mode & 0o777
-        ));
-    }
-    Ok(format!("{} executable", path.display()))
 }

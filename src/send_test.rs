@@ -42,12 +42,9 @@ pub fn run(
     cli: &Cli,
     url: Option<String>,
     secret: Option<String>,
-    event: &str,
+    event_type: EventType,
     run_id: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let event_type: EventType = event
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--event: {e}"))?;
     let (url, secret) = match (url, secret) {
         (Some(u), Some(s)) => (u, s),
         (url, secret) => {

@@ -112,11 +112,13 @@ impl Application {
             .await
             .context("cannot recover interrupted jobs")?;
         let path = settings.server.webhook_path.clone();
-        let max_body = settings.server.max_body_bytes;
+        // `max_body_bytes` is enforced where the body is read (the webhook
+        // handler reads a raw `web::Payload`, which no extractor config limits).
         let server = HttpServer::new(move || {
+            // Runs once on each worker thread, inside its `LocalSet`.
+            state.store.serve_answers_on_this_thread();
             App::new()
                 .app_data(web::Data::new(state.clone()))
-                .app_data(web::PayloadConfig::new(max_body))
                 .configure(|cfg| configure_routes(cfg, &path))
         })
         .listen(listener)?
@@ -206,21 +208,51 @@ impl Application {
         if settings.queue.paused {
             tracing::warn!("queue.paused = true: events are stored but no hook runs until it is false and the daemon restarted");
         }
-        shutdown.cancelled().await;
+        // A worker that ends by itself has panicked (it only returns when
+        // told to stop): the daemon stops too, with an error, so that systemd
+        // restarts it rather than leave a daemon that accepts events and
+        // never delivers them.
+        let mut worker = worker;
+        let worker_died = match worker.as_mut() {
+            Some(w) => tokio::select! {
+                () = shutdown.cancelled() => None,
+                ended = w => Some(ended),
+            },
+            None => {
+                shutdown.cancelled().await;
+                None
+            }
+        };
+        if let Some(ended) = &worker_died {
+            tracing::error!(
+                error = %ended.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                "the worker stopped unexpectedly; shutting down so that the service manager restarts steerhook"
+            );
+            worker = None;
+        }
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         handle.stop(true).await;
         let served = server_task.await;
         // Requests are answered; now the worker gets its grace period.
         worker_stop.cancel();
-        if let Some(w) = worker {
-            let _ = w.await;
-        }
+        let died = worker_died.is_some();
+        let worker_result = match (worker_died, worker) {
+            (Some(ended), _) => Some(ended),
+            (None, Some(w)) => Some(w.await),
+            (None, None) => None,
+        };
         let _ = pruner.await;
         drop(watchdog);
         served
             .context("the HTTP server task failed")?
             .context("the HTTP server failed")?;
+        if let Some(Err(e)) = worker_result {
+            return Err(anyhow::anyhow!("the worker failed: {e}"));
+        }
+        if died {
+            anyhow::bail!("the worker stopped before it was told to");
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -268,7 +300,7 @@ async fn feed_watchdog(
             _ = tokio::time::sleep(every) => {},
             _ = stop.cancelled() => return,
         }
-        let writer_ok = tokio::time::timeout(every, store.write(|_| Ok(())))
+        let writer_ok = tokio::time::timeout(every, store.ping_writer())
             .await
             .is_ok_and(|r| r.is_ok());
         // The idle worker loop goes round every half second, so allow at least 2 s.
@@ -297,10 +329,14 @@ async fn prune_periodically(
 ) {
     loop {
         let cutoff = clock.now_ms() - retention.as_millis() as i64;
-        match store.write(move |tx| crate::store::prune(tx, cutoff)).await {
-            Ok((0, 0)) => {}
-            Ok((events, quarantined)) => {
-                tracing::info!(events, quarantined, "pruned past retention")
+        match store.prune(cutoff).await {
+            Ok(p) if p == crate::store::Pruned::default() => {}
+            Ok(p) => {
+                tracing::info!(
+                    events = p.events,
+                    quarantined = p.quarantined,
+                    "pruned past retention"
+                )
             }
             Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
         }

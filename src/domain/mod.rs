@@ -5,4 +5,4 @@ mod event;
 mod hook_document;
 
 pub use event::{EventType, IncomingEvent, PayloadError, ReadEvent, Rejected};
-pub use hook_document::{HookDocument, HookEvent};
+pub use hook_document::{DocumentEvent, HookDocument};

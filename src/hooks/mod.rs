@@ -1,4 +1,162 @@
-//! Outputs: shell hooks and e-mail.
+//! Outputs: the [`Sink`] interface every hook kind implements, and the kinds
+//! (shell programs, e-mail).
+//!
+//! The worker knows only this interface: it hands a sink the hook document
+//! and the attempt number and gets back a typed result. Everything particular
+//! to a kind (the `STEERHOOK_*` variables, SMTP reply classes) stays in its
+//! module, so a new kind touches only this directory and the configuration.
 
 pub mod email;
 pub mod shell;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HookKind, HookSettings, Settings};
+use crate::domain::HookDocument;
+
+/// One attempt to hand an event to a hook.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    /// The hook's configured name.
+    pub hook: &'a str,
+    /// What the hook receives (SPEC §6).
+    pub document: &'a HookDocument,
+    /// This attempt's number, 1-based.
+    pub attempt: u32,
+    /// Fired when the daemon stops and running hooks must end; the attempt
+    /// then ends [`FailureKind::Interrupted`] and runs again on the next start.
+    pub cancel: CancellationToken,
+}
+
+/// How a failed attempt should be followed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// May succeed later: retried with backoff until `max_attempts`.
+    Retryable,
+    /// Will not succeed as configured: the delivery fails at once.
+    Permanent,
+    /// The daemon stopped it; it runs again, not counted as a failure.
+    Interrupted,
+}
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkFailure {
+    /// What to do next.
+    pub kind: FailureKind,
+    /// A stable code for `events show` and metrics, e.g. `EXIT_NONZERO`.
+    pub code: &'static str,
+    /// What happened, for a human.
+    pub message: String,
+    /// The far side asked for this wait before the next attempt (429).
+    pub retry_after: Option<Duration>,
+}
+
+impl SinkFailure {
+    /// A failure without a requested wait.
+    pub fn new(kind: FailureKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// How one attempt ended, with what it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkOutcome {
+    /// `Ok` when the hook took the event.
+    pub result: Result<(), SinkFailure>,
+    /// A program's exit code, when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// What the hook said: a program's stdout tail, a server's reply.
+    pub output: Option<Vec<u8>>,
+    /// A program's stderr tail.
+    pub error_output: Option<Vec<u8>>,
+}
+
+/// A hook kind: takes one event per call.
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Runs one attempt. Never panics on the far side's behaviour; bounded
+    /// in time by the kind's own limits; stops promptly when
+    /// [`Delivery::cancel`] fires.
+    fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> BoxFuture<'a, SinkOutcome>;
+
+    /// The longest one attempt can take, stopping included: the worker's
+    /// lease on a delivery must outlast it.
+    fn max_attempt_duration(&self) -> Duration;
+
+    /// What `doctor` can prove about the hook without sending an event: `Ok`
+    /// with what was checked, or `Err` with what is wrong.
+    fn check(&self) -> BoxFuture<'_, Result<String, String>>;
+}
+
+/// Why the sinks could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkSetupError {
+    /// The SMTP settings were refused.
+    #[error("smtp: {0}")]
+    Email(#[from] email::EmailError),
+    /// The payload directory could not be made.
+    #[error("cannot create the hook payload directory {0}: {1}")]
+    PayloadDir(PathBuf, std::io::Error),
+}
+
+/// Builds one sink per configured hook, by name. Shell hooks write their
+/// payload files under `payload_dir`.
+pub fn build_sinks(
+    settings: &Settings,
+    payload_dir: PathBuf,
+) -> Result<HashMap<String, Arc<dyn Sink>>, SinkSetupError> {
+    let mailer = settings.smtp.as_ref().map(|s| s.mailer()).transpose()?;
+    create_private_dir(&payload_dir)
+        .map_err(|e| SinkSetupError::PayloadDir(payload_dir.clone(), e))?;
+    let mut sinks = HashMap::new();
+    for hook in &settings.hooks {
+        sinks.insert(
+            hook.name.clone(),
+            sink_for(hook, &payload_dir, mailer.as_ref()),
+        );
+    }
+    Ok(sinks)
+}
+
+fn sink_for(
+    hook: &HookSettings,
+    payload_dir: &std::path::Path,
+    mailer: Option<&email::Mailer>,
+) -> Arc<dyn Sink> {
+    match &hook.kind {
+        HookKind::Shell(settings) => Arc::new(shell::ShellSink::new(shell::ShellHookSpec {
+            name: hook.name.clone(),
+            settings: settings.clone(),
+            payload_dir: payload_dir.to_owned(),
+        })),
+        HookKind::Email(settings) => Arc::new(email::EmailSink::new(
+            email::EmailSpec {
+                hook: hook.name.clone(),
+                settings: settings.clone(),
+            },
+            mailer.cloned(),
+        )),
+    }
+}
+
+/// Makes `dir` (and its parents) readable by this user only: payload files
+/// hold the whole event.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}

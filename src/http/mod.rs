@@ -96,10 +96,7 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let now = state.clock.now_ms();
-    let counts = state
-        .store
-        .read(move |c| crate::store::queue_counts(c, now))
-        .await;
+    let counts = state.store.queue_counts(now).await;
     match counts {
         Ok(counts) => {
             state.metrics.set_queue(&counts);

@@ -99,7 +99,7 @@ async fn handle(
             // retries and the body is not lost.
             state
                 .store
-                .write(move |tx| crate::store::insert_quarantine(tx, &q))
+                .quarantine(q)
                 .await
                 .map_err(|e| {
                     tracing::error!(client = q_client.as_deref(), error = %e, "cannot quarantine an invalid payload");
@@ -113,7 +113,7 @@ async fn handle(
     ids.run_id = Some(event.run_id.clone());
     let outcome = state
         .store
-        .insert_event_here(NewEvent {
+        .insert_event(NewEvent {
             event,
             received_at,
             client_addr: client,

@@ -1,70 +1,35 @@
-//! The SQLite store: schema, the single writer, and every query. SQL lives only here.
+//! The storage interface: every operation the daemon and the CLI perform on
+//! the database, named after what it does, and one implementation per
+//! backend. SQL lives only under this module, and no driver type leaves it.
 //!
-//! Writes go through one writer thread that owns the write connection.
-//! Ingest requests hand their event to it and wait; the writer takes every
-//! event pending at that moment, commits them in one transaction (group
-//! commit) and only then answers each request with its own outcome. Other
-//! writes (the worker's, `replay`) are closures run on the same thread.
-//! Reads run on a small pool of read connections off the async threads.
-//!
-//! Two refinements keep the commit cheap. Writes whose loss in a power
-//! failure is harmless (claiming a job, a fetch's progress) are *relaxed*: a
-//! batch of only those commits without `fsync` ([`Store::write_relaxed`]).
-//! And the answers of one commit reach each HTTP worker thread as a single
-//! message ([`Store::insert_event_here`]), not one cross-thread wake each.
+//! [`Store`] is a cheap-to-clone handle; its methods are the interface. The
+//! SQLite backend ([`sqlite`]) commits through one writer thread with group
+//! commit; see its module documentation.
 
-mod inspect;
-mod queries;
-mod schema;
-mod writer;
+mod model;
+mod sqlite;
 
-pub use inspect::*;
-pub use queries::*;
+pub use model::*;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot};
-
 use crate::config::Synchronous;
-use crate::domain::{EventType, IncomingEvent};
-use writer::Command;
-
-/// Most commands (inserts and other writes) the writer commits in one transaction.
-pub const MAX_BATCH_EVENTS: usize = 512;
-/// WAL pages after which a commit checkpoints at once, however busy the
-/// writer is (SQLite's `wal_autocheckpoint`; SQLite's default is 1,000). With
-/// 4 KiB pages the WAL file grows to about 64 MiB and stays that size.
-/// Few, large checkpoints write each page that many commits changed once,
-/// where small ones write it again and again: with ids in random order, as
-/// real ones are, each event changes a page of each id index, and ingest did
-/// 14 % more with p99 at a third (docs/PERFORMANCE.md, "Checkpoints").
-pub const CHECKPOINT_PAGES: u32 = 16_000;
-/// Commits after which the writer checkpoints as soon as it is idle: it has
-/// just committed a single command and nothing is waiting. A light load
-/// (a paced 1,000 events/s) thus keeps its checkpoints small and short, and
-/// only a writer that never idles waits for [`CHECKPOINT_PAGES`].
-const IDLE_CHECKPOINT_COMMITS: u32 = 50;
-/// Commands waiting for the writer before senders have to wait.
-const WRITER_QUEUE_LEN: usize = 8_192;
-/// Read connections kept open.
-const MAX_IDLE_READERS: usize = 4;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite refused (disk full, read-only, corrupt, busy past the timeout).
+    /// The database refused (disk full, read-only, corrupt, busy past the timeout).
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(String),
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
-    /// The group commit this insert was part of failed; nothing of it was stored.
+    Migration(String),
+    /// The group commit this write was part of failed; nothing of it was stored.
     #[error("the commit failed: {0}")]
     Commit(String),
-    /// The writer thread is gone (shutting down or crashed).
+    /// The writer is gone (shutting down or crashed).
     #[error("the database writer has stopped")]
     WriterGone,
     /// A row that should exist does not.
@@ -86,547 +51,174 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
 }
 
-/// Which jobs a new event gets, decided by the configuration.
-#[derive(Debug, Clone, Default)]
-pub struct Routing {
-    /// Whether the run is fetched from the API first.
-    pub enrich: bool,
-    /// Hook names and the event types each receives.
-    pub hooks: Vec<(String, Vec<EventType>)>,
-}
-
-impl Routing {
-    /// Hooks that receive `event_type`.
-    pub fn hooks_for(&self, event_type: EventType) -> impl Iterator<Item = &str> {
-        self.hooks
-            .iter()
-            .filter(move |(_, ev)| ev.contains(&event_type))
-            .map(|(n, _)| n.as_str())
-    }
-}
-
-/// An event to store, with what the request told us about it.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// The parsed, verified event.
-    pub event: IncomingEvent,
-    /// Receipt time, unix ms.
-    pub received_at: i64,
-    /// The client's address as logged.
-    pub client_addr: Option<String>,
-}
-
-/// The answer to an insert.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InsertOutcome {
-    /// Stored now; committed before this was returned.
-    Accepted {
-        /// The event id.
-        id: String,
-    },
-    /// The dedupe key was already stored.
-    Duplicate {
-        /// The id of the stored event.
-        id: String,
-    },
-}
-
-/// Whether a write must be on disk (`fsync`ed) before it is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Durability {
-    /// Committed with the configured `synchronous` (FULL by default).
-    Durable,
-    /// May commit without `fsync` when nothing durable shares its batch.
-    Relaxed,
-}
-
 /// A cheap-to-clone handle on the database.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Store {
-    inner: Arc<Inner>,
+    backend: Arc<Backend>,
 }
 
-struct Inner {
-    options: StoreOptions,
-    writer: mpsc::Sender<Command>,
-    readers: Mutex<Vec<Connection>>,
+#[derive(Debug)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.inner.options.path)
-            .finish()
-    }
-}
-
-/// The `PRAGMA synchronous` value for a setting.
-fn sync_pragma(s: Synchronous) -> &'static str {
-    match s {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    }
-}
-
-/// Opens a connection with our pragmas.
-pub fn open_connection(options: &StoreOptions, read_only: bool) -> Result<Connection, StoreError> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+/// Calls the same method on whichever backend the store has.
+macro_rules! on_backend {
+    ($self:ident, $s:ident => $call:expr) => {
+        match &*$self.backend {
+            Backend::Sqlite($s) => $call,
+        }
     };
-    let conn = Connection::open_with_flags(&options.path, flags)?;
-    conn.busy_timeout(options.busy_timeout)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    if !read_only {
-        // WAL lets readers (the CLI, /healthz) work while the writer commits.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", sync_pragma(options.synchronous))?;
-        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
-    }
-    Ok(conn)
 }
 
 impl Store {
-    /// Opens (creating and migrating) the database and starts the writer thread.
-    /// The writer stops when every handle is dropped.
+    /// Opens (creating and migrating) the database for `serve`, with the
+    /// jobs each new event gets.
     pub fn open(options: StoreOptions, routing: Routing) -> Result<Self, StoreError> {
-        let mut conn = open_connection(&options, false)?;
-        schema::migrations().to_latest(&mut conn)?;
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE_LEN);
-        writer::spawn(conn, rx, routing, options.synchronous)?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                options,
-                writer: tx,
-                readers: Mutex::new(Vec::new()),
-            }),
+            backend: Arc::new(Backend::Sqlite(sqlite::SqliteStore::open(
+                options, routing,
+            )?)),
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.options.path
+    /// Where the database is, for messages.
+    pub fn location(&self) -> String {
+        on_backend!(self, s => s.path().display().to_string())
+    }
+
+    /// The SQLite file, when the backend is SQLite.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        on_backend!(self, s => Some(s.path()))
+    }
+
+    /// Lets the calling thread receive the answers of one group commit as one
+    /// message (see [`sqlite`]); for the HTTP server's worker threads, each a
+    /// single-threaded runtime with a `LocalSet`. Call it from inside that
+    /// `LocalSet`. Elsewhere answers come one by one, which always works.
+    pub fn serve_answers_on_this_thread(&self) {
+        on_backend!(self, s => s.serve_answers_on_this_thread())
     }
 
     /// Stores a new event and its jobs; returns after the commit.
-    ///
-    /// For a caller on a single-threaded runtime with a `LocalSet`, as each
-    /// actix-web worker is: the answers of one commit that go to this thread
-    /// travel as one message, and a task on this thread hands them out, so
-    /// the writer wakes the thread once per commit instead of once per
-    /// request (each wake from another thread is a syscall and, on a busy
-    /// core, a context switch).
-    ///
-    /// # Panics
-    /// Outside a `LocalSet`.
-    pub async fn insert_event_here(&self, ev: NewEvent) -> Result<InsertOutcome, StoreError> {
-        let route = writer::Route::for_this_thread();
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send(Command::Insert(Box::new(ev), reply, route))
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+    pub async fn insert_event(&self, ev: NewEvent) -> Result<InsertOutcome, StoreError> {
+        on_backend!(self, s => s.insert_event(ev).await)
     }
 
-    /// Runs `f` on the writer thread inside a transaction and returns its
-    /// result once that transaction has committed. The transaction is shared
-    /// with whatever else is pending (group commit); `f` runs in a savepoint,
-    /// so its error undoes only its own changes.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.write_with(Durability::Durable, f).await
-    }
-
-    /// Like [`Store::write`], for a write whose loss in a power failure is
-    /// harmless: claiming a job (after any restart every claimed job is
-    /// pending again anyway) or keeping a fetch's progress (fetched again).
-    /// It is answered once committed, like any write, but a batch holding
-    /// only such writes commits with `synchronous = NORMAL` (no `fsync`; the
-    /// WAL still keeps the database consistent), so the worker does not wait
-    /// for the disk to take its next job. The next durable commit's `fsync`
-    /// covers it too: the WAL is written in order. Against a process crash
-    /// (`kill -9`, OOM) it is as safe as any write: the kernel keeps it.
-    pub async fn write_relaxed<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.write_with(Durability::Relaxed, f).await
-    }
-
-    async fn write_with<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        let (reply, rx) = oneshot::channel();
-        let span = tracing::Span::current();
-        let job: writer::WriteFn = Box::new(move |tx: Option<&rusqlite::Transaction<'_>>| {
-            let result = match tx {
-                Some(tx) => {
-                    let _g = span.enter();
-                    f(tx)
-                }
-                None => Err(StoreError::Commit(String::new())),
-            };
-            writer::Written {
-                ok: result.is_ok() && tx.is_some(),
-                finish: Box::new(move |commit_error: Option<&str>| {
-                    let answer = match (result, commit_error) {
-                        (Err(StoreError::Commit(_)), Some(msg)) => {
-                            Err(StoreError::Commit(msg.to_owned()))
-                        }
-                        (Err(e), _) => Err(e),
-                        (Ok(_), Some(msg)) => Err(StoreError::Commit(msg.to_owned())),
-                        (Ok(out), None) => Ok(out),
-                    };
-                    let _ = reply.send(answer);
-                }),
-            }
-        });
-        self.inner
-            .writer
-            .send(Command::Exec(job, durability))
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
-    }
-
-    /// Runs `f` with a read connection on a blocking thread.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let inner = self.inner.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _g = span.enter();
-            let conn = {
-                let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-                pool.pop()
-            };
-            let conn = match conn {
-                Some(c) => c,
-                None => open_connection(&inner.options, true)?,
-            };
-            let out = f(&conn);
-            // A connection that just failed may be broken; drop it rather than reuse.
-            if out.is_ok() {
-                let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < MAX_IDLE_READERS {
-                    pool.push(conn);
-                }
-            }
-            out
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+    /// Keeps a refused body for inspection; returns its id.
+    pub async fn quarantine(&self, q: QuarantinedBody) -> Result<i64, StoreError> {
+        on_backend!(self, s => s.quarantine(q).await)
     }
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| {
-            c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-                r.get::<_, i64>(0)
-            })?;
-            Ok(())
-        })
-        .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(super) fn store(dir: &tempfile::TempDir, synchronous: Synchronous) -> Store {
-        Store::open(
-            StoreOptions {
-                path: dir.path().join("t.db"),
-                synchronous,
-                busy_timeout: Duration::from_secs(5),
-            },
-            Routing::default(),
-        )
-        .unwrap()
+        on_backend!(self, s => s.ping().await)
     }
 
-    /// `PRAGMA synchronous` as the writer connection has it inside the write's transaction.
-    fn sync_level(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
-        Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    /// Whether a write goes through (for the systemd watchdog).
+    pub async fn ping_writer(&self) -> Result<(), StoreError> {
+        on_backend!(self, s => s.ping_writer().await)
     }
 
-    const NORMAL: i64 = 1;
-    const FULL: i64 = 2;
-
-    /// Holds the writer inside a batch of its own until the returned sender
-    /// is used, so that the writes queued meanwhile share the next batch.
-    /// Await the returned future (the holding write) after releasing it.
-    async fn hold_writer(
-        s: &Store,
-    ) -> (
-        std::pin::Pin<Box<impl std::future::Future<Output = Result<(), StoreError>> + '_>>,
-        std::sync::mpsc::Sender<()>,
-    ) {
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let mut holder = Box::pin(s.write(move |_| {
-            started_tx.send(()).unwrap();
-            gate_rx.recv().unwrap();
-            Ok(())
-        }));
-        assert!(futures_util::poll!(&mut holder).is_pending());
-        started_rx.recv().unwrap();
-        (holder, gate_tx)
+    /// Checks the database for `doctor`: intact and writable. Returns what it proved.
+    pub async fn check(&self) -> Result<String, StoreError> {
+        on_backend!(self, s => s.check().await)
     }
 
-    /// Runs `a` then `b` in one batch of their own: the writer is held while
-    /// both queue up, then released.
-    async fn in_one_batch<A, B>(
-        s: &Store,
-        a: impl std::future::Future<Output = A>,
-        b: impl std::future::Future<Output = B>,
-    ) -> (A, B) {
-        let (holder, gate) = hold_writer(s).await;
-        tokio::pin!(a, b);
-        assert!(futures_util::poll!(&mut a).is_pending());
-        assert!(futures_util::poll!(&mut b).is_pending());
-        gate.send(()).unwrap();
-        holder.await.unwrap();
-        (a.await, b.await)
+    /// Takes the oldest due job (or one whose lease expired) and marks it running.
+    pub async fn claim_due_job(&self, f: ClaimFilter) -> Result<Option<ClaimedJob>, StoreError> {
+        on_backend!(self, s => s.claim_due_job(f).await)
     }
 
-    /// Stores one 4 KiB blob: a write that adds at least a page to the database.
-    fn add_page(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-        tx.execute(
-            "INSERT INTO quarantine (received_at, reason, body) VALUES (0, 'test', zeroblob(4096))",
-            [],
-        )?;
-        Ok(())
+    /// The earliest time a pending job becomes due, unix ms.
+    pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        on_backend!(self, s => s.next_due_at().await)
     }
 
-    fn db_file_len(dir: &tempfile::TempDir) -> u64 {
-        std::fs::metadata(dir.path().join("t.db")).unwrap().len()
+    /// Records the attempt and moves the job on, in one transaction. When a
+    /// fetch ends (either way) the event's deliveries are released. Keeps the
+    /// event's status in step with its jobs.
+    pub async fn record_attempt(
+        &self,
+        job: ClaimedJob,
+        rec: AttemptRecord,
+        next: JobNext,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, s => s.record_attempt(job, rec, next, now).await)
     }
 
-    #[tokio::test]
-    async fn an_idle_writer_checkpoints_the_wal_into_the_database_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir, Synchronous::Full);
-        let autocheckpoint: i64 = s
-            .write(|tx| Ok(tx.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?))
-            .await
-            .unwrap();
-        assert_eq!(autocheckpoint, i64::from(CHECKPOINT_PAGES));
-        let before = db_file_len(&dir);
-        // One write at a time: each batch holds one command, nothing waits.
-        for _ in 0..IDLE_CHECKPOINT_COMMITS {
-            s.write(add_page).await.unwrap();
-        }
-        // The checkpoint comes after the last answer, once the writer sees
-        // nothing waiting (a next write sent quickly enough can postpone it
-        // to the next idle moment): poll for it, with a deadline.
-        let pages = u64::from(IDLE_CHECKPOINT_COMMITS) * 4096;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut after = db_file_len(&dir);
-        while after < before + pages && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            after = db_file_len(&dir);
-        }
-        assert!(
-            after >= before + pages,
-            "the database file went from {before} to {after} bytes: the pages stayed in the WAL"
-        );
+    /// Puts jobs left running by a previous process back in the queue,
+    /// recording the interrupted attempt, and makes waiting fetches due now.
+    /// Returns the number of interrupted jobs.
+    pub async fn recover_interrupted(&self, now: i64) -> Result<usize, StoreError> {
+        on_backend!(self, s => s.recover_interrupted(now).await)
     }
 
-    #[tokio::test]
-    async fn a_busy_writer_leaves_checkpoints_to_the_wal_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir, Synchronous::Full);
-        s.write(|_| Ok(())).await.unwrap();
-        let before = db_file_len(&dir);
-        // Every batch has company: two writes queue while the writer is held.
-        for _ in 0..2 * IDLE_CHECKPOINT_COMMITS {
-            let (a, b) = in_one_batch(&s, s.write(add_page), s.write(add_page)).await;
-            a.unwrap();
-            b.unwrap();
-        }
-        assert_eq!(
-            db_file_len(&dir),
-            before,
-            "a checkpoint ran while writes were waiting"
-        );
+    /// Loads one event row.
+    pub async fn load_event(&self, seq: i64) -> Result<StoredEvent, StoreError> {
+        on_backend!(self, s => s.load_event(seq).await)
     }
 
-    #[tokio::test]
-    async fn relaxed_writes_commit_without_fsync_and_durable_ones_with_the_configured_level() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir, Synchronous::Full);
-        assert_eq!(s.write(sync_level).await.unwrap(), FULL);
-        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
-        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
-        // Back to FULL as soon as a durable write comes.
-        assert_eq!(s.write(sync_level).await.unwrap(), FULL);
+    /// The stored log entries of an event, oldest first.
+    pub async fn load_logs(&self, seq: i64) -> Result<Vec<String>, StoreError> {
+        on_backend!(self, s => s.load_logs(seq).await)
     }
 
-    #[tokio::test]
-    async fn a_relaxed_write_sharing_a_batch_with_a_durable_one_commits_durably() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir, Synchronous::Full);
-        let (relaxed, durable) =
-            in_one_batch(&s, s.write_relaxed(sync_level), s.write(sync_level)).await;
-        assert_eq!(durable.unwrap(), FULL);
-        assert_eq!(
-            relaxed.unwrap(),
-            FULL,
-            "it shared the durable write's commit"
-        );
-        // Alone again, a relaxed write commits without fsync.
-        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
+    /// Stores the run object.
+    pub async fn save_run(&self, seq: i64, run_json: String) -> Result<(), StoreError> {
+        on_backend!(self, s => s.save_run(seq, run_json).await)
     }
 
-    #[tokio::test]
-    async fn a_failing_write_undoes_only_its_own_changes_in_a_shared_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir, Synchronous::Full);
-        let (blocker, gate_tx) = hold_writer(&s).await;
-        let keep = |reason: &'static str| {
-            move |tx: &rusqlite::Transaction<'_>| -> Result<(), StoreError> {
-                tx.execute(
-                    "INSERT INTO quarantine (received_at, reason, body) VALUES (0, ?1, x'')",
-                    [reason],
-                )?;
-                Ok(())
-            }
-        };
-        let first = s.write(keep("first"));
-        let failing = s.write(|tx| -> Result<(), StoreError> {
-            tx.execute(
-                "INSERT INTO quarantine (received_at, reason, body) VALUES (0, 'failing', x'')",
-                [],
-            )?;
-            Err(StoreError::NotFound("on purpose".into()))
-        });
-        let last = s.write(keep("last"));
-        tokio::pin!(first, failing, last);
-        for f in [&mut first, &mut last] {
-            assert!(futures_util::poll!(f).is_pending());
-        }
-        assert!(futures_util::poll!(&mut failing).is_pending());
-        gate_tx.send(()).unwrap();
-        blocker.await.unwrap();
-        first.await.unwrap();
-        last.await.unwrap();
-        assert!(matches!(failing.await, Err(StoreError::NotFound(_))));
-        let reasons: Vec<String> = s
-            .read(|c| {
-                let mut st = c.prepare("SELECT reason FROM quarantine ORDER BY id")?;
-                let rows = st.query_map([], |r| r.get(0))?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await
-            .unwrap();
-        assert_eq!(reasons, ["first", "last"]);
+    /// Stores one page of logs and where paging goes next; a page stored
+    /// before (a retried fetch) is replaced, so entries are never doubled.
+    pub async fn save_log_page(&self, seq: i64, page: LogPage) -> Result<(), StoreError> {
+        on_backend!(self, s => s.save_log_page(seq, page).await)
     }
 
-    #[tokio::test]
-    async fn with_synchronous_normal_configured_everything_commits_with_normal() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir, Synchronous::Normal);
-        assert_eq!(s.write(sync_level).await.unwrap(), NORMAL);
-        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
-        assert_eq!(s.write(sync_level).await.unwrap(), NORMAL);
-    }
-}
-
-#[cfg(test)]
-mod routed_answers {
-    use super::*;
-    use crate::domain::IncomingEvent;
-
-    fn event(n: usize) -> NewEvent {
-        NewEvent {
-            event: IncomingEvent {
-                id: format!("evt_{n}"),
-                event_type: EventType::RunSucceeded,
-                run_id: format!("run_{n}"),
-                signed_at: 1_767_225_600,
-                body: b"{}".to_vec(),
-            },
-            received_at: 1_767_225_600_000,
-            client_addr: None,
-        }
+    /// Whether paging already followed `cursor` for this event.
+    pub async fn cursor_seen(&self, seq: i64, cursor: String) -> Result<bool, StoreError> {
+        on_backend!(self, s => s.cursor_seen(seq, cursor).await)
     }
 
-    fn open(dir: &tempfile::TempDir) -> Store {
-        super::tests::store(dir, Synchronous::Full)
+    /// Marks paging finished without a new page (repeated cursor, page limit).
+    pub async fn finish_logs(&self, seq: i64) -> Result<(), StoreError> {
+        on_backend!(self, s => s.finish_logs(seq).await)
     }
 
-    /// A current-thread runtime with a `LocalSet`, as an actix-web worker has.
-    fn on_a_worker_like_runtime<F: std::future::Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&rt, f)
+    /// Queue depth by kind and state.
+    pub async fn queue_counts(&self, now: i64) -> Result<QueueCounts, StoreError> {
+        on_backend!(self, s => s.queue_counts(now).await)
     }
 
-    #[test]
-    fn concurrent_inserts_on_one_thread_each_get_their_own_answer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let outcomes = on_a_worker_like_runtime(async {
-            // 64 new events and, interleaved, a second copy of the first 32.
-            let calls = (0..96).map(|i| {
-                let store = store.clone();
-                async move { (i, store.insert_event_here(event(i % 64)).await.unwrap()) }
-            });
-            futures_util::future::join_all(calls).await
-        });
-        for (i, outcome) in outcomes {
-            let id = format!("evt_{}", i % 64);
-            match outcome {
-                InsertOutcome::Accepted { id: got } => assert_eq!(got, id, "call {i}"),
-                InsertOutcome::Duplicate { id: got } => {
-                    assert_eq!(got, id, "call {i}");
-                }
-            }
-        }
-        let stored: i64 = Connection::open(dir.path().join("t.db"))
-            .unwrap()
-            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(stored, 64);
+    /// Events, newest first.
+    pub async fn list_events(&self, f: EventFilter) -> Result<Vec<EventSummary>, StoreError> {
+        on_backend!(self, s => s.list_events(f).await)
     }
 
-    #[test]
-    fn a_thread_whose_runtime_was_replaced_still_gets_answers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let first = on_a_worker_like_runtime(store.insert_event_here(event(1)));
-        assert_eq!(
-            first.unwrap(),
-            InsertOutcome::Accepted { id: "evt_1".into() }
-        );
-        // The first runtime, and the task behind this thread's route, are gone.
-        let second = on_a_worker_like_runtime(store.insert_event_here(event(2)));
-        assert_eq!(
-            second.unwrap(),
-            InsertOutcome::Accepted { id: "evt_2".into() }
-        );
-        let again = on_a_worker_like_runtime(store.insert_event_here(event(2)));
-        assert_eq!(
-            again.unwrap(),
-            InsertOutcome::Duplicate { id: "evt_2".into() }
-        );
+    /// Everything about the event with this id.
+    pub async fn find_event(&self, id: String) -> Result<Option<EventDetail>, StoreError> {
+        on_backend!(self, s => s.find_event(id).await)
+    }
+
+    /// Queues the deliveries of event `seq` to `hooks` again, due at once,
+    /// with a fresh attempt count. A delivery running at this moment is left
+    /// alone. If the event's fetch failed and `enrich` is on, the fetch runs
+    /// again first.
+    pub async fn replay(
+        &self,
+        seq: i64,
+        hooks: Vec<String>,
+        enrich: bool,
+        now: i64,
+    ) -> Result<ReplayReport, StoreError> {
+        on_backend!(self, s => s.replay(seq, hooks, enrich, now).await)
+    }
+
+    /// Deletes events received before `cutoff` (unix ms) whose work is
+    /// finished, with their jobs, attempts and logs, and quarantined bodies
+    /// as old. Never deletes an event with an unfinished job.
+    pub async fn prune(&self, cutoff: i64) -> Result<Pruned, StoreError> {
+        on_backend!(self, s => s.prune(cutoff).await)
     }
 }

@@ -27,7 +27,7 @@ async fn logs_of_450_lines_at_200_a_page_take_three_calls_and_reach_the_hook_old
 
     let fetch = app.step().await;
     assert!(
-        matches!(&fetch, Outcome::Ran { job, next: JobNext::Succeeded } if job.kind == "fetch"),
+        matches!(&fetch, Outcome::Ran { job, next: JobNext::Succeeded } if job.kind == steerhook::store::JobKind::Fetch),
         "the first step fetches: {fetch:?}"
     );
     let logs_calls = requests_to(&api, "/runs/run_450/logs").await;
@@ -271,7 +271,7 @@ async fn a_run_that_is_not_found_or_a_contract_mismatch_fails_the_fetch_and_hook
 
         let first = app.step().await;
         assert!(
-            matches!(&first, Outcome::Ran { job, next: JobNext::Failed } if job.kind == "fetch"),
+            matches!(&first, Outcome::Ran { job, next: JobNext::Failed } if job.kind == steerhook::store::JobKind::Fetch),
             "HTTP {status}: the fetch fails at once, not retried: {first:?}"
         );
         let fetch = job(&sandbox, &id, "fetch");

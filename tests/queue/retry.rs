@@ -23,7 +23,7 @@ async fn first_call_to(server: &MockServer, p: &str, answer: ResponseTemplate) {
 
 fn ran(o: &Outcome) -> (String, i64, JobNext) {
     match o {
-        Outcome::Ran { job, next } => (job.kind.clone(), job.id, *next),
+        Outcome::Ran { job, next } => (job.kind.to_string(), job.id, *next),
         Outcome::Idle { .. } => panic!("expected a job to run, the queue was idle"),
     }
 }
@@ -294,7 +294,7 @@ async fn after_the_key_is_fixed_a_restart_fetches_at_once() {
     let app = spawn_app(&sandbox, &setup, Some(clock)).await;
     let resumed = app.step().await;
     assert!(
-        matches!(&resumed, Outcome::Ran { job, next: JobNext::Succeeded } if job.kind == "fetch"),
+        matches!(&resumed, Outcome::Ran { job, next: JobNext::Succeeded } if job.kind == steerhook::store::JobKind::Fetch),
         "processing resumes once the daemon is restarted, not auth_retry_secs later: {resumed:?}"
     );
     app.drain(5).await;

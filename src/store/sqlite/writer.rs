@@ -3,11 +3,9 @@
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    queries, sync_pragma, Durability, InsertOutcome, NewEvent, Routing, StoreError,
-    IDLE_CHECKPOINT_COMMITS, MAX_BATCH_EVENTS,
-};
+use super::{queries, sync_pragma, Durability, IDLE_CHECKPOINT_COMMITS, MAX_BATCH_EVENTS};
 use crate::config::Synchronous;
+use crate::store::{InsertOutcome, NewEvent, Routing, StoreError};
 
 /// Answers a write's caller once its batch's fate is known: `None` when it
 /// committed, the commit error otherwise.
@@ -32,8 +30,9 @@ type InsertReply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
 /// An insert's answer, on its way to the caller.
 type Answer = (InsertReply, Result<InsertOutcome, StoreError>);
 
-/// A thread's mailbox for answers (see [`super::Store::insert_event_here`]):
-/// the writer sends it every answer of one commit for that thread at once.
+/// A thread's mailbox for answers (see
+/// [`super::SqliteStore::serve_answers_on_this_thread`]): the writer sends it
+/// every answer of one commit for that thread at once.
 #[derive(Clone)]
 pub(crate) struct Route {
     id: usize,
@@ -45,14 +44,14 @@ thread_local! {
 }
 
 impl Route {
-    /// This thread's route, and the local task behind it, made on first use
-    /// (and again if the runtime that ran the task has gone).
-    pub(crate) fn for_this_thread() -> Route {
+    /// Makes this thread's route and the local task behind it, unless one
+    /// is already running. Must be called inside a `LocalSet`.
+    pub(crate) fn install_for_this_thread() {
         static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         ROUTE.with(|cell| {
             let mut cell = cell.borrow_mut();
-            if let Some(route) = cell.as_ref().filter(|r| !r.tx.is_closed()) {
-                return route.clone();
+            if cell.as_ref().is_some_and(|r| !r.tx.is_closed()) {
+                return;
             }
             let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Answer>>();
             tokio::task::spawn_local(async move {
@@ -62,18 +61,27 @@ impl Route {
                     }
                 }
             });
-            let route = Route {
+            *cell = Some(Route {
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 tx,
-            };
-            *cell = Some(route.clone());
-            route
+            });
+        });
+    }
+
+    /// This thread's route, if one was installed and its task still runs
+    /// (the runtime that ran it may have gone).
+    pub(crate) fn of_this_thread() -> Option<Route> {
+        ROUTE.with(|cell| {
+            cell.borrow()
+                .as_ref()
+                .filter(|r| !r.tx.is_closed())
+                .cloned()
         })
     }
 }
 
 pub(super) enum Command {
-    Insert(Box<NewEvent>, InsertReply, Route),
+    Insert(Box<NewEvent>, InsertReply, Option<Route>),
     Exec(WriteFn, Durability),
 }
 
@@ -175,7 +183,7 @@ fn checkpoint(conn: &Connection) {
 
 /// How each command of a batch is answered after the commit.
 enum Pending {
-    Insert(InsertReply, InsertOutcome, Route),
+    Insert(InsertReply, InsertOutcome, Option<Route>),
     Exec(Finish),
 }
 
@@ -267,9 +275,14 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, syn
                     None => Ok(outcome),
                     Some(msg) => Err(StoreError::Commit(msg.clone())),
                 };
-                match routed.iter_mut().find(|(r, _)| r.id == route.id) {
-                    Some((_, answers)) => answers.push((reply, result)),
-                    None => routed.push((route, vec![(reply, result)])),
+                match route {
+                    None => {
+                        let _ = reply.send(result);
+                    }
+                    Some(route) => match routed.iter_mut().find(|(r, _)| r.id == route.id) {
+                        Some((_, answers)) => answers.push((reply, result)),
+                        None => routed.push((route, vec![(reply, result)])),
+                    },
                 }
             }
             Pending::Exec(finish) => finish(error.as_deref()),

@@ -1,141 +1,38 @@
 //! Queries for the operator's commands: list, show, replay.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 
-use super::StoreError;
-
-/// Filters for `events list`.
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    /// pending | done | failed
-    pub status: Option<String>,
-    /// Event type.
-    pub event_type: Option<String>,
-    /// Received at or after, unix ms.
-    pub since: Option<i64>,
-    /// At most this many.
-    pub limit: u32,
-}
-
-/// One line of `events list`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct EventSummary {
-    /// Event id.
-    pub id: String,
-    /// Type.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// Run id.
-    pub run_id: String,
-    /// Unix ms.
-    pub received_at_ms: i64,
-    /// pending | done | failed
-    pub status: String,
-}
+use crate::store::{
+    AttemptDetail, EventDetail, EventFilter, EventSummary, JobDetail, ReplayReport, StoreError,
+};
 
 /// Events, newest first.
-pub fn list_events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventSummary>, StoreError> {
+pub(super) fn list_events(
+    conn: &Connection,
+    f: &EventFilter,
+) -> Result<Vec<EventSummary>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT id, event_type, run_id, received_at, status FROM events
          WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR event_type = ?2) AND (?3 IS NULL OR received_at >= ?3)
          ORDER BY seq DESC LIMIT ?4",
     )?;
-    let rows = stmt.query_map(params![f.status, f.event_type, f.since, f.limit], |r| {
-        Ok(EventSummary {
-            id: r.get(0)?,
-            event_type: r.get(1)?,
-            run_id: r.get(2)?,
-            received_at_ms: r.get(3)?,
-            status: r.get(4)?,
-        })
-    })?;
+    let rows = stmt.query_map(
+        params![f.status, f.event_type.map(|t| t.as_str()), f.since, f.limit],
+        |r| {
+            Ok(EventSummary {
+                id: r.get(0)?,
+                event_type: r.get(1)?,
+                run_id: r.get(2)?,
+                received_at_ms: r.get(3)?,
+                status: r.get(4)?,
+            })
+        },
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// One attempt, for `events show`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AttemptDetail {
-    /// 1-based.
-    pub attempt: u32,
-    /// Unix ms.
-    pub started_at_ms: i64,
-    /// Duration.
-    pub duration_ms: i64,
-    /// ok | retry | failed | interrupted
-    pub outcome: String,
-    /// Error code.
-    pub error_code: Option<String>,
-    /// Error message.
-    pub error: Option<String>,
-    /// Exit code of a shell hook.
-    pub exit_code: Option<i32>,
-    /// Output tail (lossy UTF-8).
-    pub stdout: Option<String>,
-    /// Output tail (lossy UTF-8).
-    pub stderr: Option<String>,
-}
-
-/// One job, for `events show`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct JobDetail {
-    /// fetch | deliver
-    pub kind: String,
-    /// Hook name; empty for fetch.
-    pub hook: String,
-    /// blocked | pending | running | succeeded | failed
-    pub state: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Next attempt, unix ms (pending jobs).
-    pub due_at_ms: Option<i64>,
-    /// Last error code.
-    pub last_error_code: Option<String>,
-    /// Last error.
-    pub last_error: Option<String>,
-    /// Every attempt, oldest first.
-    pub attempt_log: Vec<AttemptDetail>,
-}
-
-/// Everything about one event, for `events show`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct EventDetail {
-    /// Row number.
-    #[serde(skip)]
-    pub seq: i64,
-    /// Event id.
-    pub id: String,
-    /// Type.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// Run id.
-    pub run_id: String,
-    /// Unix ms.
-    pub received_at_ms: i64,
-    /// The signature's t.
-    pub signed_at: i64,
-    /// Who sent it.
-    pub client_addr: Option<String>,
-    /// pending | done | failed
-    pub status: String,
-    /// The webhook body (JSON).
-    pub payload: serde_json::Value,
-    /// The run from the API, if fetched.
-    pub run: Option<serde_json::Value>,
-    /// Log entries stored.
-    pub log_count: i64,
-    /// Why enrichment failed, if it did.
-    pub enrichment_error: Option<String>,
-    /// The fetch job and each delivery.
-    pub jobs: Vec<JobDetail>,
-}
-
 /// Finds an event by id (the newest, should the sender have reused an id).
-pub fn find_event(conn: &Connection, id: &str) -> Result<Option<EventDetail>, StoreError> {
+pub(super) fn find_event(conn: &Connection, id: &str) -> Result<Option<EventDetail>, StoreError> {
     let row = conn
         .query_row(
             "SELECT seq, id, event_type, run_id, received_at, signed_at, client_addr, status, body, run_json, enrichment_error,
@@ -215,21 +112,10 @@ pub fn find_event(conn: &Connection, id: &str) -> Result<Option<EventDetail>, St
     Ok(Some(ev))
 }
 
-/// What `replay` did.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct ReplayReport {
-    /// Hooks whose delivery was queued again.
-    pub queued: Vec<String>,
-    /// Hooks skipped because their delivery is running right now.
-    pub running: Vec<String>,
-    /// Whether the run is fetched again first (the earlier fetch failed).
-    pub refetch: bool,
-}
-
 /// Queues the deliveries of event `seq` to `hooks` again, now, with a fresh
 /// attempt count. A delivery running at this moment is left alone. If the
 /// event's fetch failed and `enrich` is on, the fetch runs again first.
-pub fn replay(
+pub(super) fn replay(
     tx: &Connection,
     seq: i64,
     hooks: &[String],
@@ -285,6 +171,6 @@ pub fn replay(
         )?;
         report.queued.push(hook.clone());
     }
-    super::refresh_event_status(tx, seq)?;
+    super::queries::refresh_event_status(tx, seq)?;
     Ok(report)
 }

@@ -1,14 +1,11 @@
-//! Every SQL statement of the product.
+//! The statements of ingest, the worker and retention.
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use serde::Serialize;
 
-use super::{InsertOutcome, NewEvent, Routing, StoreError};
-
-/// Job kinds.
-pub const KIND_FETCH: &str = "fetch";
-/// Job kinds.
-pub const KIND_DELIVER: &str = "deliver";
+use crate::store::{
+    AttemptRecord, ClaimFilter, ClaimedJob, InsertOutcome, JobKind, JobNext, JobState, LogPage,
+    NewEvent, Pruned, QuarantinedBody, QueueCounts, Routing, StoreError, StoredEvent,
+};
 
 /// Inserts the event and its jobs, or reports the duplicate. Runs inside the
 /// writer's batch transaction.
@@ -50,9 +47,9 @@ pub(super) fn insert_event_with_jobs(
              VALUES (?1, 'fetch', '', 'pending', ?2, ?2, ?2)",
         )?
         .execute(params![seq, now])?;
-        "blocked"
+        JobState::Blocked
     } else {
-        "pending"
+        JobState::Pending
     };
     let mut any = routing.enrich;
     for hook in routing.hooks_for(e.event_type) {
@@ -71,23 +68,8 @@ pub(super) fn insert_event_with_jobs(
     Ok(InsertOutcome::Accepted { id: e.id.clone() })
 }
 
-/// A signed body that was not a usable event.
-#[derive(Debug, Clone)]
-pub struct QuarantinedBody {
-    /// Receipt time, unix ms.
-    pub received_at: i64,
-    /// The client's address.
-    pub client_addr: Option<String>,
-    /// The signature's `t`.
-    pub signed_at: u64,
-    /// Why it was refused.
-    pub reason: String,
-    /// The raw body.
-    pub body: Vec<u8>,
-}
-
 /// Keeps a refused body for inspection.
-pub fn insert_quarantine(tx: &Connection, q: &QuarantinedBody) -> Result<i64, StoreError> {
+pub(super) fn insert_quarantine(tx: &Connection, q: &QuarantinedBody) -> Result<i64, StoreError> {
     tx.execute(
         "INSERT INTO quarantine (received_at, client_addr, signed_at, reason, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![q.received_at, q.client_addr, q.signed_at as i64, q.reason, q.body],
@@ -95,43 +77,11 @@ pub fn insert_quarantine(tx: &Connection, q: &QuarantinedBody) -> Result<i64, St
     Ok(tx.last_insert_rowid())
 }
 
-/// A job claimed by the worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimedJob {
-    /// Job id.
-    pub id: i64,
-    /// The event's row.
-    pub event_seq: i64,
-    /// `fetch` or `deliver`.
-    pub kind: String,
-    /// Hook name (deliver jobs).
-    pub hook: String,
-    /// This attempt's number, 1-based.
-    pub attempt: u32,
-}
-
-/// What the claim may take.
-#[derive(Debug, Clone)]
-pub struct ClaimFilter {
-    /// Now, unix ms.
-    pub now: i64,
-    /// How long the claim holds, ms.
-    pub lease_ms: i64,
-    /// Hooks at their concurrency limit.
-    pub busy_hooks: Vec<String>,
-    /// Whether fetch jobs may be taken (false while the API asked us to wait).
-    pub fetch_allowed: bool,
-    /// Whether pending deliveries may be taken at all (false while every
-    /// configured hook is at its concurrency limit; a delivery for a hook no
-    /// longer configured then waits until one frees).
-    pub deliveries_allowed: bool,
-    /// Jobs this process is running: never reclaimed as expired, even if the
-    /// wall clock jumped past their lease.
-    pub in_flight: Vec<i64>,
-}
-
 /// Atomically takes the oldest due job (or one whose lease expired) and marks it running.
-pub fn claim_due_job(tx: &Connection, f: &ClaimFilter) -> Result<Option<ClaimedJob>, StoreError> {
+pub(super) fn claim_due_job(
+    tx: &Connection,
+    f: &ClaimFilter,
+) -> Result<Option<ClaimedJob>, StoreError> {
     let busy = serde_json::to_string(&f.busy_hooks).unwrap_or_else(|_| "[]".into());
     let in_flight = serde_json::to_string(&f.in_flight).unwrap_or_else(|_| "[]".into());
     let job = tx
@@ -190,7 +140,7 @@ pub fn claim_due_job(tx: &Connection, f: &ClaimFilter) -> Result<Option<ClaimedJ
 }
 
 /// The earliest time a pending job becomes due, unix ms.
-pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, StoreError> {
+pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, StoreError> {
     Ok(conn.query_row(
         "SELECT min(due_at) FROM jobs WHERE state = 'pending'",
         [],
@@ -198,42 +148,10 @@ pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, StoreError> {
     )?)
 }
 
-/// What happened in one attempt.
-#[derive(Debug, Clone, Default)]
-pub struct AttemptRecord {
-    /// Started, unix ms.
-    pub started_at: i64,
-    /// How long it took.
-    pub duration_ms: i64,
-    /// `ok`, `retry`, `failed` or `interrupted`.
-    pub outcome: &'static str,
-    /// Error code, if it failed.
-    pub error_code: Option<String>,
-    /// Error message, if it failed.
-    pub error: Option<String>,
-    /// A shell hook's exit code.
-    pub exit_code: Option<i32>,
-    /// Output tails.
-    pub stdout: Option<Vec<u8>>,
-    /// Output tails.
-    pub stderr: Option<Vec<u8>>,
-}
-
-/// Where the job goes after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobNext {
-    /// Done.
-    Succeeded,
-    /// Run again at this time (unix ms).
-    RetryAt(i64),
-    /// Given up; replayable.
-    Failed,
-}
-
 /// Records the attempt and moves the job on, in one transaction. When a fetch
 /// job ends (either way), the event's deliveries are released. Keeps the
 /// event's status in step with its jobs.
-pub fn record_attempt(
+pub(super) fn record_attempt(
     tx: &Transaction<'_>,
     job: &ClaimedJob,
     rec: &AttemptRecord,
@@ -275,7 +193,7 @@ pub fn record_attempt(
         now,
         finished
     ])?;
-    if job.kind == KIND_FETCH && !matches!(next, JobNext::RetryAt(_)) {
+    if job.kind == JobKind::Fetch && !matches!(next, JobNext::RetryAt(_)) {
         tx.prepare_cached(
             "UPDATE jobs SET state = 'pending', due_at = ?2, updated_at = ?2
              WHERE event_seq = ?1 AND kind = 'deliver' AND state = 'blocked'",
@@ -294,7 +212,7 @@ pub fn record_attempt(
 
 /// Sets the event's status from its jobs: pending while any is unfinished,
 /// else failed if any failed, else done.
-pub fn refresh_event_status(tx: &Connection, event_seq: i64) -> Result<(), StoreError> {
+pub(super) fn refresh_event_status(tx: &Connection, event_seq: i64) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE events SET status = CASE
             WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = ?1 AND state IN ('blocked','pending','running')) THEN 'pending'
@@ -309,7 +227,7 @@ pub fn refresh_event_status(tx: &Connection, event_seq: i64) -> Result<(), Store
 /// Puts jobs left running by a previous process back in the queue, recording
 /// the interrupted attempt, and makes waiting fetches due now. Called once by
 /// `serve` before the worker starts. Returns the number of interrupted jobs.
-pub fn recover_interrupted(tx: &Transaction<'_>, now: i64) -> Result<usize, StoreError> {
+pub(super) fn recover_interrupted(tx: &Transaction<'_>, now: i64) -> Result<usize, StoreError> {
     tx.execute(
         "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error)
          SELECT id, attempts, updated_at, max(0, ?1 - updated_at), 'interrupted', 'INTERRUPTED',
@@ -335,35 +253,11 @@ pub fn recover_interrupted(tx: &Transaction<'_>, now: i64) -> Result<usize, Stor
     Ok(n)
 }
 
-/// The stored event, as the worker needs it.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    /// Row.
-    pub seq: i64,
-    /// Event id.
-    pub id: String,
-    /// Type.
-    pub event_type: String,
-    /// Run id.
-    pub run_id: String,
-    /// Unix ms.
-    pub received_at: i64,
-    /// Raw body.
-    pub body: Vec<u8>,
-    /// The run object, once fetched.
-    pub run_json: Option<String>,
-    /// Where log paging resumes.
-    pub logs_cursor: Option<String>,
-    /// Pages stored so far.
-    pub logs_pages: u32,
-    /// Whether paging has finished.
-    pub logs_complete: bool,
-}
-
 /// Loads one event row.
-pub fn load_event(conn: &Connection, seq: i64) -> Result<StoredEvent, StoreError> {
+pub(super) fn load_event(conn: &Connection, seq: i64) -> Result<StoredEvent, StoreError> {
     conn.prepare_cached(
-        "SELECT seq, id, event_type, run_id, received_at, body, run_json, logs_cursor, logs_pages, logs_complete
+        "SELECT seq, id, event_type, run_id, received_at, body, run_json, logs_cursor, logs_pages, logs_complete,
+                enrichment_error
          FROM events WHERE seq = ?1",
     )?
     .query_row([seq], |r| {
@@ -378,6 +272,7 @@ pub fn load_event(conn: &Connection, seq: i64) -> Result<StoredEvent, StoreError
             logs_cursor: r.get(7)?,
             logs_pages: r.get(8)?,
             logs_complete: r.get(9)?,
+            enrichment_error: r.get(10)?,
         })
     })
     .optional()?
@@ -385,7 +280,7 @@ pub fn load_event(conn: &Connection, seq: i64) -> Result<StoredEvent, StoreError
 }
 
 /// The stored log entries of an event, oldest first.
-pub fn load_logs(conn: &Connection, seq: i64) -> Result<Vec<String>, StoreError> {
+pub(super) fn load_logs(conn: &Connection, seq: i64) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT entry FROM log_entries WHERE event_seq = ?1 ORDER BY page DESC, pos ASC",
     )?;
@@ -394,7 +289,7 @@ pub fn load_logs(conn: &Connection, seq: i64) -> Result<Vec<String>, StoreError>
 }
 
 /// Stores the run object.
-pub fn save_run(tx: &Connection, seq: i64, run_json: &str) -> Result<(), StoreError> {
+pub(super) fn save_run(tx: &Connection, seq: i64, run_json: &str) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE events SET run_json = ?2 WHERE seq = ?1",
         params![seq, run_json],
@@ -404,47 +299,44 @@ pub fn save_run(tx: &Connection, seq: i64, run_json: &str) -> Result<(), StoreEr
 
 /// Stores one page of logs and where paging goes next; replaces the page if it
 /// was stored before (a retried fetch), so entries are never doubled.
-pub fn save_log_page(
-    tx: &Connection,
-    seq: i64,
-    page: u32,
-    entries: &[String],
-    followed_cursor: Option<&str>,
-    next_cursor: Option<&str>,
-    complete: bool,
-) -> Result<(), StoreError> {
+pub(super) fn save_log_page(tx: &Connection, seq: i64, p: &LogPage) -> Result<(), StoreError> {
     tx.execute(
         "DELETE FROM log_entries WHERE event_seq = ?1 AND page = ?2",
-        params![seq, page],
+        params![seq, p.page],
     )?;
     let mut ins = tx.prepare_cached(
         "INSERT INTO log_entries (event_seq, page, pos, entry) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for (pos, e) in entries.iter().enumerate() {
-        ins.execute(params![seq, page, pos as i64, e])?;
+    for (pos, e) in p.entries.iter().enumerate() {
+        ins.execute(params![seq, p.page, pos as i64, e])?;
     }
-    if let Some(c) = followed_cursor {
+    if let Some(c) = &p.followed_cursor {
         tx.execute(
             "INSERT OR IGNORE INTO log_cursors (event_seq, cursor) VALUES (?1, ?2)",
             params![seq, c],
         )?;
     }
+    let next = if p.complete {
+        None
+    } else {
+        p.next_cursor.as_deref()
+    };
     tx.execute(
         "UPDATE events SET logs_cursor = ?2, logs_pages = ?3, logs_complete = ?4 WHERE seq = ?1",
-        params![seq, next_cursor, page + 1, complete],
+        params![seq, next, p.page + 1, p.complete],
     )?;
     Ok(())
 }
 
 /// Whether paging already followed `cursor` for this event.
-pub fn cursor_seen(conn: &Connection, seq: i64, cursor: &str) -> Result<bool, StoreError> {
+pub(super) fn cursor_seen(conn: &Connection, seq: i64, cursor: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM log_cursors WHERE event_seq = ?1 AND cursor = ?2")?
         .exists(params![seq, cursor])?)
 }
 
 /// Marks paging finished without a new page (repeated cursor, page limit).
-pub fn finish_logs(tx: &Connection, seq: i64) -> Result<(), StoreError> {
+pub(super) fn finish_logs(tx: &Connection, seq: i64) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE events SET logs_complete = 1, logs_cursor = NULL WHERE seq = ?1",
         [seq],
@@ -452,17 +344,8 @@ pub fn finish_logs(tx: &Connection, seq: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Counts used by `/healthz`-style summaries and tests.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct QueueCounts {
-    /// kind, state, count
-    pub by_kind_state: Vec<(String, String, i64)>,
-    /// Age of the oldest due pending job, ms.
-    pub oldest_due_age_ms: Option<i64>,
-}
-
 /// Queue depth by kind and state.
-pub fn queue_counts(conn: &Connection, now: i64) -> Result<QueueCounts, StoreError> {
+pub(super) fn queue_counts(conn: &Connection, now: i64) -> Result<QueueCounts, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")?;
     let by_kind_state = stmt
@@ -482,7 +365,7 @@ pub fn queue_counts(conn: &Connection, now: i64) -> Result<QueueCounts, StoreErr
 /// Deletes events received before `cutoff` (unix ms) whose work is finished,
 /// with their jobs, attempts and logs, and quarantined bodies as old.
 /// Never deletes an event with an unfinished job. Returns (events, quarantined).
-pub fn prune(tx: &Connection, cutoff: i64) -> Result<(usize, usize), StoreError> {
+pub(super) fn prune(tx: &Connection, cutoff: i64) -> Result<Pruned, StoreError> {
     let events = tx.execute(
         "DELETE FROM events WHERE received_at < ?1
            AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = events.seq
@@ -490,5 +373,8 @@ pub fn prune(tx: &Connection, cutoff: i64) -> Result<(usize, usize), StoreError>
         [cutoff],
     )?;
     let quarantined = tx.execute("DELETE FROM quarantine WHERE received_at < ?1", [cutoff])?;
-    Ok((events, quarantined))
+    Ok(Pruned {
+        events,
+        quarantined,
+    })
 }

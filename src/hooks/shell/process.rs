@@ -1,18 +1,6 @@
-//! One attempt of a shell hook (SPEC.md §6), run as a real child process.
-//!
-//! The hook gets its configured argv (never a shell), a cleared environment,
-//! the hook document on stdin and in a private payload file, and its own
-//! process group so that everything it starts can be stopped together.
-//!
-//! What "bounded" means here:
-//! - time: `timeout` after the spawn the group gets SIGTERM, then after
-//!   `kill_grace` SIGKILL; the daemon's cancel token does the same;
-//! - memory: stdout and stderr are drained completely but only their last
-//!   `max_output_bytes` are kept;
-//! - stragglers: once the hook has exited, a background process that still
-//!   holds our pipes gets `kill_grace` to let go, then its group is killed.
+//! The child process of one shell hook attempt: spawn, feed, watch, stop.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -28,123 +16,14 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// PATH given to hooks (and used to find their program) when the daemon has none.
-pub const DEFAULT_HOOK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
-/// Name of the variable that points the hook at its payload file.
-pub const PAYLOAD_FILE_VAR: &str = "STEERHOOK_PAYLOAD_FILE";
+use super::{
+    Invocation, ShellFailure, ShellHookSpec, ShellOutcome, DEFAULT_HOOK_PATH, PAYLOAD_FILE_VAR,
+};
 
 /// Size of one read from a hook's stdout or stderr.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// A shell hook's own settings, as its `[[hook]]` table configures them.
-#[derive(Debug, Clone)]
-pub struct ShellHookSettings {
-    /// argv; `command[0]` is the program, absolute or looked up in the hook's PATH.
-    pub command: Vec<String>,
-    /// Working directory of the hook; the daemon's own when `None`.
-    pub working_dir: Option<PathBuf>,
-    /// Extra variables set for this hook (values may be secrets: never logged).
-    pub env: BTreeMap<String, String>,
-    /// Names of daemon environment variables passed through when they are set.
-    pub env_passthrough: Vec<String>,
-    /// Wall-clock limit of one attempt, counted from the spawn.
-    pub timeout: Duration,
-    /// Time between SIGTERM and SIGKILL to the hook's process group.
-    pub kill_grace: Duration,
-    /// Per stream: only the last this-many bytes of stdout/stderr are kept.
-    pub max_output_bytes: usize,
-}
-
-/// How to run one shell hook.
-#[derive(Debug, Clone)]
-pub struct ShellHookSpec {
-    /// The hook's configured name, used in logs and `STEERHOOK_HOOK`.
-    pub name: String,
-    /// What its `[[hook]]` table says.
-    pub settings: ShellHookSettings,
-    /// Directory in which the private payload file is created.
-    pub payload_dir: PathBuf,
-}
-
-/// What one attempt is given: the document and the caller's `STEERHOOK_*` variables.
-#[derive(Debug, Clone)]
-pub struct Invocation<'a> {
-    /// The JSON document written to stdin and to the payload file.
-    pub document: &'a [u8],
-    /// `STEERHOOK_EVENT_ID`, `_EVENT_TYPE`, `_RUN_ID`, `_RUN_STATUS`, `_HOOK`,
-    /// `_ATTEMPT`; `run_shell_hook` adds `STEERHOOK_PAYLOAD_FILE` itself.
-    pub vars: Vec<(String, String)>,
-}
-
-/// How one attempt ended, with its bounded output.
-#[derive(Debug, Clone)]
-pub struct ShellOutcome {
-    /// `Ok` when the hook exited 0.
-    pub result: Result<(), ShellFailure>,
-    /// The hook's exit code, when it exited by itself.
-    pub exit_code: Option<i32>,
-    /// The signal that ended the hook (ours too, on timeout or interrupt).
-    pub signal: Option<i32>,
-    /// Tail of stdout, prefixed with a marker line when bytes were dropped.
-    pub stdout: Vec<u8>,
-    /// Tail of stderr, prefixed with a marker line when bytes were dropped.
-    pub stderr: Vec<u8>,
-    /// From just before the spawn to the end of the attempt.
-    pub duration: Duration,
-}
-
-/// Why an attempt failed.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
-pub enum ShellFailure {
-    /// The hook could not be started (program missing, not executable,
-    /// payload file not writable); the message names the program.
-    #[error("hook could not be started: {0}")]
-    Spawn(String),
-    /// The hook exited with a non-zero code.
-    #[error("hook exited with code {0}")]
-    Exit(i32),
-    /// The hook was killed by a signal that steerhook did not send.
-    #[error("hook was killed by signal {0}")]
-    Signal(i32),
-    /// The hook ran longer than its timeout; its process group was killed.
-    #[error("hook timed out after {0:?}; its process group was killed")]
-    Timeout(Duration),
-    /// The daemon is shutting down; the hook's process group was killed and
-    /// the attempt will run again.
-    #[error("hook was interrupted by shutdown; its process group was killed")]
-    Interrupted,
-}
-
-impl ShellFailure {
-    /// Stable machine-readable code, stored with the delivery attempt.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ShellFailure::Spawn(_) => "SPAWN_FAILED",
-            ShellFailure::Exit(_) => "EXIT_NONZERO",
-            ShellFailure::Signal(_) => "KILLED_BY_SIGNAL",
-            ShellFailure::Timeout(_) => "TIMEOUT",
-            ShellFailure::Interrupted => "INTERRUPTED",
-        }
-    }
-}
-
-/// Runs one attempt of `spec` with `inv`, until it exits, times out or
-/// `cancel` fires. Never panics on hook behaviour and never leaves the
-/// payload file behind; dropping the returned future kills the process group.
-#[tracing::instrument(skip_all, fields(hook = %spec.name))]
-pub async fn run_shell_hook(
-    spec: &ShellHookSpec,
-    inv: Invocation<'_>,
-    cancel: CancellationToken,
-) -> ShellOutcome {
-    let started = Instant::now();
-    let outcome = run_attempt(spec, inv, cancel, started).await;
-    log_outcome(&outcome);
-    outcome
-}
-
-async fn run_attempt(
+pub(super) async fn run_attempt(
     spec: &ShellHookSpec,
     inv: Invocation<'_>,
     cancel: CancellationToken,
@@ -570,24 +449,50 @@ impl Drop for PayloadFile {
     }
 }
 
-fn log_outcome(outcome: &ShellOutcome) {
-    tracing::debug!(
-        stdout = %String::from_utf8_lossy(&outcome.stdout),
-        stderr = %String::from_utf8_lossy(&outcome.stderr),
-        "hook output (tails)"
-    );
-    let duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
-    match &outcome.result {
-        Ok(()) => tracing::info!(duration_ms, "hook succeeded"),
-        Err(failure) => tracing::info!(
-            code = failure.code(),
-            error = %failure,
-            exit_code = outcome.exit_code,
-            signal = outcome.signal,
-            duration_ms,
-            "hook failed"
-        ),
+/// Checks that a hook's command can be started: its program exists, is
+/// executable and is not writable by group or others.
+pub(super) fn check_command(
+    command: &[String],
+    working_dir: Option<&std::path::Path>,
+) -> Result<String, String> {
+    let program = command.first().ok_or("the command is empty")?;
+    check_program(program, working_dir)
+}
+
+/// Checks that a hook's program exists, is executable and is not writable by group or others.
+fn check_program(program: &str, working_dir: Option<&std::path::Path>) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        match (p.is_relative(), working_dir) {
+            (true, Some(dir)) => dir.join(p),
+            _ => p,
+        }
+    } else {
+        let search =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        search
+            .split(':')
+            .map(|d| std::path::Path::new(d).join(program))
+            .find(|p| p.is_file())
+            .ok_or_else(|| format!("{program} not found in PATH"))?
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
     }
+    if mode & 0o111 == 0 {
+        return Err(format!("{} is not executable (chmod +x)", path.display()));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:o}); anyone who can write it runs code as steerhook: chmod go-w",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    Ok(format!("{} executable", path.display()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,439 @@
+//! The typed settings tree (SPEC §3): the TOML file, then `STEERHOOK__SECTION__KEY`
+//! environment overrides, `<key>_file` secrets, and validation that names the key.
+
+mod raw;
+mod summary;
+mod validate;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::domain::EventType;
+use crate::secret::Secret;
+use validate::SecretFiles;
+
+/// The default config path when neither `--config` nor `$STEERHOOK_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/steerhook/steerhook.toml";
+/// Default `webhook.tolerance_secs`.
+pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
+/// Environment variables holding secrets, and their keys.
+const SECRET_ENV: [(&str, &str); 3] = [
+    ("STEERHOOK__WEBHOOK__SECRETS", "webhook.secrets"),
+    ("STEERHOOK__OPENSTEER__API_KEY", "opensteer.api_key"),
+    ("STEERHOOK__SMTP__PASSWORD", "smtp.password"),
+];
+/// Keys whose values are secrets: never echoed in an error.
+const SECRET_KEYS: [&str; 3] = ["webhook.secrets", "opensteer.api_key", "smtp.password"];
+/// Largest accepted `webhook.tolerance_secs`.
+pub const MAX_TOLERANCE_SECS: u64 = 3600;
+
+/// A configuration problem, naming the key it is about. Exit code 78.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error at `{key}`: {message}")]
+pub struct ConfigError {
+    /// The dotted key (`server.listen`, `hook[1].command`) or the file.
+    pub key: String,
+    /// What is wrong and, where possible, what to do.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[webhook]`
+    pub webhook: WebhookSettings,
+    /// `[storage]`
+    pub storage: StorageSettings,
+    /// `[queue]`
+    pub queue: QueueSettings,
+    /// `[opensteer]`; None: no enrichment.
+    pub opensteer: Option<OpensteerSettings>,
+    /// `[smtp]`; needed by e-mail hooks.
+    pub smtp: Option<SmtpSettings>,
+    /// `[log]`
+    pub log: LogSettings,
+    /// `[[hook]]`, in file order.
+    pub hooks: Vec<HookSettings>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Address to bind; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Path of the webhook endpoint.
+    pub webhook_path: String,
+    /// Bodies larger than this get 413.
+    pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed for logging.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Time a client has to send the request head.
+    pub header_timeout: Duration,
+    /// Time a client has to send the whole body.
+    pub body_timeout: Duration,
+}
+
+/// `[webhook]`
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Accepted secrets (rotation); never empty.
+    pub secrets: Vec<Secret>,
+    /// `|now - t|` must be at most this.
+    pub tolerance_secs: u64,
+}
+
+/// SQLite durability level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync at every commit: an answered event survives power loss.
+    Full,
+    /// WAL + NORMAL: survives a process crash, may lose the last commits on power loss.
+    Normal,
+}
+
+impl Synchronous {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Synchronous::Full => "full",
+            Synchronous::Normal => "normal",
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// `PRAGMA synchronous`.
+    pub synchronous: Synchronous,
+    /// `PRAGMA busy_timeout`.
+    pub busy_timeout: Duration,
+    /// Finished events older than this are pruned.
+    pub retention: Duration,
+    /// How often `serve` prunes.
+    pub prune_interval: Duration,
+}
+
+/// `[queue]`
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Jobs run at once, all kinds together.
+    pub concurrency: usize,
+    /// First retry delay (the cap of the first full-jitter draw).
+    pub backoff_base: Duration,
+    /// Largest retry delay.
+    pub backoff_max: Duration,
+    /// Largest wait honoured from an upstream `Retry-After`.
+    pub retry_after_max: Duration,
+    /// Delay between retries while the API key is rejected.
+    pub auth_retry: Duration,
+    /// Attempts at fetching a run before giving up and delivering without it.
+    pub fetch_max_attempts: u32,
+    /// How long a running hook gets to finish when the daemon stops.
+    pub shutdown_grace: Duration,
+    /// Accept and store events but run no job (maintenance of a downstream system).
+    pub paused: bool,
+}
+
+/// `[opensteer]`
+#[derive(Debug, Clone)]
+pub struct OpensteerSettings {
+    /// API base URL.
+    pub base_url: String,
+    /// `x-api-key`.
+    pub api_key: Secret,
+    /// `logLimit`.
+    pub log_page_size: u32,
+    /// Stop paging after this many pages.
+    pub max_log_pages: u32,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// API requests in flight at once.
+    pub max_concurrent_requests: usize,
+}
+
+impl OpensteerSettings {
+    /// What the API client is built from.
+    pub fn client_settings(&self) -> crate::opensteer::ClientSettings {
+        crate::opensteer::ClientSettings {
+            base_url: self.base_url.clone(),
+            api_key: self.api_key.clone(),
+            log_page_size: self.log_page_size,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            max_concurrent_requests: self.max_concurrent_requests,
+        }
+    }
+
+    /// The API client, reading "now" from `clock`.
+    pub fn client(
+        &self,
+        clock: Arc<dyn Clock>,
+    ) -> Result<crate::opensteer::OpensteerClient, crate::opensteer::OpensteerError> {
+        crate::opensteer::OpensteerClient::with_clock(self.client_settings(), clock)
+    }
+}
+
+/// `[smtp]`: the e-mail module's own settings type, so nothing is copied field by field.
+pub use crate::hooks::email::{EmailHookSettings, SmtpSecurity, SmtpSettings};
+pub use crate::hooks::shell::ShellHookSettings;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// text | json
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// One `[[hook]]`.
+#[derive(Debug, Clone)]
+pub struct HookSettings {
+    /// Unique name.
+    pub name: String,
+    /// Which events it receives.
+    pub events: Vec<EventType>,
+    /// Attempts before the delivery is `failed`.
+    pub max_attempts: u32,
+    /// Deliveries of this hook running at once.
+    pub concurrency: usize,
+    /// What the hook does.
+    pub kind: HookKind,
+}
+
+/// The kind-specific part of a hook.
+#[derive(Debug, Clone)]
+pub enum HookKind {
+    /// A program started with argv.
+    Shell(ShellHookSettings),
+    /// An e-mail through `[smtp]`.
+    Email(EmailHookSettings),
+}
+
+impl Settings {
+    /// Loads `path`, applies the `STEERHOOK__*` variables of `env`, reads
+    /// `_file` secrets (relative to `$CREDENTIALS_DIRECTORY` when set) and validates.
+    pub fn load(path: &Path, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::load_with(path, env, true)
+    }
+
+    /// Like [`Settings::load`], but `<key>_file` secrets are not read (their
+    /// values are placeholders): for commands that use no secret.
+    pub fn load_without_secret_files(
+        path: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_with(path, env, false)
+    }
+
+    fn load_with(
+        path: &Path,
+        env: &HashMap<String, String>,
+        read_secret_files: bool,
+    ) -> Result<Self, ConfigError> {
+        let file_key = path.display().to_string();
+        if !path.exists() {
+            return Err(ConfigError::new(
+                file_key,
+                "the configuration file does not exist; pass --config PATH or set $STEERHOOK_CONFIG (see config.example.toml)",
+            ));
+        }
+        // Parse once ourselves so that a syntax error is reported without the
+        // line's text, which may hold a secret.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(file_key.clone(), format!("cannot read: {e}")))?;
+        check_toml_syntax(&file_key, &text)?;
+        let overrides: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("STEERHOOK__") && !SECRET_ENV.iter().any(|(e, _)| e == k)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // Secrets bypass try_parsing: an all-digit key must stay a string.
+        let mut builder = config::Config::builder();
+        for (var, key) in SECRET_ENV {
+            if let Some(v) = env.get(var) {
+                builder = if key == "webhook.secrets" {
+                    let list: Vec<String> = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    builder.set_override(key, list)
+                } else {
+                    builder.set_override(key, v.clone())
+                }
+                .map_err(|e| ConfigError::new(key, e.to_string()))?;
+            }
+        }
+        let built = builder
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("STEERHOOK")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("webhook.secrets")
+                    .with_list_parse_key("server.trusted_proxies")
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| ConfigError::new(file_key.clone(), e.to_string()))?;
+        let tree: serde_json::Value = built
+            .try_deserialize()
+            .map_err(|e| ConfigError::new(file_key, e.to_string()))?;
+        Self::from_value(
+            tree,
+            env.get("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            read_secret_files,
+        )
+    }
+
+    /// Parses a TOML document (no environment); for tests and `doctor`.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        check_toml_syntax("(file)", text)?;
+        let tree: serde_json::Value =
+            toml::from_str(text).map_err(|e| ConfigError::new("(file)", e.to_string()))?;
+        Self::from_value(tree, None, true)
+    }
+
+    fn from_value(
+        tree: serde_json::Value,
+        credentials_dir: Option<PathBuf>,
+        read_secret_files: bool,
+    ) -> Result<Self, ConfigError> {
+        let raw: raw::RawSettings = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let is_secret = SECRET_KEYS
+                .iter()
+                .any(|k| key == *k || key.starts_with(&format!("{k}[")));
+            let message = if inner.starts_with("unknown field") {
+                format!("{inner}; remove it or check its spelling")
+            } else if is_secret {
+                "has the wrong type (webhook.secrets is a list of strings, other secrets are strings); the value is not shown".to_owned()
+            } else {
+                inner
+            };
+            ConfigError::new(key, message)
+        })?;
+        validate::validate(
+            raw,
+            SecretFiles {
+                dir: credentials_dir.as_deref(),
+                read: read_secret_files,
+            },
+        )
+    }
+
+    /// The hook named `name`.
+    pub fn hook(&self, name: &str) -> Option<&HookSettings> {
+        self.hooks.iter().find(|h| h.name == name)
+    }
+}
+
+/// Reports a TOML syntax error by line and column only: the library's own
+/// message quotes the line, which may hold a secret.
+fn check_toml_syntax(file_key: &str, text: &str) -> Result<(), ConfigError> {
+    match toml::from_str::<toml::Value>(text) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let at = e.span().map_or(String::new(), |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(" at line {line}, column {col}")
+            });
+            Err(ConfigError::new(
+                file_key,
+                format!("TOML syntax error{at}: {}", e.message().trim()),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "[server]\nlisten = \"127.0.0.1:0\"\n[webhook]\nsecrets = [\"whsec_a\"]\n";
+
+    #[test]
+    fn minimal_config_gets_the_defaults() {
+        let s = Settings::from_toml(MINIMAL).unwrap();
+        assert_eq!(s.server.webhook_path, "/webhooks/opensteer");
+        assert_eq!(s.server.max_body_bytes, 1_048_576);
+        assert_eq!(s.webhook.tolerance_secs, 300);
+        assert_eq!(s.storage.synchronous, Synchronous::Full);
+        assert!(s.opensteer.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"\n[webhook]\nsecrets=[\"a\"]", "server.listen"),
+            ("[server]\nlisten = \"127.0.0.1:0\"\n", "webhook.secrets"),
+            (&format!("{MINIMAL}tolerance_secs = 0\n"), "webhook.tolerance_secs"),
+            (&format!("{MINIMAL}tolerance_secs = 3601\n"), "webhook.tolerance_secs"),
+            (&format!("{MINIMAL}bogus = 1\n"), "webhook.bogus"),
+            (&format!("{MINIMAL}[storage]\npaht = \"x\"\n"), "storage.paht"),
+            (
+                &format!("{MINIMAL}[[hook]]\nname=\"a\"\nkind=\"shell\"\nevents=[\"run.failed\"]\ncommand=[\"/bin/true\"]\n[[hook]]\nname=\"a\"\nkind=\"shell\"\nevents=[\"run.failed\"]\ncommand=[\"/bin/true\"]\n"),
+                "hook[1].name",
+            ),
+            (
+                &format!("{MINIMAL}[[hook]]\nname=\"a\"\nkind=\"shell\"\nevents=[\"run.nope\"]\ncommand=[\"/bin/true\"]\n"),
+                "hook[0].events[0]",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Settings::from_toml(text).expect_err(text);
+            assert_eq!(err.key, key, "config {text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_message_names_the_field() {
+        let err = Settings::from_toml(&format!("{MINIMAL}bogus = 1\n")).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

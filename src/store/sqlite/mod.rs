@@ -1,0 +1,717 @@
+//! The SQLite backend: the schema, the single writer, and every query.
+//!
+//! Writes go through one writer thread that owns the write connection.
+//! Ingest requests hand their event to it and wait; the writer takes every
+//! event pending at that moment, commits them in one transaction (group
+//! commit) and only then answers each request with its own outcome. Other
+//! writes (the worker's, `replay`) are closures run on the same thread.
+//! Reads run on a small pool of read connections off the async threads.
+//!
+//! Two refinements keep the commit cheap. Writes whose loss in a power
+//! failure is harmless (claiming a job, a fetch's progress) are *relaxed*: a
+//! batch of only those commits without `fsync` ([`SqliteStore::write_relaxed`]).
+//! And the answers of one commit reach each HTTP worker thread as a single
+//! message ([`SqliteStore::serve_answers_on_this_thread`]), not one
+//! cross-thread wake each.
+
+mod inspect;
+mod queries;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AttemptOutcome, AttemptRecord, ClaimFilter, ClaimedJob, EventDetail, EventFilter, EventStatus,
+    EventSummary, InsertOutcome, JobKind, JobNext, JobState, LogPage, NewEvent, Pruned,
+    QuarantinedBody, QueueCounts, ReplayReport, Routing, StoreError, StoreOptions, StoredEvent,
+};
+use crate::config::Synchronous;
+use writer::Command;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// The stored words ([`JobKind`], [`JobState`], [`AttemptOutcome`]) are TEXT columns.
+macro_rules! text_column {
+    ($($t:ty),+) => {$(
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                v.as_str()?
+                    .parse()
+                    .map_err(|e: String| rusqlite::types::FromSqlError::Other(e.into()))
+            }
+        }
+    )+};
+}
+
+text_column!(JobKind, JobState, AttemptOutcome, EventStatus);
+
+impl From<rusqlite_migration::Error> for StoreError {
+    fn from(e: rusqlite_migration::Error) -> Self {
+        StoreError::Migration(e.to_string())
+    }
+}
+
+/// Most commands (inserts and other writes) the writer commits in one transaction.
+pub const MAX_BATCH_EVENTS: usize = 512;
+/// WAL pages after which a commit checkpoints at once, however busy the
+/// writer is (SQLite's `wal_autocheckpoint`; SQLite's default is 1,000). With
+/// 4 KiB pages the WAL file grows to about 64 MiB and stays that size.
+/// Few, large checkpoints write each page that many commits changed once,
+/// where small ones write it again and again: with ids in random order, as
+/// real ones are, each event changes a page of each id index, and ingest did
+/// 14 % more with p99 at a third (docs/PERFORMANCE.md, "Checkpoints").
+pub const CHECKPOINT_PAGES: u32 = 16_000;
+/// Commits after which the writer checkpoints as soon as it is idle: it has
+/// just committed a single command and nothing is waiting. A light load
+/// (a paced 1,000 events/s) thus keeps its checkpoints small and short, and
+/// only a writer that never idles waits for [`CHECKPOINT_PAGES`].
+const IDLE_CHECKPOINT_COMMITS: u32 = 50;
+/// Commands waiting for the writer before senders have to wait.
+const WRITER_QUEUE_LEN: usize = 8_192;
+/// Read connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// Whether a write must be on disk (`fsync`ed) before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Committed with the configured `synchronous` (FULL by default).
+    Durable,
+    /// May commit without `fsync` when nothing durable shares its batch.
+    Relaxed,
+}
+
+/// The SQLite database: its writer thread and its read connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    options: StoreOptions,
+    writer: mpsc::Sender<Command>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.options.path)
+            .finish()
+    }
+}
+
+/// The `PRAGMA synchronous` value for a setting.
+fn sync_pragma(s: Synchronous) -> &'static str {
+    match s {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    }
+}
+
+/// Opens a connection with our pragmas.
+fn open_connection(options: &StoreOptions, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(&options.path, flags)?;
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if !read_only {
+        // WAL lets readers (the CLI, /healthz) work while the writer commits.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", sync_pragma(options.synchronous))?;
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+    }
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database and starts the writer thread.
+    /// The writer stops when every handle is dropped.
+    pub fn open(options: StoreOptions, routing: Routing) -> Result<Self, StoreError> {
+        let mut conn = open_connection(&options, false)?;
+        schema::migrations().to_latest(&mut conn)?;
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE_LEN);
+        writer::spawn(conn, rx, routing, options.synchronous)?;
+        Ok(Self {
+            inner: std::sync::Arc::new(Inner {
+                options,
+                writer: tx,
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.options.path
+    }
+
+    /// Makes the calling thread's route for answers (see the module
+    /// documentation): a local task that hands out every answer of one
+    /// commit for this thread, woken once per commit instead of once per
+    /// request (each wake from another thread is a syscall and, on a busy
+    /// core, a context switch). Must be called inside a `LocalSet`.
+    pub fn serve_answers_on_this_thread(&self) {
+        writer::Route::install_for_this_thread();
+    }
+
+    /// Stores a new event and its jobs; returns after the commit.
+    pub async fn insert_event(&self, ev: NewEvent) -> Result<InsertOutcome, StoreError> {
+        let route = writer::Route::of_this_thread();
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Command::Insert(Box::new(ev), reply, route))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs `f` on the writer thread inside a transaction and returns its
+    /// result once that transaction has committed. The transaction is shared
+    /// with whatever else is pending (group commit); `f` runs in a savepoint,
+    /// so its error undoes only its own changes.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_with(Durability::Durable, f).await
+    }
+
+    /// Like [`SqliteStore::write`], for a write whose loss in a power failure is
+    /// harmless: claiming a job (after any restart every claimed job is
+    /// pending again anyway) or keeping a fetch's progress (fetched again).
+    /// It is answered once committed, like any write, but a batch holding
+    /// only such writes commits with `synchronous = NORMAL` (no `fsync`; the
+    /// WAL still keeps the database consistent), so the worker does not wait
+    /// for the disk to take its next job. The next durable commit's `fsync`
+    /// covers it too: the WAL is written in order. Against a process crash
+    /// (`kill -9`, OOM) it is as safe as any write: the kernel keeps it.
+    async fn write_relaxed<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_with(Durability::Relaxed, f).await
+    }
+
+    async fn write_with<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let span = tracing::Span::current();
+        let job: writer::WriteFn = Box::new(move |tx: Option<&rusqlite::Transaction<'_>>| {
+            let result = match tx {
+                Some(tx) => {
+                    let _g = span.enter();
+                    f(tx)
+                }
+                None => Err(StoreError::Commit(String::new())),
+            };
+            writer::Written {
+                ok: result.is_ok() && tx.is_some(),
+                finish: Box::new(move |commit_error: Option<&str>| {
+                    let answer = match (result, commit_error) {
+                        (Err(StoreError::Commit(_)), Some(msg)) => {
+                            Err(StoreError::Commit(msg.to_owned()))
+                        }
+                        (Err(e), _) => Err(e),
+                        (Ok(_), Some(msg)) => Err(StoreError::Commit(msg.to_owned())),
+                        (Ok(out), None) => Ok(out),
+                    };
+                    let _ = reply.send(answer);
+                }),
+            }
+        });
+        self.inner
+            .writer
+            .send(Command::Exec(job, durability))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs `f` with a read connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _g = span.enter();
+            let conn = {
+                let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+                pool.pop()
+            };
+            let conn = match conn {
+                Some(c) => c,
+                None => open_connection(&inner.options, true)?,
+            };
+            let out = f(&conn);
+            // A connection that just failed may be broken; drop it rather than reuse.
+            if out.is_ok() {
+                let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < MAX_IDLE_READERS {
+                    pool.push(conn);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether a write goes through the writer thread.
+    pub async fn ping_writer(&self) -> Result<(), StoreError> {
+        self.write(|_| Ok(())).await
+    }
+
+    /// `PRAGMA integrity_check`, then a write transaction begun and rolled back.
+    pub async fn check(&self) -> Result<String, StoreError> {
+        let options = self.inner.options.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open_connection(&options, false)?;
+            let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            if ok != "ok" {
+                return Err(StoreError::Database(format!("integrity_check: {ok}")));
+            }
+            conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+                .map_err(|e| StoreError::Database(format!("not writable: {e}")))?;
+            Ok(format!("{} writable, integrity ok", options.path.display()))
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Keeps a refused body.
+    pub async fn quarantine(&self, q: QuarantinedBody) -> Result<i64, StoreError> {
+        self.write(move |tx| queries::insert_quarantine(tx, &q))
+            .await
+    }
+
+    /// Claims a job. Relaxed: a claim lost to a power failure leaves the job
+    /// pending, as every restart does with claimed jobs anyway.
+    pub async fn claim_due_job(&self, f: ClaimFilter) -> Result<Option<ClaimedJob>, StoreError> {
+        self.write_relaxed(move |tx| queries::claim_due_job(tx, &f))
+            .await
+    }
+
+    /// The earliest time a pending job becomes due.
+    pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        self.read(queries::next_due_at).await
+    }
+
+    /// Records an attempt (durably: its outcome must survive).
+    pub async fn record_attempt(
+        &self,
+        job: ClaimedJob,
+        rec: AttemptRecord,
+        next: JobNext,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| queries::record_attempt(tx, &job, &rec, next, now))
+            .await
+    }
+
+    /// Puts jobs left running by the previous process back in the queue.
+    pub async fn recover_interrupted(&self, now: i64) -> Result<usize, StoreError> {
+        self.write(move |tx| queries::recover_interrupted(tx, now))
+            .await
+    }
+
+    /// Loads one event row.
+    pub async fn load_event(&self, seq: i64) -> Result<StoredEvent, StoreError> {
+        self.read(move |c| queries::load_event(c, seq)).await
+    }
+
+    /// The stored log entries, oldest first.
+    pub async fn load_logs(&self, seq: i64) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| queries::load_logs(c, seq)).await
+    }
+
+    /// Stores the run object. Relaxed, like every step of a fetch: the
+    /// fetch's attempt record that follows makes it durable, and if a power
+    /// failure loses it first, it is fetched again.
+    pub async fn save_run(&self, seq: i64, run_json: String) -> Result<(), StoreError> {
+        self.write_relaxed(move |tx| queries::save_run(tx, seq, &run_json))
+            .await
+    }
+
+    /// Stores one page of logs (relaxed, as [`SqliteStore::save_run`]).
+    pub async fn save_log_page(&self, seq: i64, page: LogPage) -> Result<(), StoreError> {
+        self.write_relaxed(move |tx| queries::save_log_page(tx, seq, &page))
+            .await
+    }
+
+    /// Whether paging already followed `cursor`.
+    pub async fn cursor_seen(&self, seq: i64, cursor: String) -> Result<bool, StoreError> {
+        self.read(move |c| queries::cursor_seen(c, seq, &cursor))
+            .await
+    }
+
+    /// Marks paging finished (relaxed, as [`SqliteStore::save_run`]).
+    pub async fn finish_logs(&self, seq: i64) -> Result<(), StoreError> {
+        self.write_relaxed(move |tx| queries::finish_logs(tx, seq))
+            .await
+    }
+
+    /// Queue depth by kind and state.
+    pub async fn queue_counts(&self, now: i64) -> Result<QueueCounts, StoreError> {
+        self.read(move |c| queries::queue_counts(c, now)).await
+    }
+
+    /// Events, newest first.
+    pub async fn list_events(&self, f: EventFilter) -> Result<Vec<EventSummary>, StoreError> {
+        self.read(move |c| inspect::list_events(c, &f)).await
+    }
+
+    /// One event with its jobs and attempts.
+    pub async fn find_event(&self, id: String) -> Result<Option<EventDetail>, StoreError> {
+        self.read(move |c| inspect::find_event(c, &id)).await
+    }
+
+    /// Queues deliveries again.
+    pub async fn replay(
+        &self,
+        seq: i64,
+        hooks: Vec<String>,
+        enrich: bool,
+        now: i64,
+    ) -> Result<ReplayReport, StoreError> {
+        self.write(move |tx| inspect::replay(tx, seq, &hooks, enrich, now))
+            .await
+    }
+
+    /// Deletes finished events past `cutoff`.
+    pub async fn prune(&self, cutoff: i64) -> Result<Pruned, StoreError> {
+        self.write(move |tx| queries::prune(tx, cutoff)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    pub(super) fn store(dir: &tempfile::TempDir, synchronous: Synchronous) -> SqliteStore {
+        SqliteStore::open(
+            StoreOptions {
+                path: dir.path().join("t.db"),
+                synchronous,
+                busy_timeout: Duration::from_secs(5),
+            },
+            Routing::default(),
+        )
+        .unwrap()
+    }
+
+    /// `PRAGMA synchronous` as the writer connection has it inside the write's transaction.
+    fn sync_level(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
+        Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    }
+
+    const NORMAL: i64 = 1;
+    const FULL: i64 = 2;
+
+    /// Holds the writer inside a batch of its own until the returned sender
+    /// is used, so that the writes queued meanwhile share the next batch.
+    /// Await the returned future (the holding write) after releasing it.
+    async fn hold_writer(
+        s: &SqliteStore,
+    ) -> (
+        std::pin::Pin<Box<impl std::future::Future<Output = Result<(), StoreError>> + '_>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let mut holder = Box::pin(s.write(move |_| {
+            started_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+            Ok(())
+        }));
+        assert!(futures_util::poll!(&mut holder).is_pending());
+        started_rx.recv().unwrap();
+        (holder, gate_tx)
+    }
+
+    /// Runs `a` then `b` in one batch of their own: the writer is held while
+    /// both queue up, then released.
+    async fn in_one_batch<A, B>(
+        s: &SqliteStore,
+        a: impl std::future::Future<Output = A>,
+        b: impl std::future::Future<Output = B>,
+    ) -> (A, B) {
+        let (holder, gate) = hold_writer(s).await;
+        tokio::pin!(a, b);
+        assert!(futures_util::poll!(&mut a).is_pending());
+        assert!(futures_util::poll!(&mut b).is_pending());
+        gate.send(()).unwrap();
+        holder.await.unwrap();
+        (a.await, b.await)
+    }
+
+    /// Stores one 4 KiB blob: a write that adds at least a page to the database.
+    fn add_page(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT INTO quarantine (received_at, reason, body) VALUES (0, 'test', zeroblob(4096))",
+            [],
+        )?;
+        Ok(())
+    }
+
+    fn db_file_len(dir: &tempfile::TempDir) -> u64 {
+        std::fs::metadata(dir.path().join("t.db")).unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_checkpoints_the_wal_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Full);
+        let autocheckpoint: i64 = s
+            .write(|tx| Ok(tx.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(autocheckpoint, i64::from(CHECKPOINT_PAGES));
+        let before = db_file_len(&dir);
+        // One write at a time: each batch holds one command, nothing waits.
+        for _ in 0..IDLE_CHECKPOINT_COMMITS {
+            s.write(add_page).await.unwrap();
+        }
+        // The checkpoint comes after the last answer, once the writer sees
+        // nothing waiting (a next write sent quickly enough can postpone it
+        // to the next idle moment): poll for it, with a deadline.
+        let pages = u64::from(IDLE_CHECKPOINT_COMMITS) * 4096;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut after = db_file_len(&dir);
+        while after < before + pages && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            after = db_file_len(&dir);
+        }
+        assert!(
+            after >= before + pages,
+            "the database file went from {before} to {after} bytes: the pages stayed in the WAL"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_busy_writer_leaves_checkpoints_to_the_wal_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Full);
+        s.write(|_| Ok(())).await.unwrap();
+        let before = db_file_len(&dir);
+        // Every batch has company: two writes queue while the writer is held.
+        for _ in 0..2 * IDLE_CHECKPOINT_COMMITS {
+            let (a, b) = in_one_batch(&s, s.write(add_page), s.write(add_page)).await;
+            a.unwrap();
+            b.unwrap();
+        }
+        assert_eq!(
+            db_file_len(&dir),
+            before,
+            "a checkpoint ran while writes were waiting"
+        );
+    }
+
+    #[tokio::test]
+    async fn relaxed_writes_commit_without_fsync_and_durable_ones_with_the_configured_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Full);
+        assert_eq!(s.write(sync_level).await.unwrap(), FULL);
+        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
+        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
+        // Back to FULL as soon as a durable write comes.
+        assert_eq!(s.write(sync_level).await.unwrap(), FULL);
+    }
+
+    #[tokio::test]
+    async fn a_relaxed_write_sharing_a_batch_with_a_durable_one_commits_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Full);
+        let (relaxed, durable) =
+            in_one_batch(&s, s.write_relaxed(sync_level), s.write(sync_level)).await;
+        assert_eq!(durable.unwrap(), FULL);
+        assert_eq!(
+            relaxed.unwrap(),
+            FULL,
+            "it shared the durable write's commit"
+        );
+        // Alone again, a relaxed write commits without fsync.
+        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_undoes_only_its_own_changes_in_a_shared_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Full);
+        let (blocker, gate_tx) = hold_writer(&s).await;
+        let keep = |reason: &'static str| {
+            move |tx: &rusqlite::Transaction<'_>| -> Result<(), StoreError> {
+                tx.execute(
+                    "INSERT INTO quarantine (received_at, reason, body) VALUES (0, ?1, x'')",
+                    [reason],
+                )?;
+                Ok(())
+            }
+        };
+        let first = s.write(keep("first"));
+        let failing = s.write(|tx| -> Result<(), StoreError> {
+            tx.execute(
+                "INSERT INTO quarantine (received_at, reason, body) VALUES (0, 'failing', x'')",
+                [],
+            )?;
+            Err(StoreError::NotFound("on purpose".into()))
+        });
+        let last = s.write(keep("last"));
+        tokio::pin!(first, failing, last);
+        for f in [&mut first, &mut last] {
+            assert!(futures_util::poll!(f).is_pending());
+        }
+        assert!(futures_util::poll!(&mut failing).is_pending());
+        gate_tx.send(()).unwrap();
+        blocker.await.unwrap();
+        first.await.unwrap();
+        last.await.unwrap();
+        assert!(matches!(failing.await, Err(StoreError::NotFound(_))));
+        let reasons: Vec<String> = s
+            .read(|c| {
+                let mut st = c.prepare("SELECT reason FROM quarantine ORDER BY id")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(reasons, ["first", "last"]);
+    }
+
+    #[tokio::test]
+    async fn with_synchronous_normal_configured_everything_commits_with_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir, Synchronous::Normal);
+        assert_eq!(s.write(sync_level).await.unwrap(), NORMAL);
+        assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
+        assert_eq!(s.write(sync_level).await.unwrap(), NORMAL);
+    }
+}
+
+#[cfg(test)]
+mod routed_answers {
+    use super::*;
+    use crate::domain::EventType;
+    use crate::domain::IncomingEvent;
+
+    fn event(n: usize) -> NewEvent {
+        NewEvent {
+            event: IncomingEvent {
+                id: format!("evt_{n}"),
+                event_type: EventType::RunSucceeded,
+                run_id: format!("run_{n}"),
+                signed_at: 1_767_225_600,
+                body: b"{}".to_vec(),
+            },
+            received_at: 1_767_225_600_000,
+            client_addr: None,
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        super::tests::store(dir, Synchronous::Full)
+    }
+
+    /// A current-thread runtime with a `LocalSet`, as an actix-web worker has.
+    fn on_a_worker_like_runtime<F: std::future::Future>(store: &SqliteStore, f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async {
+            store.serve_answers_on_this_thread();
+            f.await
+        })
+    }
+
+    #[test]
+    fn concurrent_inserts_on_one_thread_each_get_their_own_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let outcomes = on_a_worker_like_runtime(&store, async {
+            // 64 new events and, interleaved, a second copy of the first 32.
+            let calls = (0..96).map(|i| {
+                let store = store.clone();
+                async move { (i, store.insert_event(event(i % 64)).await.unwrap()) }
+            });
+            futures_util::future::join_all(calls).await
+        });
+        for (i, outcome) in outcomes {
+            let id = format!("evt_{}", i % 64);
+            match outcome {
+                InsertOutcome::Accepted { id: got } => assert_eq!(got, id, "call {i}"),
+                InsertOutcome::Duplicate { id: got } => {
+                    assert_eq!(got, id, "call {i}");
+                }
+            }
+        }
+        let stored: i64 = Connection::open(dir.path().join("t.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 64);
+    }
+
+    #[test]
+    fn a_thread_whose_runtime_was_replaced_still_gets_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let first = on_a_worker_like_runtime(&store, store.insert_event(event(1)));
+        assert_eq!(
+            first.unwrap(),
+            InsertOutcome::Accepted { id: "evt_1".into() }
+        );
+        // The first runtime, and the task behind this thread's route, are gone.
+        let second = on_a_worker_like_runtime(&store, store.insert_event(event(2)));
+        assert_eq!(
+            second.unwrap(),
+            InsertOutcome::Accepted { id: "evt_2".into() }
+        );
+        let again = on_a_worker_like_runtime(&store, store.insert_event(event(2)));
+        assert_eq!(
+            again.unwrap(),
+            InsertOutcome::Duplicate { id: "evt_2".into() }
+        );
+    }
+}
