@@ -225,7 +225,7 @@ mod tests {
         let h = sign("s", 100, body.as_bytes());
         let v = Verifier::new(vec![Secret::new("s")], 10)
             .verify(
-                Some(&h),
+                Some(h.as_bytes()),
                 body.as_bytes().to_vec(),
                 UNIX_EPOCH + Duration::from_secs(100),
             )
