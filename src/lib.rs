@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod hooks;
 pub mod http;
+pub mod instance;
 pub mod metrics;
 pub mod opensteer;
 pub mod ops;
