@@ -270,6 +270,7 @@ pub fn check_event_payload(data: &[u8]) -> String {
             assert_eq!(rejected.body.bytes(), data);
             let reason = match &rejected.error {
                 PayloadError::NotJson(_) => "not json".to_owned(),
+                PayloadError::TooDeep => "nesting too deep".to_owned(),
                 PayloadError::NotAnObject => "not an object".to_owned(),
                 PayloadError::NoType => "no type".to_owned(),
                 PayloadError::NoRunId(t) => format!("no run id for {t}"),
