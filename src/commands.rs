@@ -116,7 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let body = read_input(file.as_ref())?;
             let now = UNIX_EPOCH + std::time::Duration::from_secs(at.unwrap_or_else(unix_now));
             let verifier = Verifier::new(vec![Secret::new(secret.clone())], *tolerance);
-            match verifier.verify(Some(header), body, now) {
+            match verifier.verify(Some(header.as_bytes()), body, now) {
                 Ok(_) => {
                     println!("ok");
                     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,9 @@ use crate::store::QueueCounts;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The `code` label of API calls that failed with a code steerhook does not know.
+pub const OTHER_CODE: &str = "OTHER";
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
@@ -112,10 +115,21 @@ impl Metrics {
         self.webhook_seconds.observe(latency.as_secs_f64());
     }
 
-    /// Counts an API call outcome (`OK` or the error code).
+    /// Counts an API call outcome (`OK` or the error code). A code
+    /// steerhook does not know counts as [`OTHER_CODE`], so the API cannot
+    /// add series at will; it is logged instead.
     pub fn observe_api_call(&self, code: &str) {
+        let label = if code == "OK" || crate::opensteer::is_known_code(code) {
+            code
+        } else {
+            tracing::warn!(
+                code,
+                "the Opensteer API answered with an error code steerhook does not know;                  counted as code=\"{OTHER_CODE}\" in steerhook_opensteer_api_calls_total"
+            );
+            OTHER_CODE
+        };
         self.api_calls
-            .get_or_create(&vec![("code", code.to_owned())])
+            .get_or_create(&vec![("code", label.to_owned())])
             .inc();
     }
 
@@ -158,5 +172,39 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_calls_keep_known_codes_and_count_any_other_as_other() {
+        let metrics = Metrics::new();
+        for code in [
+            "OK",
+            "CLOUD_RATE_LIMITED",
+            "TIMEOUT",
+            "HTTP_502",
+            "BRAND_NEW_CODE_1",
+            "BRAND_NEW_CODE_2",
+            "HTTP_5020",
+        ] {
+            metrics.observe_api_call(code);
+        }
+        let text = metrics.render();
+        for (series, n) in [
+            ("code=\"OK\"", 1),
+            ("code=\"CLOUD_RATE_LIMITED\"", 1),
+            ("code=\"TIMEOUT\"", 1),
+            ("code=\"HTTP_502\"", 1),
+            ("code=\"OTHER\"", 3),
+        ] {
+            let line = format!("steerhook_opensteer_api_calls_total{{{series}}} {n}");
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("BRAND_NEW"), "{text}");
+        assert!(!text.contains("HTTP_5020"), "{text}");
     }
 }

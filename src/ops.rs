@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use crate::clock::{format_rfc3339_ms, to_unix_ms};
 use crate::config::Settings;
 use crate::store::{EventDetail, EventFilter, Store};
+use crate::terminal::{escape, escape_lines};
 
 /// Clock skew `doctor` tolerates before warning, in seconds.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 5;
@@ -35,25 +36,32 @@ pub async fn events_list(
         println!("no events");
         return Ok(ExitCode::SUCCESS);
     }
-    let w_id = events.iter().map(|e| e.id.len()).max().unwrap_or(2).max(2);
-    let w_run = events
+    // Escaped first (one line per event, nothing the terminal obeys), then
+    // measured in characters, which is what the padding counts.
+    let rows: Vec<[String; 4]> = events
         .iter()
-        .map(|e| e.run_id.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+        .map(|e| [&e.id, &e.event_type, &e.run_id, &e.status].map(|text| escape(text).into_owned()))
+        .collect();
+    let width = |column: usize, min: usize| {
+        rows.iter()
+            .map(|r| r[column].chars().count())
+            .max()
+            .unwrap_or(min)
+            .max(min)
+    };
+    let (w_id, w_run) = (width(0, 2), width(2, 6));
     println!(
         "{:<w_id$}  {:<13}  {:<w_run$}  {:<24}  STATUS",
         "ID", "TYPE", "RUN ID", "RECEIVED"
     );
-    for e in &events {
+    for (e, [id, event_type, run_id, status]) in events.iter().zip(&rows) {
         println!(
             "{:<w_id$}  {:<13}  {:<w_run$}  {:<24}  {}",
-            e.id,
-            e.event_type,
-            e.run_id,
+            id,
+            event_type,
+            run_id,
             format_rfc3339_ms(e.received_at_ms),
-            e.status
+            status
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -65,23 +73,24 @@ fn field<'a>(v: &'a serde_json::Value, keys: &[&str]) -> Option<&'a serde_json::
 
 fn show_value(v: &serde_json::Value) -> String {
     match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+        serde_json::Value::String(s) => escape(s).into_owned(),
+        other => escape(&other.to_string()).into_owned(),
     }
 }
 
-/// Renders `events show` for a terminal.
+/// Renders `events show` for a terminal. Every text that came from outside
+/// is escaped ([`escape`]): a payload must not drive the terminal.
 pub fn render_event(ev: &EventDetail) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "event     {}", ev.id);
-    let _ = writeln!(s, "type      {}", ev.event_type);
-    let _ = writeln!(s, "run       {}", ev.run_id);
-    let _ = writeln!(s, "status    {}", ev.status);
+    let _ = writeln!(s, "event     {}", escape(&ev.id));
+    let _ = writeln!(s, "type      {}", escape(&ev.event_type));
+    let _ = writeln!(s, "run       {}", escape(&ev.run_id));
+    let _ = writeln!(s, "status    {}", escape(&ev.status));
     let _ = writeln!(
         s,
         "received  {} from {}",
         format_rfc3339_ms(ev.received_at_ms),
-        ev.client_addr.as_deref().unwrap_or("?")
+        escape(ev.client_addr.as_deref().unwrap_or("?"))
     );
     let _ = writeln!(s, "signed    t={}", ev.signed_at);
     match &ev.run {
@@ -105,30 +114,37 @@ pub fn render_event(ev: &EventDetail) -> String {
                 s,
                 "\nrun       not fetched{}",
                 match &ev.enrichment_error {
-                    Some(e) => format!(" ({e})"),
+                    Some(e) => format!(" ({})", escape(e)),
                     None => String::new(),
                 }
             );
         }
     }
+    // Pretty JSON escapes C0 controls inside strings, but not DEL, C1 or
+    // bidirectional controls.
     let _ = writeln!(
         s,
         "\npayload\n{}",
-        serde_json::to_string_pretty(&ev.payload).unwrap_or_default()
+        escape_lines(&serde_json::to_string_pretty(&ev.payload).unwrap_or_default())
     );
     if ev.jobs.is_empty() {
-        let _ = writeln!(s, "\nno deliveries (no hook receives {})", ev.event_type);
+        let _ = writeln!(
+            s,
+            "\nno deliveries (no hook receives {})",
+            escape(&ev.event_type)
+        );
     }
     for job in &ev.jobs {
         let name = if job.kind == "fetch" {
             "fetch run and logs".to_owned()
         } else {
-            format!("hook {}", job.hook)
+            format!("hook {}", escape(&job.hook))
         };
         let _ = write!(
             s,
             "\n{name}: {} after {} attempt(s)",
-            job.state, job.attempts
+            escape(&job.state),
+            job.attempts
         );
         if let Some(due) = job.due_at_ms {
             let _ = write!(s, ", next at {}", format_rfc3339_ms(due));
@@ -141,16 +157,16 @@ pub fn render_event(ev: &EventDetail) -> String {
                 a.attempt,
                 format_rfc3339_ms(a.started_at_ms),
                 a.duration_ms,
-                a.outcome
+                escape(&a.outcome)
             );
             if let Some(code) = &a.exit_code {
                 let _ = write!(s, " exit={code}");
             }
             if let Some(c) = &a.error_code {
-                let _ = write!(s, " {c}");
+                let _ = write!(s, " {}", escape(c));
             }
             if let Some(e) = &a.error {
-                let _ = write!(s, ": {e}");
+                let _ = write!(s, ": {}", escape(e));
             }
             let _ = writeln!(s);
         }
@@ -160,7 +176,7 @@ pub fn render_event(ev: &EventDetail) -> String {
                     let tail: Vec<&str> = out.lines().rev().take(10).collect();
                     let _ = writeln!(s, "  {label} (last lines):");
                     for line in tail.iter().rev() {
-                        let _ = writeln!(s, "    {line}");
+                        let _ = writeln!(s, "    {}", escape(line));
                     }
                 }
             }

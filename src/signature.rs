@@ -64,6 +64,10 @@ impl SignatureError {
 pub struct SignatureHeader {
     /// `t`, unix seconds.
     pub timestamp: u64,
+    /// `t` exactly as sent: ASCII digits, leading zeros kept. The HMAC covers
+    /// these bytes, not `timestamp` written back out (SPEC §5):
+    /// `t=0001767225600` signs `"0001767225600.<body>"`.
+    pub timestamp_digits: String,
     /// Every `v1` value, decoded. A well-formed value of the wrong length is
     /// kept (it can never match) so that it is reported as a mismatch.
     pub signatures: Vec<Vec<u8>>,
@@ -71,34 +75,40 @@ pub struct SignatureHeader {
 
 impl SignatureHeader {
     /// Parses `t=<digits>,v1=<hex>`: parts in any order, whitespace around
-    /// parts allowed, several `v1` allowed, unknown parts ignored, exactly one `t`.
-    pub fn parse(header: &str) -> Result<Self, SignatureError> {
+    /// parts allowed, several `v1` allowed, unknown parts ignored whatever
+    /// their bytes, exactly one `t`.
+    ///
+    /// Takes the header's raw bytes: HTTP allows any octet from 0x80 up in a
+    /// header value, and an unknown part holding some must not make the
+    /// header unreadable. Only `t` and `v1` values have to be ASCII.
+    pub fn parse(header: &[u8]) -> Result<Self, SignatureError> {
         if header.len() > MAX_HEADER_BYTES {
             return Err(SignatureError::Malformed("header too long"));
         }
         let mut timestamp = None;
         let mut signatures = Vec::new();
-        for part in header.split(',') {
-            let part = part.trim();
-            let Some((key, value)) = part.split_once('=') else {
+        // `,` and `=` are ASCII, and no byte of a multi-byte UTF-8 character
+        // is, so splitting bytes cuts where splitting the text would.
+        for part in header.split(|b| *b == b',') {
+            let Some(eq) = part.iter().position(|b| *b == b'=') else {
                 continue;
             };
-            match key.trim() {
-                "t" => {
+            let (key, value) = (trim(&part[..eq]), trim(&part[eq + 1..]));
+            match key {
+                b"t" => {
                     if timestamp.is_some() {
                         return Err(SignatureError::Malformed("more than one t= part"));
                     }
-                    let value = value.trim();
-                    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(SignatureError::Malformed("t= is not a number of seconds"));
-                    }
-                    let t = value
+                    let digits = std::str::from_utf8(value)
+                        .ok()
+                        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                        .ok_or(SignatureError::Malformed("t= is not a number of seconds"))?;
+                    let t = digits
                         .parse::<u64>()
                         .map_err(|_| SignatureError::Malformed("t= is out of range"))?;
-                    timestamp = Some(t);
+                    timestamp = Some((t, digits.to_owned()));
                 }
-                "v1" => {
-                    let value = value.trim();
+                b"v1" => {
                     if value.is_empty() {
                         return Err(SignatureError::Malformed("v1= is empty"));
                     }
@@ -112,14 +122,27 @@ impl SignatureHeader {
                 _ => {}
             }
         }
-        let timestamp = timestamp.ok_or(SignatureError::Malformed("no t= part"))?;
+        let (timestamp, timestamp_digits) =
+            timestamp.ok_or(SignatureError::Malformed("no t= part"))?;
         if signatures.is_empty() {
             return Err(SignatureError::Malformed("no v1= part"));
         }
         Ok(Self {
             timestamp,
+            timestamp_digits,
             signatures,
         })
+    }
+}
+
+/// `bytes` without the whitespace around it: Unicode whitespace when the
+/// bytes are UTF-8 (a non-breaking space around a part has always been
+/// accepted), else ASCII whitespace. Bytes that are not UTF-8 can only be an
+/// unknown part or a value that is malformed anyway.
+fn trim(bytes: &[u8]) -> &[u8] {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.trim().as_bytes(),
+        Err(_) => bytes.trim_ascii(),
     }
 }
 
@@ -179,7 +202,7 @@ impl Verifier {
     /// missing, malformed, tolerance, mismatch.
     pub fn verify(
         &self,
-        header: Option<&str>,
+        header: Option<&[u8]>,
         body: Vec<u8>,
         now: SystemTime,
     ) -> Result<VerifiedBody, SignatureError> {
@@ -200,7 +223,11 @@ impl Verifier {
         // exit, so the time taken does not tell which secret (if any) matched.
         let mut matched = subtle::Choice::from(0u8);
         for secret in &self.secrets {
-            let expected = sign_digest(secret.expose().as_bytes(), parsed.timestamp, &body);
+            let expected = sign_digest(
+                secret.expose().as_bytes(),
+                parsed.timestamp_digits.as_bytes(),
+                &body,
+            );
             for candidate in &parsed.signatures {
                 if candidate.len() == DIGEST_LEN {
                     matched |= expected.as_slice().ct_eq(candidate.as_slice());
@@ -218,11 +245,11 @@ impl Verifier {
     }
 }
 
-/// HMAC-SHA256(secret, "<t>.<body>").
-fn sign_digest(secret: &[u8], timestamp: u64, body: &[u8]) -> [u8; DIGEST_LEN] {
+/// HMAC-SHA256(secret, "<t>.<body>"), `t` being the digits as sent.
+fn sign_digest(secret: &[u8], timestamp_digits: &[u8], body: &[u8]) -> [u8; DIGEST_LEN] {
     // HMAC accepts keys of any length, so new_from_slice cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    mac.update(timestamp.to_string().as_bytes());
+    mac.update(timestamp_digits);
     mac.update(b".");
     mac.update(body);
     mac.finalize().into_bytes().into()
@@ -230,9 +257,10 @@ fn sign_digest(secret: &[u8], timestamp: u64, body: &[u8]) -> [u8; DIGEST_LEN] {
 
 /// The `x-opensteer-signature` value for `body` signed with `secret` at `timestamp`.
 pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
+    let digits = timestamp.to_string();
     format!(
-        "t={timestamp},v1={}",
-        hex::encode(sign_digest(secret.as_bytes(), timestamp, body))
+        "t={digits},v1={}",
+        hex::encode(sign_digest(secret.as_bytes(), digits.as_bytes(), body))
     )
 }
 
@@ -249,7 +277,9 @@ mod tests {
     fn a_signature_made_by_sign_verifies() {
         let v = Verifier::new(vec![Secret::new("whsec_x")], 300);
         let h = sign("whsec_x", 1000, b"{}");
-        let ok = v.verify(Some(&h), b"{}".to_vec(), at(1000)).unwrap();
+        let ok = v
+            .verify(Some(h.as_bytes()), b"{}".to_vec(), at(1000))
+            .unwrap();
         assert_eq!(ok.bytes(), b"{}");
         assert_eq!(ok.timestamp(), 1000);
     }
@@ -258,7 +288,7 @@ mod tests {
     fn too_many_v1_parts_are_malformed() {
         let h = format!("t=1,{}", ["v1=00"; MAX_SIGNATURES + 1].join(","));
         assert_eq!(
-            SignatureHeader::parse(&h).unwrap_err().code(),
+            SignatureHeader::parse(h.as_bytes()).unwrap_err().code(),
             "SIGNATURE_MALFORMED"
         );
     }

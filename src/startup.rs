@@ -258,32 +258,21 @@ impl Application {
     }
 }
 
-/// Where shell hooks' payload files are written: a private directory beside the database.
+/// Where shell hooks' payload files are written: a private directory beside
+/// the database file (`<db>.payloads`, see [`crate::instance::payload_dir`]).
 pub fn payload_dir(settings: &Settings) -> std::path::PathBuf {
-    let mut p = settings.storage.path.clone().into_os_string();
-    p.push(".payloads");
-    p.into()
+    // A path that does not resolve has already stopped `build` at the lock.
+    crate::instance::payload_dir(&settings.storage.path).unwrap_or_else(|_| {
+        let mut p = settings.storage.path.clone().into_os_string();
+        p.push(".payloads");
+        p.into()
+    })
 }
 
 /// Takes the database's instance lock: one `serve` per database, since
 /// `serve` puts jobs found running back in the queue at start.
 fn lock_instance(settings: &Settings) -> anyhow::Result<std::fs::File> {
-    let mut p = settings.storage.path.clone().into_os_string();
-    p.push(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .with_context(|| format!("cannot open the lock file {:?} (storage.path)", p))?;
-    file.try_lock().map_err(|_| {
-        anyhow::anyhow!(
-            "another `steerhook serve` is already using {} (lock {:?}); stop it first",
-            settings.storage.path.display(),
-            p
-        )
-    })?;
-    Ok(file)
+    crate::instance::lock(&settings.storage.path)
 }
 
 /// Sends WATCHDOG=1 at half the interval, but only while the database writer

@@ -48,16 +48,28 @@ fn outcome<T>(result: &Result<T, SignatureError>) -> String {
     }
 }
 
-/// `signature_header`: the input (lossy UTF-8) is a header value.
+/// `signature_header`: the input is a header value's raw bytes.
 ///
 /// `parse` never panics; when it accepts, the header was at most
 /// `MAX_HEADER_BYTES`, it held 1..=`MAX_SIGNATURES` values each at most half
-/// the header long, and writing the result back out parses to the same value.
+/// the header long, `t` is kept as the digits sent and they read as the
+/// timestamp, and writing the result back out parses to the same value.
 pub fn check_signature_header(data: &[u8]) -> String {
-    let header = String::from_utf8_lossy(data);
-    let result = SignatureHeader::parse(&header);
+    let header = data;
+    let result = SignatureHeader::parse(header);
     if let Ok(parsed) = &result {
         assert!(header.len() <= MAX_HEADER_BYTES, "accepted a long header");
+        assert!(
+            !parsed.timestamp_digits.is_empty()
+                && parsed.timestamp_digits.bytes().all(|b| b.is_ascii_digit()),
+            "t kept as {:?}",
+            parsed.timestamp_digits
+        );
+        assert_eq!(
+            parsed.timestamp_digits.parse::<u64>().ok(),
+            Some(parsed.timestamp),
+            "the digits sent are the timestamp"
+        );
         assert!(
             (1..=MAX_SIGNATURES).contains(&parsed.signatures.len()),
             "{} signatures",
@@ -69,7 +81,7 @@ pub fn check_signature_header(data: &[u8]) -> String {
                 "signature longer than header"
             );
         }
-        let again = std::iter::once(format!("t={}", parsed.timestamp))
+        let again = std::iter::once(format!("t={}", parsed.timestamp_digits))
             .chain(
                 parsed
                     .signatures
@@ -79,7 +91,7 @@ pub fn check_signature_header(data: &[u8]) -> String {
             .collect::<Vec<_>>()
             .join(",");
         assert_eq!(
-            SignatureHeader::parse(&again).as_ref(),
+            SignatureHeader::parse(again.as_bytes()).as_ref(),
             Ok(parsed),
             "re-serialized {again:?} parses differently"
         );
@@ -90,13 +102,13 @@ pub fn check_signature_header(data: &[u8]) -> String {
 /// The fields of a `verify` input.
 ///
 /// Layout: `t` (8 bytes LE), `flip` (2 bytes LE: which body byte to flip),
-/// `header_len` (2 bytes LE), `secret_len` (1 byte), then the header (lossy
-/// UTF-8), the secret (lossy UTF-8) and the body (the rest). Short inputs are
-/// padded with zeros so every input is usable.
+/// `header_len` (2 bytes LE), `secret_len` (1 byte), then the header (raw
+/// bytes, as the handler passes them), the secret (lossy UTF-8) and the body
+/// (the rest). Short inputs are padded with zeros so every input is usable.
 pub struct VerifyInput {
     pub t: u64,
     pub flip: usize,
-    pub header: String,
+    pub header: Vec<u8>,
     pub secret: String,
     pub body: Vec<u8>,
 }
@@ -116,7 +128,7 @@ impl VerifyInput {
         Self {
             t,
             flip,
-            header: String::from_utf8_lossy(header).into_owned(),
+            header: header.to_vec(),
             secret: String::from_utf8_lossy(secret).into_owned(),
             body: body.to_vec(),
         }
@@ -131,7 +143,7 @@ impl VerifyInput {
         out.extend_from_slice(&u16::try_from(self.flip).unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&header_len.to_le_bytes());
         out.push(secret_len);
-        out.extend_from_slice(&self.header.as_bytes()[..usize::from(header_len)]);
+        out.extend_from_slice(&self.header[..usize::from(header_len)]);
         out.extend_from_slice(&self.secret.as_bytes()[..usize::from(secret_len)]);
         out.extend_from_slice(&self.body);
         out
@@ -152,7 +164,7 @@ pub fn check_verify(data: &[u8]) -> String {
     // 1. Whatever the header says. A `t` too large for SystemTime reads as
     // the epoch, which is what an unrepresentable clock would give.
     let now = at(input.t).unwrap_or(UNIX_EPOCH);
-    let result = verifier.verify(Some(&input.header), input.body.clone(), now);
+    let result = verifier.verify(Some(input.header.as_slice()), input.body.clone(), now);
     if let Ok(verified) = &result {
         assert_eq!(verified.bytes(), input.body.as_slice());
         let parsed = SignatureHeader::parse(&input.header).expect("verified, so it parses");
@@ -170,13 +182,13 @@ pub fn check_verify(data: &[u8]) -> String {
     };
     let signed = sign(&input.secret, input.t, &input.body);
     let verified = verifier
-        .verify(Some(&signed), input.body.clone(), now)
+        .verify(Some(signed.as_bytes()), input.body.clone(), now)
         .unwrap_or_else(|e| panic!("own signature refused at t: {e}"));
     assert_eq!(verified.bytes(), input.body.as_slice());
     assert_eq!(verified.timestamp(), input.t);
     assert!(
         matches!(
-            verifier.verify(Some(&signed), input.body.clone(), late),
+            verifier.verify(Some(signed.as_bytes()), input.body.clone(), late),
             Err(SignatureError::OutOfTolerance { .. })
         ),
         "accepted past the tolerance"
@@ -187,7 +199,7 @@ pub fn check_verify(data: &[u8]) -> String {
     );
     assert_eq!(
         other
-            .verify(Some(&signed), input.body.clone(), now)
+            .verify(Some(signed.as_bytes()), input.body.clone(), now)
             .unwrap_err(),
         SignatureError::Mismatch
     );
@@ -197,7 +209,9 @@ pub fn check_verify(data: &[u8]) -> String {
         let mask = data.last().copied().filter(|m| *m != 0).unwrap_or(1);
         tampered[i] ^= mask;
         assert_eq!(
-            verifier.verify(Some(&signed), tampered, now).unwrap_err(),
+            verifier
+                .verify(Some(signed.as_bytes()), tampered, now)
+                .unwrap_err(),
             SignatureError::Mismatch,
             "flipped byte {i} with {mask:#04x} still verifies"
         );
@@ -214,7 +228,7 @@ pub fn check_event_payload(data: &[u8]) -> String {
     let header = sign(PAYLOAD_SECRET, NOW_SECS, data);
     let verified = Verifier::new(vec![Secret::new(PAYLOAD_SECRET)], 0)
         .verify(
-            Some(&header),
+            Some(header.as_bytes()),
             data.to_vec(),
             at(NOW_SECS).expect("2026 fits"),
         )
@@ -256,6 +270,7 @@ pub fn check_event_payload(data: &[u8]) -> String {
             assert_eq!(rejected.body.bytes(), data);
             let reason = match &rejected.error {
                 PayloadError::NotJson(_) => "not json".to_owned(),
+                PayloadError::TooDeep => "nesting too deep".to_owned(),
                 PayloadError::NotAnObject => "not an object".to_owned(),
                 PayloadError::NoType => "no type".to_owned(),
                 PayloadError::NoRunId(t) => format!("no run id for {t}"),

@@ -8,6 +8,11 @@ pub const MAX_ID_LEN: usize = 256;
 /// The longest event type we store.
 pub const MAX_TYPE_LEN: usize = 128;
 
+/// How deep arrays and objects may nest in a body: serde_json's recursion
+/// limit, which keeps a hostile body from exhausting the stack. Deeper
+/// bodies are refused with [`PayloadError::TooDeep`].
+pub const MAX_JSON_DEPTH: usize = 127;
+
 /// The event types steerhook processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -55,6 +60,12 @@ pub enum PayloadError {
     /// Not JSON at all.
     #[error("the body is not valid JSON: {0}")]
     NotJson(String),
+    /// JSON whose arrays and objects nest deeper than [`MAX_JSON_DEPTH`].
+    #[error(
+        "the body's arrays and objects nest deeper than {MAX_JSON_DEPTH} levels, \
+         the most steerhook reads"
+    )]
+    TooDeep,
     /// JSON, but not an object.
     #[error("the body is JSON but not an object")]
     NotAnObject,
@@ -140,8 +151,17 @@ impl ReadEvent {
     }
 
     fn read(body: &VerifiedBody) -> Result<Parsed, PayloadError> {
-        let value: Value = serde_json::from_slice(body.bytes())
-            .map_err(|e| PayloadError::NotJson(e.to_string()))?;
+        // Numbers are kept as their text (serde_json's arbitrary_precision),
+        // so `1e99999` or a 5,000-digit integer is valid JSON like any other.
+        let value: Value = serde_json::from_slice(body.bytes()).map_err(|e| {
+            // serde_json has no error kind for its recursion limit; its
+            // message is the only sign (pinned by a test below).
+            if e.to_string().starts_with("recursion limit exceeded") {
+                PayloadError::TooDeep
+            } else {
+                PayloadError::NotJson(e.to_string())
+            }
+        })?;
         let obj = value.as_object().ok_or(PayloadError::NotAnObject)?;
         let event_type = obj
             .get("type")
@@ -225,7 +245,7 @@ mod tests {
         let h = sign("s", 100, body.as_bytes());
         let v = Verifier::new(vec![Secret::new("s")], 10)
             .verify(
-                Some(&h),
+                Some(h.as_bytes()),
                 body.as_bytes().to_vec(),
                 UNIX_EPOCH + Duration::from_secs(100),
             )
@@ -295,6 +315,33 @@ mod tests {
                 Err(PayloadError::NoRunId(_))
             ),
             "an empty run id is no run id, not a long one"
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_f64_are_valid_json() {
+        for number in ["1e99999", "-1e-99999", &"9".repeat(5_000), "0.1e400"] {
+            let body = format!(r#"{{"type":"run.failed","runId":"r","n":{number}}}"#);
+            assert_eq!(run(&body).body, body.as_bytes(), "{number}");
+        }
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_read_and_deeper_is_refused_as_too_deep() {
+        let nested = |depth: usize| {
+            // The body object is the first level.
+            let inner = "[".repeat(depth - 1) + &"]".repeat(depth - 1);
+            format!(r#"{{"type":"run.failed","runId":"r","deep":{inner}}}"#)
+        };
+        assert!(matches!(
+            read(&nested(MAX_JSON_DEPTH)),
+            Ok(ReadEvent::Run(_))
+        ));
+        let too_deep = read(&nested(MAX_JSON_DEPTH + 1)).unwrap_err();
+        assert_eq!(too_deep, PayloadError::TooDeep);
+        assert!(
+            too_deep.to_string().contains("nest deeper than 127 levels"),
+            "{too_deep}"
         );
     }
 

@@ -69,11 +69,12 @@ async fn handle(
     ids: &mut Ids,
 ) -> Result<(HttpResponse, &'static str), ApiError> {
     let body = read_body(req, payload, state).await?;
-    // A header that is not valid text cannot be of the form t=..,v1=..
-    let header = match req.headers().get(SIGNATURE_HEADER) {
-        None => None,
-        Some(v) => Some(v.to_str().unwrap_or("\u{0}")),
-    };
+    // The raw bytes: a header value may hold octets from 0x80 up (obs-text),
+    // and in an unknown part they must not make the header malformed.
+    let header = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .map(actix_web::http::header::HeaderValue::as_bytes);
     let now = state.clock.now();
     let verified = state.verifier.verify(header, body, now)?;
     let received_at = to_unix_ms(now);

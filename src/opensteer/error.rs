@@ -15,8 +15,44 @@ pub const MAX_EXCERPT_BYTES: usize = 500;
 const MAX_DETAILS_BYTES: usize = 2048;
 
 /// The longest API `code` we accept; longer (or odd) codes are ignored so a
-/// server cannot blow up metric label cardinality or the log.
+/// server cannot blow up the log.
 const MAX_CODE_LEN: usize = 64;
+
+/// The error codes the API is known to send (SPEC §1). Any other code the
+/// API sends is kept with the attempt and logged, but counted under one
+/// metric label, so the API cannot create time series at will.
+pub const API_ERROR_CODES: [&str; 7] = [
+    "CLOUD_AUTH_FAILED",
+    "CLOUD_CONTRACT_MISMATCH",
+    "CLOUD_RATE_LIMITED",
+    "CLOUD_TIMEOUT",
+    "CLOUD_CAPACITY_FULL",
+    "CLOUD_INTERNAL_ERROR",
+    "CLOUD_RUNTIME_GONE",
+];
+
+/// The codes [`OpensteerError::code`] gives a failure the API did not name
+/// (besides `HTTP_<status>`). A new one belongs here too.
+pub const CLIENT_ERROR_CODES: [&str; 7] = [
+    "TIMEOUT",
+    "CONNECT",
+    "TRANSPORT",
+    "INVALID_BODY",
+    "BODY_TOO_LARGE",
+    "INVALID_RUN_ID",
+    "INVALID_SETTINGS",
+];
+
+/// Whether `code` (from [`OpensteerError::code`]) is one steerhook knows: a
+/// SPEC §1 code, one of ours, or `HTTP_<status>` (three digits, so at most
+/// 900 of them).
+pub fn is_known_code(code: &str) -> bool {
+    API_ERROR_CODES.contains(&code)
+        || CLIENT_ERROR_CODES.contains(&code)
+        || code
+            .strip_prefix("HTTP_")
+            .is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// What the caller should do about a failed call.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,9 +218,9 @@ impl OpensteerError {
         }
     }
 
-    /// The API's `code` when it sent one, else ours: `HTTP_<status>`,
-    /// `TIMEOUT`, `CONNECT`, `TRANSPORT`, `INVALID_BODY`, `BODY_TOO_LARGE`,
-    /// `INVALID_RUN_ID`, `INVALID_SETTINGS`.
+    /// The API's `code` when it sent one, else ours: `HTTP_<status>`, or
+    /// one of [`CLIENT_ERROR_CODES`] (a code not listed there is counted as
+    /// `OTHER` in the metrics).
     pub fn code(&self) -> String {
         match self {
             Self::InvalidSettings(_) => "INVALID_SETTINGS".to_owned(),

@@ -36,7 +36,10 @@ mod error;
 mod read;
 
 use error::{bound_text, parse_error_body};
-pub use error::{ApiError, ErrorClass, OpensteerError, MAX_EXCERPT_BYTES};
+pub use error::{
+    is_known_code, ApiError, ErrorClass, OpensteerError, API_ERROR_CODES, CLIENT_ERROR_CODES,
+    MAX_EXCERPT_BYTES,
+};
 use read::parse_logs_page_owned;
 pub use read::{parse_logs_page, parse_retry_after, parse_run, LogsPage, RunResponse};
 

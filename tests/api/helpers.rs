@@ -160,13 +160,26 @@ impl TestApp {
     /// POSTs `body` to the webhook path with the signature header `header`
     /// (absent when None).
     pub async fn post_webhook(&self, body: &[u8], header: Option<&str>) -> reqwest::Response {
+        self.post_webhook_bytes(body, header.map(str::as_bytes))
+            .await
+    }
+
+    /// [`TestApp::post_webhook`] with the header's raw bytes, which need
+    /// not be text (HTTP allows octets from 0x80 up in a header value).
+    pub async fn post_webhook_bytes(
+        &self,
+        body: &[u8],
+        header: Option<&[u8]>,
+    ) -> reqwest::Response {
         let mut req = self
             .client
             .post(&self.webhook_url)
             .header("content-type", "application/json")
             .body(body.to_vec());
         if let Some(h) = header {
-            req = req.header(SIGNATURE_HEADER, h);
+            let value = reqwest::header::HeaderValue::from_bytes(h)
+                .unwrap_or_else(|e| panic!("{h:?} cannot be sent as a header value: {e}"));
+            req = req.header(SIGNATURE_HEADER, value);
         }
         req.send().await.expect("the webhook request is answered")
     }

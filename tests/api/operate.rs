@@ -133,6 +133,88 @@ async fn events_list_and_show_describe_what_the_server_stored_and_delivered() {
     assert!(stderr.contains("no event with id"), "{stderr}");
 }
 
+/// Characters a terminal obeys or reorders by: controls (C0, DEL, C1) other
+/// than the line breaks of the output itself, and bidirectional controls.
+fn raw_terminal_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| {
+            (c.is_control() && *c != '\n')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_list_and_show_print_control_characters_from_a_signed_payload_as_visible_escapes() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = AppOptions {
+        tail: recording_hook(out.path(), "etl", ""),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(opts.clone()).await;
+    // Clear the screen, retitle the window, break the table's line; the
+    // hook echoes the id, so its output tail carries the same bytes.
+    let id = "evt_\u{1b}[2J\u{1b}]0;owned\u{7}\nsecond line";
+    let body = serde_json::to_vec(&serde_json::json!({
+        "id": id,
+        "type": "run.succeeded",
+        "data": {"run": {
+            "id": "run_\u{1b}[31mred\r",
+            "note": "\u{9b}2J \u{7f} \u{202e}exe.txt \u{1b}]52;c;Y2xpcA==\u{7}",
+        }}
+    }))
+    .unwrap();
+    assert_eq!(app.post_signed(&body).await.status(), 202);
+    let plain = run_event("run.succeeded", "evt_plain", "run_plain");
+    assert_eq!(app.post_signed(&plain).await.status(), 202);
+    poll_until(DEADLINE, "both delivered", || {
+        status_of(&app, id).as_deref() == Some("done")
+            && status_of(&app, "evt_plain").as_deref() == Some("done")
+    })
+    .await;
+    let config = config_file(&opts, &app);
+
+    let (code, stdout, stderr) = cli(&config, &["events", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        raw_terminal_controls(&stdout),
+        Vec::<char>::new(),
+        "{stdout:?}"
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        3,
+        "a header and one line per event: {stdout}"
+    );
+    assert!(
+        stdout.contains("evt_\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\nsecond line"),
+        "the id, escaped: {stdout}"
+    );
+    assert!(stdout.contains("run_\\u{1b}[31mred\\r"), "{stdout}");
+
+    let (code, stdout, stderr) = cli(&config, &["events", "show", id]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        raw_terminal_controls(&stdout),
+        Vec::<char>::new(),
+        "{stdout:?}"
+    );
+    for shown in [
+        "event     evt_\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\nsecond line\n",
+        "\\u{9b}2J \\u{7f} \\u{202e}exe.txt",
+        // The hook's unquoted echo turned the newline into a space.
+        "    delivered evt_\\u{1b}[2J\\u{1b}]0;owned\\u{7} second line\n",
+    ] {
+        assert!(stdout.contains(shown), "{shown:?} in {stdout}");
+    }
+
+    // --json was already safe and stays as it was: the exact id.
+    let (code, stdout, _) = cli(&config, &["events", "show", id, "--json"]);
+    assert_eq!(code, 0);
+    let ev: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(ev["id"], id);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_while_the_server_runs_delivers_the_event_again() {
     let out = tempfile::tempdir().unwrap();

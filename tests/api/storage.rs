@@ -275,3 +275,53 @@ async fn a_burst_of_distinct_events_is_all_stored() {
     assert!(answers.iter().all(|s| *s == 202), "{answers:?}");
     assert_eq!(count_rows(&reader, "events"), 100);
 }
+
+/// `path` written relative to the working directory (`../../tmp/...`), as an
+/// operator's `./x.db` or `../x.db` would be, without changing the working
+/// directory of the test process.
+fn relative_to_cwd(path: &std::path::Path) -> std::path::PathBuf {
+    let cwd = std::fs::canonicalize(std::env::current_dir().unwrap()).unwrap();
+    let path = std::fs::canonicalize(path.parent().unwrap())
+        .unwrap()
+        .join(path.file_name().unwrap());
+    let mut relative = std::path::PathBuf::from(".");
+    for _ in cwd.components().skip(1) {
+        relative.push("..");
+    }
+    relative.join(path.strip_prefix("/").unwrap())
+}
+
+#[tokio::test]
+async fn a_second_serve_reaching_the_same_database_by_another_path_is_refused() {
+    let app = spawn_app().await;
+    let dir = app.db_path.parent().unwrap().to_path_buf();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&app.db_path, dir.join("link.db")).unwrap();
+    for other in [
+        dir.join("link.db"),
+        relative_to_cwd(&app.db_path),
+        dir.join("sub/../steerhook.db"),
+    ] {
+        let settings =
+            steerhook::config::Settings::from_toml(&config_toml(&AppOptions::default(), &other))
+                .unwrap();
+        let second = steerhook::startup::Application::build(settings).await;
+        let Err(e) = second else {
+            panic!(
+                "a second app started on {} while the first serves {}",
+                other.display(),
+                app.db_path.display()
+            );
+        };
+        assert!(
+            format!("{e:#}").contains("another `steerhook serve` is already using"),
+            "{}: {e:#}",
+            other.display()
+        );
+    }
+    // The first one is untouched and still answers.
+    let resp = app
+        .post_signed(&run_event("run.succeeded", "evt_locked", "run_locked"))
+        .await;
+    assert_eq!(resp.status().as_u16(), 202);
+}

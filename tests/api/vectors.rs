@@ -1,5 +1,6 @@
-//! The signature vectors of `tests/fixtures/signatures.json`, replayed over
-//! HTTP against the real app: one app per distinct (secrets, tolerance, now).
+//! The signature vectors of `tests/fixtures/signatures.json` and
+//! `tests/fixtures/signatures_as_sent.json`, replayed over HTTP against the
+//! real app: one app per distinct (secrets, tolerance, now).
 
 use std::collections::BTreeMap;
 
@@ -20,16 +21,25 @@ struct Case {
     now: u64,
     tolerance_secs: u64,
     header: Option<String>,
+    /// The header's raw bytes, for a header that is not UTF-8.
+    header_hex: Option<String>,
     body_hex: String,
     expect: String,
 }
 
-fn vectors() -> Vec<Case> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/signatures.json"
-    );
-    let text = std::fs::read_to_string(path).expect("the vectors file");
+impl Case {
+    fn header(&self) -> Option<Vec<u8>> {
+        match (&self.header, &self.header_hex) {
+            (Some(text), _) => Some(text.as_bytes().to_vec()),
+            (None, Some(hex)) => Some(hex::decode(hex).expect("header_hex is hex")),
+            (None, None) => None,
+        }
+    }
+}
+
+fn vectors(file: &str) -> Vec<Case> {
+    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("the vectors file");
     serde_json::from_str::<Vectors>(&text)
         .expect("the vectors parse")
         .cases
@@ -37,10 +47,21 @@ fn vectors() -> Vec<Case> {
 
 #[tokio::test]
 async fn every_signature_vector_gets_its_expected_answer_over_http() {
-    let cases = vectors();
+    let cases = vectors("signatures.json");
     assert!(cases.len() >= 20, "only {} vectors", cases.len());
+    check_over_http(&cases).await;
+}
+
+#[tokio::test]
+async fn every_vector_of_t_as_sent_and_unknown_header_bytes_gets_its_expected_answer_over_http() {
+    let cases = vectors("signatures_as_sent.json");
+    assert!(cases.len() >= 15, "only {} vectors", cases.len());
+    check_over_http(&cases).await;
+}
+
+async fn check_over_http(cases: &[Case]) {
     let mut groups: BTreeMap<(Vec<String>, u64, u64), Vec<&Case>> = BTreeMap::new();
-    for c in &cases {
+    for c in cases {
         groups
             .entry((c.secrets.clone(), c.tolerance_secs, c.now))
             .or_default()
@@ -57,7 +78,9 @@ async fn every_signature_vector_gets_its_expected_answer_over_http() {
         .await;
         for case in group {
             let body = hex::decode(&case.body_hex).expect("body_hex is hex");
-            let resp = app.post_webhook(&body, case.header.as_deref()).await;
+            let resp = app
+                .post_webhook_bytes(&body, case.header().as_deref())
+                .await;
             let status = resp.status().as_u16();
             let text = resp.text().await.unwrap_or_default();
             let code = serde_json::from_str::<serde_json::Value>(&text)

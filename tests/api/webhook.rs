@@ -274,6 +274,84 @@ async fn webhook_returns_400_for_each_unusable_signed_payload() {
     assert_eq!(app.event_count(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_accepts_numbers_beyond_f64_and_hands_their_text_to_the_hook_unchanged() {
+    let out = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(AppOptions {
+        tail: format!(
+            "[[hook]]\nname = \"save\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\n\
+             command = [\"/bin/sh\", \"-c\", \"cat > \\\"$OUT/doc.json\\\"\"]\n\
+             env = {{ OUT = {} }}\n",
+            toml_string(&out.path().display().to_string())
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    let digits = "7".repeat(5_000);
+    let body = format!(
+        r#"{{"type":"run.succeeded","id":"evt_big","data":{{"run":{{"id":"run_big"}}}},"huge":1e99999,"long":{digits},"tiny":-1E-99999,"exact":0.1000000000000000000000000000001}}"#
+    );
+    let resp = app.post_signed(body.as_bytes()).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        202,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    let stored: Vec<u8> = app
+        .db()
+        .query_row("SELECT body FROM events WHERE id = 'evt_big'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, body.as_bytes(), "the stored body is the raw body");
+    // Done: the hook has exited, so its file is complete.
+    poll_until(DEADLINE, "the delivery", || {
+        app.db()
+            .query_row("SELECT status FROM events WHERE id = 'evt_big'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .is_ok_and(|s| s == "done")
+    })
+    .await;
+    let doc = std::fs::read_to_string(out.path().join("doc.json")).unwrap();
+    for number in [
+        "\"huge\":1e99999",
+        &format!("\"long\":{digits}"),
+        "\"tiny\":-1E-99999",
+        "\"exact\":0.1000000000000000000000000000001",
+    ] {
+        assert!(
+            doc.contains(number),
+            "{} in the hook's document",
+            &number[..number.len().min(40)]
+        );
+    }
+}
+
+#[tokio::test]
+async fn webhook_refuses_a_body_nested_deeper_than_the_limit_with_a_message_saying_so() {
+    let app = spawn_app().await;
+    let depth = 200;
+    let body = format!(
+        r#"{{"type":"run.succeeded","runId":"run_deep","deep":{}{}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let error = assert_error(
+        app.post_signed(body.as_bytes()).await,
+        400,
+        "PAYLOAD_INVALID",
+    )
+    .await;
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("nest deeper than 127 levels") && !message.contains("not valid JSON"),
+        "{message}"
+    );
+    assert_eq!(app.quarantine_count(), 1, "the body is quarantined");
+}
+
 #[tokio::test]
 async fn webhook_returns_200_ignored_for_another_event_type() {
     let app = spawn_app().await;

@@ -301,3 +301,56 @@ async fn after_the_key_is_fixed_a_restart_fetches_at_once() {
     assert_eq!(sandbox.hook_document(&id)["run"], run_json("run_fixed"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_api_error_code_steerhook_does_not_know_is_counted_as_other_in_metrics() {
+    let api = MockServer::start().await;
+    first_call_to(
+        &api,
+        "/runs/run_new",
+        api_error(503, "CLOUD_SOMETHING_NEW_7"),
+    )
+    .await;
+    first_call_to(
+        &api,
+        "/runs/run_known",
+        api_error(503, "CLOUD_CAPACITY_FULL"),
+    )
+    .await;
+    mount_runs(&api, FakeRuns::lines(1)).await;
+    let sandbox = Sandbox::new();
+    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    for run in ["run_new", "run_known"] {
+        let id = app.post_run(run).await;
+        let (kind, _, next) = ran(&app.step().await);
+        assert!(
+            kind == "fetch" && matches!(next, JobNext::RetryAt(_)),
+            "{run}: the failed fetch is retried: {kind} {next:?}"
+        );
+        assert_eq!(job(&sandbox, &id, "fetch").attempts, 1, "{run}");
+    }
+
+    let text = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "steerhook_opensteer_api_calls_total{code=\"OTHER\"} 1",
+        "steerhook_opensteer_api_calls_total{code=\"CLOUD_CAPACITY_FULL\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    assert!(
+        !text.contains("CLOUD_SOMETHING_NEW_7"),
+        "no series for the unknown code:\n{text}"
+    );
+    assert!(
+        captured_logs()
+            .lines()
+            .any(|l| l.contains("CLOUD_SOMETHING_NEW_7") && l.contains("counted as code=")),
+        "the unknown code is logged"
+    );
+    app.stop().await;
+}

@@ -5,15 +5,17 @@ use std::time::Duration;
 
 use super::poll::wait_for;
 
-/// Waits until nothing holds the instance lock of `db` (`<db>.lock`, taken
-/// by `serve`), so that a restarted app can take it. Stopping the previous
-/// app closes its lock, but in a test binary that is not always the last
-/// copy: a child process that another test is starting at that moment holds
-/// a copy of every open file until it execs, and the lock lasts until the
-/// last copy is closed.
+/// Waits until nothing holds the instance lock of `db` (`<db>.lock` beside
+/// the file `db` resolves to, taken by `serve`), so that a restarted app can
+/// take it. Stopping the previous app closes its lock, but in a test binary
+/// that is not always the last copy: a child process that another test is
+/// starting at that moment holds a copy of every open file until it execs,
+/// and the lock lasts until the last copy is closed.
 pub async fn wait_for_instance_lock_release(db: &Path) {
-    let mut lock = db.as_os_str().to_owned();
-    lock.push(".lock");
+    // Not resolvable: no app can have started on it either.
+    let Ok(lock) = steerhook::instance::lock_path(db) else {
+        return;
+    };
     wait_for(
         Duration::from_secs(10),
         "the previous app's instance lock to be released",
