@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --release --example bare -- 127.0.0.1:8788
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 #![forbid(unsafe_code)]
 
 use actix_web::{web, App, HttpResponse, HttpServer};

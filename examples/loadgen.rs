@@ -18,6 +18,7 @@
 //! The report includes this process's own CPU time (`loadgen_cpu_pct`, 100 =
 //! one core busy), so a benchmark can tell when the generator, not the
 //! server, is the limit.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;

@@ -149,6 +149,13 @@ impl Application {
         self
     }
 
+    /// Replaces the sink of the hook `name` before the app runs (for tests
+    /// that need a failure no real hook produces). False when there is no
+    /// such hook, or the worker has already been handed out.
+    pub fn replace_sink(&mut self, name: &str, sink: Arc<dyn crate::hooks::Sink>) -> bool {
+        Arc::get_mut(&mut self.dispatcher).is_some_and(|d| d.replace_sink(name, sink))
+    }
+
     /// The worker.
     pub fn dispatcher(&self) -> Arc<Dispatcher> {
         self.dispatcher.clone()

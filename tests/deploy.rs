@@ -5,6 +5,7 @@
 //! A test whose tool is missing prints why it skipped and passes; CI
 //! installs the tools (see docs/DEPLOY.md). Nothing sleeps to synchronise:
 //! the script polls with deadlines.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

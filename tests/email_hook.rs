@@ -1,4 +1,5 @@
 //! The e-mail hook against a real SMTP server on a real socket.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 mod support;
 

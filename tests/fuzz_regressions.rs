@@ -5,6 +5,7 @@
 //! An input `name` may have a `name.expected` beside it: the one-line outcome
 //! the check must return (e.g. `SIGNATURE_MALFORMED`, `Some(120s)`). Files
 //! named `README*` are documentation, not inputs. See docs/FUZZING.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 #[path = "../fuzz/fuzz_targets/checks.rs"]
 mod checks;

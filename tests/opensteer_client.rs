@@ -1,5 +1,6 @@
 //! Black-box tests of the Opensteer API client against a fake API on a real
 //! socket (wiremock). No sleeps: slowness is the fake's `set_delay`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

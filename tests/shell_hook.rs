@@ -1,5 +1,6 @@
 //! Black-box tests of `hooks::shell`: every test runs real child processes.
 //! Nothing sleeps to synchronise; waits are polls with a deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

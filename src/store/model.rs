@@ -254,7 +254,7 @@ pub struct StoredEvent {
     pub run_id: String,
     /// Unix ms.
     pub received_at: i64,
-    /// Raw body.
+    /// The webhook body, byte for byte as received.
     pub body: Vec<u8>,
     /// The run object, once fetched.
     pub run_json: Option<String>,

@@ -2,6 +2,7 @@
 //! `Application::build_with`, the startup seam `serve` uses) on port 0, a real
 //! SQLite file in a temp dir, HTTP through reqwest, and the real binary for
 //! the command line, configuration errors and SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 mod cli;
 mod config_cli;

@@ -7,6 +7,7 @@
 //! binary, for kill -9), a SQLite file in a temp dir, hooks as child
 //! processes, the Opensteer API faked on a socket (wiremock), a real SMTP
 //! server on a socket. Waits are polls with a deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -6,6 +6,7 @@
 //! (`Dispatcher::try_dispatch_next`) with a `ManualClock`; the ones about
 //! concurrency and restarts run the real loop of `serve` and poll files and
 //! the database with a deadline. No test sleeps to synchronise.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -303,6 +303,16 @@ pub struct TestApp {
 /// Builds the app from `setup` on the sandbox's database. With a manual
 /// clock the worker loop is off and the test steps it.
 pub async fn spawn_app(sandbox: &Sandbox, setup: &Setup, clock: Option<ManualClock>) -> TestApp {
+    spawn_app_with(sandbox, setup, clock, |_| {}).await
+}
+
+/// [`spawn_app`], with a chance to change the built app before it runs.
+pub async fn spawn_app_with(
+    sandbox: &Sandbox,
+    setup: &Setup,
+    clock: Option<ManualClock>,
+    customize: impl FnOnce(&mut Application),
+) -> TestApp {
     init_logs();
     let toml = setup.toml(sandbox.dir.path());
     let settings = Settings::from_toml(&toml)
@@ -318,6 +328,7 @@ pub async fn spawn_app(sandbox: &Sandbox, setup: &Setup, clock: Option<ManualClo
     if clock.is_some() {
         app = app.without_worker();
     }
+    customize(&mut app);
     let addr = app.addr();
     let dispatcher = app.dispatcher();
     let running = Running::start(app);

@@ -3,12 +3,14 @@
 //! socket (wiremock), real shell hooks. Step tests drive
 //! `Dispatcher::try_dispatch_next` with a `ManualClock`; loop tests poll the
 //! database with a deadline. Nothing sleeps to synchronise.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 mod crash;
 mod fetch;
 mod helpers;
 mod idle;
 mod load;
+mod panics;
 mod retry;
 mod secrets;
 mod storage_fault;

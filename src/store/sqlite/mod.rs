@@ -73,8 +73,8 @@ pub const MAX_BATCH_EVENTS: usize = 512;
 /// 4 KiB pages the WAL file grows to about 64 MiB and stays that size.
 /// Few, large checkpoints write each page that many commits changed once,
 /// where small ones write it again and again: with ids in random order, as
-/// real ones are, each event changes a page of each id index, and ingest did
-/// 14 % more with p99 at a third (docs/PERFORMANCE.md, "Checkpoints").
+/// real ones are, each event changes a page of each id index (figures in
+/// docs/PERFORMANCE.md, "Checkpoints").
 pub const CHECKPOINT_PAGES: u32 = 16_000;
 /// Commits after which the writer checkpoints as soon as it is idle: it has
 /// just committed a single command and nothing is waiting. A light load
