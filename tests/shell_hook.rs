@@ -11,6 +11,7 @@ use steerhook::hooks::shell::{
     run_shell_hook, truncation_marker, Invocation, ShellFailure, ShellHookSettings, ShellHookSpec,
     ShellOutcome,
 };
+use steerhook::hooks::PayloadFile;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +63,6 @@ impl Sandbox {
                 kill_grace: Duration::from_millis(300),
                 max_output_bytes: 1024 * 1024,
             },
-            payload_dir: self.payload_dir(),
         }
     }
 
@@ -97,11 +97,29 @@ fn contract_vars() -> Vec<(String, String)> {
     .collect()
 }
 
+/// The attempt's payload file, as the dispatcher writes it: in the
+/// sandbox's `payloads/` (beside the `out/` the spec's `OUT` names), removed
+/// when dropped.
+async fn payload_for(spec: &ShellHookSpec, document: &[u8]) -> PayloadFile {
+    let out = PathBuf::from(&spec.settings.env["OUT"]);
+    let dir = out
+        .parent()
+        .expect("out/ is in the sandbox")
+        .join("payloads");
+    let document = document.to_vec();
+    PayloadFile::create(&dir, move |w| w.write_all(&document))
+        .await
+        .expect("the payload file is written")
+}
+
+/// One attempt with the contract's variables; the payload file lives as
+/// long as the attempt, as in the dispatcher.
 async fn run(spec: &ShellHookSpec, document: &[u8]) -> ShellOutcome {
+    let payload = payload_for(spec, document).await;
     run_shell_hook(
         spec,
         Invocation {
-            document,
+            payload: payload.path(),
             vars: contract_vars(),
         },
         CancellationToken::new(),
@@ -293,10 +311,11 @@ async fn argv_and_variables_reach_the_hook_unaltered_whatever_they_contain() {
         .map(|(i, value)| (format!("STEERHOOK_TEST_VALUE_{i}"), value.to_string()))
         .collect();
     let spec = sandbox.spec(&["env", "-0"]);
+    let payload = payload_for(&spec, DOCUMENT).await;
     let outcome = run_shell_hook(
         &spec,
         Invocation {
-            document: DOCUMENT,
+            payload: payload.path(),
             vars: vars.clone(),
         },
         CancellationToken::new(),
@@ -548,10 +567,11 @@ async fn cancel_token_interrupts_a_running_hook_and_kills_its_group() {
         let spec = spec.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
+            let payload = payload_for(&spec, DOCUMENT).await;
             run_shell_hook(
                 &spec,
                 Invocation {
-                    document: DOCUMENT,
+                    payload: payload.path(),
                     vars: contract_vars(),
                 },
                 cancel,
@@ -584,15 +604,17 @@ async fn an_already_fired_cancel_token_does_not_start_the_hook() {
     let cancel = CancellationToken::new();
     cancel.cancel();
 
+    let payload = payload_for(&spec, DOCUMENT).await;
     let outcome = run_shell_hook(
         &spec,
         Invocation {
-            document: DOCUMENT,
+            payload: payload.path(),
             vars: contract_vars(),
         },
         cancel,
     )
     .await;
+    drop(payload);
 
     assert_eq!(outcome.result, Err(ShellFailure::Interrupted));
     assert!(!sandbox.out().join("ran").exists());

@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 use super::retry::{self, Step};
 use super::{attempt_started, Dispatcher};
 use crate::clock::format_rfc3339_ms;
-use crate::domain::{DocumentEvent, HookDocument};
-use crate::hooks::Delivery;
+use crate::domain::{DocumentEvent, Enrichment, EnrichmentError, EnrichmentStatus, HookDocument};
+use crate::hooks::{Delivery, PayloadFile};
 use crate::store::{AttemptOutcome, AttemptRecord, ClaimedJob, JobNext, StoreError, StoredEvent};
 
 impl Dispatcher {
@@ -46,15 +46,46 @@ impl Dispatcher {
                     .await;
             }
         };
+        // Dropped (the file removed) when this attempt ends, however it ends.
+        let payload = {
+            let doc = doc.clone();
+            PayloadFile::create(&self.payload_dir, move |w| doc.write_to(w)).await
+        };
+        let payload = match payload {
+            Ok(p) => p,
+            Err(e) => {
+                // Our own disk: worth a retry, like a hook that failed.
+                rec.outcome = AttemptOutcome::Retry;
+                rec.error_code = Some("PAYLOAD_FILE".into());
+                rec.error = Some(format!(
+                    "cannot write the payload file in {}: {e}",
+                    self.payload_dir.display()
+                ));
+                let next = if job.attempt < hook.max_attempts {
+                    JobNext::RetryAt(
+                        self.clock.now_ms()
+                            + retry::Backoff::of(&self.queue)
+                                .delay(job.attempt, self.draw())
+                                .as_millis() as i64,
+                    )
+                } else {
+                    rec.outcome = AttemptOutcome::Failed;
+                    JobNext::Failed
+                };
+                return self.finish_delivery(job, rec, next, started).await;
+            }
+        };
         let out = hook
             .sink
             .deliver(Delivery {
                 hook: &job.hook,
                 document: &doc,
+                payload: payload.path(),
                 attempt: job.attempt,
                 cancel: self.hook_cancel.clone(),
             })
             .await;
+        drop(payload);
         rec.exit_code = out.exit_code;
         rec.stdout = out.output;
         rec.stderr = out.error_output;
@@ -143,6 +174,28 @@ pub fn build_document(
     } else {
         None
     };
+    let enrichment = match (&ev.run_json, &ev.enrichment_error) {
+        (Some(_), None) if ev.logs_complete => Enrichment {
+            status: EnrichmentStatus::Complete,
+            error: None,
+        },
+        (Some(_), error) => Enrichment {
+            status: EnrichmentStatus::Partial,
+            error: Some(EnrichmentError {
+                code: "FETCH_FAILED".into(),
+                message: error
+                    .clone()
+                    .unwrap_or_else(|| "log paging stopped early".into()),
+            }),
+        },
+        (None, error) => Enrichment {
+            status: EnrichmentStatus::None,
+            error: error.as_ref().map(|e| EnrichmentError {
+                code: "FETCH_FAILED".into(),
+                message: e.clone(),
+            }),
+        },
+    };
     Ok(HookDocument {
         event: DocumentEvent {
             id: ev.id.clone(),
@@ -153,5 +206,6 @@ pub fn build_document(
         },
         run,
         logs,
+        enrichment,
     })
 }

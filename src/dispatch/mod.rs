@@ -90,6 +90,8 @@ pub struct Dispatcher {
     /// `None` without `[opensteer]`: a fetch job then finishes at once.
     fetcher: Option<Fetcher>,
     hooks: HashMap<String, Hook>,
+    /// Where each delivery attempt's payload file is written.
+    payload_dir: PathBuf,
     running: Mutex<Running>,
     /// Fired when running hooks must stop (the shutdown grace period is over).
     hook_cancel: CancellationToken,
@@ -127,7 +129,7 @@ impl Dispatcher {
         wake: Arc<Notify>,
         payload_dir: PathBuf,
     ) -> Result<Self, DispatchSetupError> {
-        let mut sinks = hooks::build_sinks(settings, payload_dir)?;
+        let mut sinks = hooks::build_sinks(settings, payload_dir.clone())?;
         let hooks = settings
             .hooks
             .iter()
@@ -154,6 +156,7 @@ impl Dispatcher {
             queue: settings.queue.clone(),
             fetcher,
             hooks,
+            payload_dir,
             running: Mutex::new(Running::default()),
             hook_cancel: CancellationToken::new(),
             wake,

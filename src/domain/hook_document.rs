@@ -19,6 +19,49 @@ pub struct HookDocument {
     pub run: Option<Box<RawValue>>,
     /// The log entries, oldest first, or null without enrichment.
     pub logs: Option<Vec<Box<RawValue>>>,
+    /// Whether `run` and `logs` are all there is (SPEC §6).
+    pub enrichment: Enrichment,
+}
+
+/// How much of the run and its logs the document holds (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enrichment {
+    /// complete | partial | none
+    pub status: EnrichmentStatus,
+    /// Why it is not complete; null when complete, or when no API is configured.
+    pub error: Option<EnrichmentError>,
+}
+
+/// See [`Enrichment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrichmentStatus {
+    /// The run and every log page were fetched.
+    Complete,
+    /// The run had not settled, or paging stopped early: `logs` is not all of them.
+    Partial,
+    /// Nothing was fetched: `run` and `logs` are null.
+    None,
+}
+
+impl EnrichmentStatus {
+    /// The word of SPEC §6, as in `STEERHOOK_ENRICHMENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrichmentStatus::Complete => "complete",
+            EnrichmentStatus::Partial => "partial",
+            EnrichmentStatus::None => "none",
+        }
+    }
+}
+
+/// Why enrichment is not complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnrichmentError {
+    /// A stable code, e.g. `RUN_NOT_SETTLED`, `MAX_LOG_PAGES`, or the API's.
+    pub code: String,
+    /// What happened, for a human.
+    pub message: String,
 }
 
 /// The `event` part of [`HookDocument`].
@@ -39,6 +82,11 @@ pub struct DocumentEvent {
 }
 
 impl HookDocument {
+    /// Writes the document as JSON to `w`.
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(w, self).map_err(std::io::Error::from)
+    }
+
     /// The serialised document.
     // Owned strings and raw JSON that was valid when stored: serde_json
     // cannot fail to write these to memory.
@@ -96,6 +144,7 @@ impl HookDocument {
             },
             "run": self.run.as_deref().map(parse),
             "logs": logs,
+            "enrichment": self.enrichment,
         })
     }
 }
@@ -119,6 +168,10 @@ mod tests {
             },
             run: run.map(raw),
             logs: logs.map(|l| l.into_iter().map(raw).collect()),
+            enrichment: Enrichment {
+                status: EnrichmentStatus::Complete,
+                error: None,
+            },
         }
     }
 
@@ -135,6 +188,10 @@ mod tests {
         );
         assert!(text.contains(r#""logs":[1,2]"#), "{text}");
         assert!(text.contains(r#""runId":"run_1""#), "{text}");
+        assert!(
+            text.contains(r#""enrichment":{"status":"complete","error":null}"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -5,4 +5,6 @@ mod event;
 mod hook_document;
 
 pub use event::{EventType, IncomingEvent, PayloadError, ReadEvent, Rejected};
-pub use hook_document::{DocumentEvent, HookDocument};
+pub use hook_document::{
+    DocumentEvent, Enrichment, EnrichmentError, EnrichmentStatus, HookDocument,
+};

@@ -10,7 +10,7 @@ pub mod email;
 pub mod shell;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +25,12 @@ use crate::domain::HookDocument;
 pub struct Delivery<'a> {
     /// The hook's configured name.
     pub hook: &'a str,
-    /// What the hook receives (SPEC §6).
+    /// What the hook receives (SPEC §6), without its logs: their newest
+    /// entries are in `document.logs` only as far as a summary needs them.
     pub document: &'a HookDocument,
+    /// A private file holding the whole document, logs included, as JSON:
+    /// what a hook that takes everything reads (streamed, never in memory).
+    pub payload: &'a Path,
     /// This attempt's number, 1-based.
     pub attempt: u32,
     /// Fired when the daemon stops and running hooks must end; the attempt
@@ -110,8 +114,8 @@ pub enum SinkSetupError {
     PayloadDir(PathBuf, std::io::Error),
 }
 
-/// Builds one sink per configured hook, by name. Shell hooks write their
-/// payload files under `payload_dir`.
+/// Builds one sink per configured hook, by name, and makes the private
+/// directory the payload files of their attempts go in.
 pub fn build_sinks(
     settings: &Settings,
     payload_dir: PathBuf,
@@ -121,24 +125,16 @@ pub fn build_sinks(
         .map_err(|e| SinkSetupError::PayloadDir(payload_dir.clone(), e))?;
     let mut sinks = HashMap::new();
     for hook in &settings.hooks {
-        sinks.insert(
-            hook.name.clone(),
-            sink_for(hook, &payload_dir, mailer.as_ref()),
-        );
+        sinks.insert(hook.name.clone(), sink_for(hook, mailer.as_ref()));
     }
     Ok(sinks)
 }
 
-fn sink_for(
-    hook: &HookSettings,
-    payload_dir: &std::path::Path,
-    mailer: Option<&email::Mailer>,
-) -> Arc<dyn Sink> {
+fn sink_for(hook: &HookSettings, mailer: Option<&email::Mailer>) -> Arc<dyn Sink> {
     match &hook.kind {
         HookKind::Shell(settings) => Arc::new(shell::ShellSink::new(shell::ShellHookSpec {
             name: hook.name.clone(),
             settings: settings.clone(),
-            payload_dir: payload_dir.to_owned(),
         })),
         HookKind::Email(settings) => Arc::new(email::EmailSink::new(
             email::EmailSpec {
@@ -159,4 +155,58 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The private file holding one attempt's document (mode 0600 from its
+/// creation, never an existing file); removed when dropped, which also
+/// happens when the attempt's future is dropped.
+#[derive(Debug)]
+pub struct PayloadFile {
+    path: PathBuf,
+}
+
+impl PayloadFile {
+    /// A new file in `dir` (made by [`build_sinks`]) filled by `write`, on a
+    /// blocking thread: a document may be large and streamed from the store.
+    pub async fn create<F>(dir: &Path, write: F) -> std::io::Result<Self>
+    where
+        F: FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static,
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(format!("steerhook-payload-{}.json", uuid::Uuid::new_v4()));
+        let payload = PayloadFile { path: path.clone() };
+        tokio::task::spawn_blocking(move || {
+            // create_new: never follow or reuse a file someone planted (O_EXCL).
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            let mut out = std::io::BufWriter::new(file);
+            write(&mut out)?;
+            std::io::Write::flush(&mut out)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(payload)
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PayloadFile {
+    fn drop(&mut self) {
+        // A single unlink: cheap enough to do inline, and Drop is the only
+        // place that also runs when the attempt's future is dropped.
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %self.path.display(), error = %err, "removing the payload file failed")
+            }
+        }
+    }
 }

@@ -157,6 +157,7 @@ async fn hook_environment_is_cleaned_except_for_passthrough_and_configured_env()
             "OUT",
             "PATH",
             "STEERHOOK_ATTEMPT",
+            "STEERHOOK_ENRICHMENT",
             "STEERHOOK_EVENT_ID",
             "STEERHOOK_EVENT_TYPE",
             "STEERHOOK_HOOK",
@@ -169,6 +170,7 @@ async fn hook_environment_is_cleaned_except_for_passthrough_and_configured_env()
     assert_eq!(env["HOOKS_TEST_PASSED_THROUGH"], "passed");
     assert_eq!(env["ETL_TARGET"], "warehouse");
     assert_eq!(env["STEERHOOK_EVENT_ID"], event_id);
+    assert_eq!(env["STEERHOOK_ENRICHMENT"], "none", "no [opensteer] here");
 }
 
 #[tokio::test]

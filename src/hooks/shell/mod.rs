@@ -56,17 +56,16 @@ pub struct ShellHookSpec {
     pub name: String,
     /// What its `[[hook]]` table says.
     pub settings: ShellHookSettings,
-    /// Directory in which the private payload file is created.
-    pub payload_dir: PathBuf,
 }
 
 /// What one attempt is given: the document and the caller's `STEERHOOK_*` variables.
 #[derive(Debug, Clone)]
 pub struct Invocation<'a> {
-    /// The JSON document written to stdin and to the payload file.
-    pub document: &'a [u8],
+    /// The private file holding the JSON document: copied to stdin, and
+    /// named by `STEERHOOK_PAYLOAD_FILE`.
+    pub payload: &'a std::path::Path,
     /// `STEERHOOK_EVENT_ID`, `_EVENT_TYPE`, `_RUN_ID`, `_RUN_STATUS`, `_HOOK`,
-    /// `_ATTEMPT`; `run_shell_hook` adds `STEERHOOK_PAYLOAD_FILE` itself.
+    /// `_ATTEMPT`, `_ENRICHMENT`; `run_shell_hook` adds `STEERHOOK_PAYLOAD_FILE`.
     pub vars: Vec<(String, String)>,
 }
 
@@ -156,7 +155,6 @@ impl ShellSink {
 
     async fn run(&self, d: Delivery<'_>) -> SinkOutcome {
         let doc = d.document;
-        let bytes = doc.to_bytes();
         let vars = vec![
             ("STEERHOOK_EVENT_ID".to_owned(), doc.event.id.clone()),
             (
@@ -167,11 +165,15 @@ impl ShellSink {
             ("STEERHOOK_RUN_STATUS".to_owned(), doc.run_status()),
             ("STEERHOOK_HOOK".to_owned(), d.hook.to_owned()),
             ("STEERHOOK_ATTEMPT".to_owned(), d.attempt.to_string()),
+            (
+                "STEERHOOK_ENRICHMENT".to_owned(),
+                doc.enrichment.status.as_str().to_owned(),
+            ),
         ];
         let out = run_shell_hook(
             &self.spec,
             Invocation {
-                document: &bytes,
+                payload: d.payload,
                 vars,
             },
             d.cancel,

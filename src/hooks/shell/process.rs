@@ -4,7 +4,6 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,18 +44,18 @@ pub(super) async fn run_attempt(
         return fail_early(ShellFailure::Interrupted);
     }
 
-    // Dropped on every path out of this function, which removes the file.
-    let payload = match PayloadFile::create(&spec.payload_dir, inv.document).await {
-        Ok(payload) => payload,
+    // Opened before the spawn: a hook must never start without its document.
+    let document = match tokio::fs::File::open(inv.payload).await {
+        Ok(file) => file,
         Err(err) => {
             return fail_early(ShellFailure::Spawn(format!(
-                "cannot create the payload file for `{program}` in {}: {err}",
-                spec.payload_dir.display()
+                "cannot read the payload file {} for `{program}`: {err}",
+                inv.payload.display()
             )))
         }
     };
 
-    let mut command = build_command(spec, &inv, payload.path());
+    let mut command = build_command(spec, &inv);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => return fail_early(ShellFailure::Spawn(describe_spawn_error(spec, &err))),
@@ -70,7 +69,7 @@ pub(super) async fn run_attempt(
     let writer = child
         .stdin
         .take()
-        .map(|stdin| tokio::spawn(write_stdin(stdin, inv.document.to_vec(), stop_io.clone())));
+        .map(|stdin| tokio::spawn(write_stdin(stdin, document, stop_io.clone())));
     let stdout = spawn_reader(
         child.stdout.take(),
         spec.settings.max_output_bytes,
@@ -109,7 +108,6 @@ pub(super) async fn run_attempt(
     // The leader has been reaped and the group waited for or killed: from
     // here on a drop must not signal a pgid that the kernel may reuse.
     group.disarm();
-    drop(payload);
 
     let (exit_code, signal) = match &status {
         Ok(status) => (status.code(), status.signal()),
@@ -152,7 +150,7 @@ fn hook_path(daemon_path: Option<OsString>) -> OsString {
         .unwrap_or_else(|| OsString::from(DEFAULT_HOOK_PATH))
 }
 
-fn build_command(spec: &ShellHookSpec, inv: &Invocation<'_>, payload_path: &Path) -> Command {
+fn build_command(spec: &ShellHookSpec, inv: &Invocation<'_>) -> Command {
     let mut command = Command::new(spec.settings.command.first().map_or("", String::as_str));
     command.args(spec.settings.command.iter().skip(1));
     // Nothing of the daemon's environment leaks unless asked for: it may hold
@@ -168,7 +166,7 @@ fn build_command(spec: &ShellHookSpec, inv: &Invocation<'_>, payload_path: &Path
     }
     command.envs(&spec.settings.env);
     command.envs(inv.vars.iter().map(|(name, value)| (name, value)));
-    command.env(PAYLOAD_FILE_VAR, payload_path);
+    command.env(PAYLOAD_FILE_VAR, inv.payload);
     if let Some(dir) = &spec.settings.working_dir {
         command.current_dir(dir);
     }
@@ -295,11 +293,16 @@ async fn read_tail<R: AsyncRead + Unpin>(
     tail.into_bytes()
 }
 
-/// Writes the document to the hook's stdin, then closes it. A hook that
+/// Copies the document from its file to the hook's stdin, in chunks (it may
+/// be large), then closes it. A hook that
 /// exits without reading stdin is normal, so a broken pipe is not an error.
-async fn write_stdin(mut stdin: ChildStdin, document: Vec<u8>, stop: CancellationToken) {
+async fn write_stdin(
+    mut stdin: ChildStdin,
+    mut document: tokio::fs::File,
+    stop: CancellationToken,
+) {
     let write = async {
-        stdin.write_all(&document).await?;
+        tokio::io::copy(&mut document, &mut stdin).await?;
         stdin.flush().await
     };
     tokio::select! {
@@ -403,48 +406,6 @@ impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if self.armed {
             self.signal(Signal::SIGKILL);
-        }
-    }
-}
-
-/// The private copy of the document (mode 0600 from creation); removed on drop.
-#[derive(Debug)]
-struct PayloadFile {
-    path: PathBuf,
-}
-
-impl PayloadFile {
-    async fn create(dir: &Path, document: &[u8]) -> io::Result<Self> {
-        let path = dir.join(format!("steerhook-payload-{}.json", uuid::Uuid::new_v4()));
-        // create_new: never follow or reuse a file someone planted (O_EXCL).
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .await?;
-        let payload = PayloadFile { path };
-        file.write_all(document).await?;
-        // tokio's File writes in the background; flush waits for it.
-        file.flush().await?;
-        Ok(payload)
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for PayloadFile {
-    fn drop(&mut self) {
-        // A single unlink: cheap enough to do inline, and Drop is the only
-        // place that also runs when the attempt's future is dropped.
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => {
-                tracing::warn!(path = %self.path.display(), error = %err, "removing the payload file failed")
-            }
         }
     }
 }
