@@ -105,6 +105,22 @@ impl Application {
             )
             .context("cannot prepare the worker")?,
         );
+        // Payload files of attempts a kill -9 cut short: with the lock held,
+        // no attempt of any process owns one, and none of ours has started.
+        let payloads = payload_dir(&settings);
+        match crate::hooks::remove_orphan_payload_files(&payloads) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                files = n,
+                dir = %payloads.display(),
+                "removed payload files left by attempts that were killed"
+            ),
+            Err(e) => tracing::warn!(
+                dir = %payloads.display(),
+                error = %e,
+                "cannot remove payload files left by killed attempts; they hold event data: remove them by hand"
+            ),
+        }
         // Jobs a killed process left running go back in the queue before
         // anything is served: only one `serve` owns this database (the lock).
         dispatcher

@@ -16,4 +16,5 @@ mod chaos;
 mod crash;
 mod disk_full;
 mod helpers;
+mod memory;
 mod slow_clients;

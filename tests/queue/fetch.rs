@@ -244,6 +244,8 @@ async fn paging_stops_at_max_log_pages_and_the_fetch_still_succeeds() {
         (50..450).collect::<Vec<u64>>(),
         "the newest two pages, oldest first"
     );
+    assert_eq!(doc["enrichment"]["status"], json!("partial"), "{doc}");
+    assert_eq!(doc["enrichment"]["error"]["code"], json!("MAX_LOG_PAGES"));
     assert_eq!(event_status(&sandbox, &id).0, "done");
     app.stop().await;
 }
@@ -266,7 +268,9 @@ async fn a_run_that_is_not_found_or_a_contract_mismatch_fails_the_fetch_and_hook
         };
         mount_runs(&api, answer).await;
         let sandbox = Sandbox::new();
-        let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+        // Without a settle window, a 404 is final at once (SPEC §5).
+        let setup = Setup::new(&api).opensteer("settle_secs = 0");
+        let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
         let id = app.post_run("run_gone").await;
 
         let first = app.step().await;
@@ -281,10 +285,14 @@ async fn a_run_that_is_not_found_or_a_contract_mismatch_fails_the_fetch_and_hook
         assert_eq!(tries.len(), 1, "HTTP {status}: {tries:?}");
         assert_eq!(tries[0].outcome, "failed");
         assert_eq!(tries[0].error_code.as_deref(), Some(expected_code));
-        let (_, enrichment_error) = event_status(&sandbox, &id);
+        let (event, enrichment_error) = event_status(&sandbox, &id);
         assert!(
             enrichment_error.is_some(),
             "HTTP {status}: the event says why it has no run"
+        );
+        assert_eq!(
+            event, "pending",
+            "HTTP {status}: its delivery is still to run"
         );
 
         app.drain(5).await;
@@ -292,6 +300,16 @@ async fn a_run_that_is_not_found_or_a_contract_mismatch_fails_the_fetch_and_hook
         assert_eq!(deliver.state, "succeeded", "HTTP {status}");
         let doc = sandbox.hook_document(&id);
         assert_eq!(doc["run"], Value::Null, "HTTP {status}");
+        assert_eq!(
+            doc["enrichment"],
+            json!({"status": "none", "error": {"code": expected_code, "message": doc["enrichment"]["error"]["message"]}}),
+            "HTTP {status}"
+        );
+        assert_eq!(
+            event_status(&sandbox, &id).0,
+            "done",
+            "HTTP {status}: the hooks ran; a fetch that gave up does not fail the event"
+        );
         assert_eq!(doc["event"]["runId"], json!("run_gone"));
         assert_eq!(
             requests_to(&api, "/runs/").await.len(),

@@ -101,6 +101,8 @@ pub struct Setup {
 
 /// Writes the document the hook received to `$OUT/<event id>.json`.
 pub const SAVE_DOCUMENT: &str = r#"["/bin/sh", "-c", "cat > \"$OUT/$STEERHOOK_EVENT_ID.json\""]"#;
+/// [`SAVE_DOCUMENT`], and `$STEERHOOK_ENRICHMENT` in `$OUT/<event id>.enrichment`.
+pub const SAVE_WITH_ENRICHMENT: &str = r#"["/bin/sh", "-c", "cat > \"$OUT/$STEERHOOK_EVENT_ID.json\" && printf %s \"$STEERHOOK_ENRICHMENT\" > \"$OUT/$STEERHOOK_EVENT_ID.enrichment\""]"#;
 /// Appends the event id to `$OUT/ids`, one line per delivery.
 pub const APPEND_ID: &str = r#"["/bin/sh", "-c", "echo \"$STEERHOOK_EVENT_ID\" >> \"$OUT/ids\""]"#;
 
@@ -270,6 +272,12 @@ impl Sandbox {
             .unwrap_or_else(|e| panic!("the hook's document for {event_id} is not JSON: {e}"))
     }
 
+    /// A file the hook wrote in `out/`, as text.
+    pub fn out_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.out().join(name))
+            .unwrap_or_else(|e| panic!("the hook wrote no {name}: {e}"))
+    }
+
     /// Lines the hook appended to `out/ids`.
     pub fn delivered_ids(&self) -> Vec<String> {
         std::fs::read_to_string(self.out().join("ids"))
@@ -393,6 +401,23 @@ impl TestApp {
         self.seq.fetch_add(1, Ordering::Relaxed);
         let v: Value = serde_json::from_str(&text).unwrap();
         v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Posts `body` signed at the app's clock; returns the status and the JSON answer.
+    pub async fn post_body(&self, body: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(body).unwrap();
+        let sig = steerhook::signature::sign(SECRET, self.now_secs(), &body);
+        let r = self
+            .http
+            .post(format!("http://{}/webhooks/opensteer", self.addr))
+            .header("x-opensteer-signature", sig)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("the webhook request is answered");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// One worker step.

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Memory drill: logs stay out of memory (docs/DRILLS.md §5, docs/PERFORMANCE.md
+# "Memory while delivering large logs").
+#
+# A fake API (scripts/fake-opensteer-logs.py) serves each run's logs: PAGES
+# pages (default 10) of ENTRIES entries (default 10,000) of about ENTRY_BYTES
+# bytes (default 1,000): 100 MB. The release daemon, with
+# opensteer.max_log_bytes raised to 256 MiB, fetches them and delivers each
+# event to a shell hook that reads all of stdin (`wc -c`). EVENTS events
+# (default 3), each for its own run, are sent one after the other.
+#
+# Checks: every hook read the whole document (more than the log's bytes);
+# the daemon's peak resident memory (VmHWM) stays at or under TARGET_KIB
+# (default 65536, 64 MiB); and the peak does not grow from the first event to
+# the last by more than GROWTH_SLACK_KIB (default 4096). Prints the peak and
+# VmRSS before, after each event, and 5 s after the last.
+#
+# Environment: PAGES, ENTRIES, ENTRY_BYTES, EVENTS, TARGET_KIB,
+# GROWTH_SLACK_KIB, STEERHOOK_BIN, KEEP_TMP=1.
+set -euo pipefail
+DRILL=memory-drill
+source "$(dirname "$0")/drill-lib.sh"
+
+PAGES=${PAGES:-10}
+ENTRIES=${ENTRIES:-10000}
+ENTRY_BYTES=${ENTRY_BYTES:-1000}
+EVENTS=${EVENTS:-3}
+TARGET_KIB=${TARGET_KIB:-65536}
+GROWTH_SLACK_KIB=${GROWTH_SLACK_KIB:-4096}
+LOG_BYTES=$((PAGES * ENTRIES * ENTRY_BYTES))
+build_release
+make_tmp
+mkdir -p "$TMP/out"
+
+API_PORT=$(free_port)
+python3 "$ROOT/scripts/fake-opensteer-logs.py" "$API_PORT" "$PAGES" "$ENTRIES" "$ENTRY_BYTES" \
+    2>"$TMP/api.err" &
+PIDS+=("$!")
+api_up() { curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$API_PORT/runs/warmup"; }
+poll 10 api_up || die "the fake API did not start"
+note "building the fake's $PAGES pages ($LOG_BYTES bytes of logs per run)"
+for n in $(seq 0 $((PAGES - 1))); do
+    curl -fsS -m 120 -o /dev/null "http://127.0.0.1:$API_PORT/runs/warmup/logs?beforeLogCursor=page-$n" \
+        || die "the fake API did not serve page $n"
+done
+
+PORT=$(free_port)
+CFG=$TMP/steerhook.toml
+LOG=$TMP/steerhook.log
+cat >"$CFG" <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+[webhook]
+secrets = ["whsec_memory_drill"]
+[storage]
+path = "$TMP/steerhook.db"
+[log]
+level = "warn"
+[opensteer]
+base_url = "http://127.0.0.1:$API_PORT"
+api_key = "osk_memory_drill"
+log_page_size = $ENTRIES
+max_log_bytes = 268435456
+request_timeout_secs = 120
+[[hook]]
+name = "etl"
+kind = "shell"
+events = ["run.succeeded"]
+command = ["/bin/sh", "-c", "wc -c > \"\$OUT/\$STEERHOOK_RUN_ID.bytes\""]
+env = { OUT = "$TMP/out" }
+timeout_secs = 600
+TOML
+start_daemon "$CFG" "$LOG"
+note "pid $DAEMON_PID: VmHWM $(hwm_kib "$DAEMON_PID") KiB, VmRSS $(rss_kib "$DAEMON_PID") KiB at start"
+
+FIRST_PEAK=""
+for i in $(seq 1 "$EVENTS"); do
+    run=run_memory_$i
+    started=$SECONDS
+    "$BIN" send-test --config "$CFG" --run-id "$run" >"$TMP/send-$i.txt" 2>&1 \
+        || die "send-test failed: $(cat "$TMP/send-$i.txt")"
+    grep -q '^202' "$TMP/send-$i.txt" || die "event $i was not accepted: $(cat "$TMP/send-$i.txt")"
+    delivered() { test -s "$TMP/out/$run.bytes"; }
+    if ! poll 600 delivered; then
+        tail -n 20 "$LOG"
+        die "event $i was not delivered within 600 s"
+    fi
+    bytes=$(tr -d ' \n' <"$TMP/out/$run.bytes")
+    peak=$(hwm_kib "$DAEMON_PID")
+    rss=$(rss_kib "$DAEMON_PID")
+    note "event $i: the hook read $bytes bytes in $((SECONDS - started)) s; VmHWM $peak KiB, VmRSS $rss KiB"
+    if [ "$bytes" -gt "$LOG_BYTES" ]; then
+        pass "event $i: the hook got the whole document ($bytes bytes for $LOG_BYTES bytes of logs)"
+    else
+        fail "event $i: the hook got $bytes bytes, less than the $LOG_BYTES bytes of logs"
+    fi
+    [ -n "$FIRST_PEAK" ] || FIRST_PEAK=$peak
+done
+sleep 5
+PEAK=$(hwm_kib "$DAEMON_PID")
+RSS=$(rss_kib "$DAEMON_PID")
+echo "peak RSS: $PEAK KiB ($((PEAK / 1024)) MiB); RSS after: $RSS KiB ($((RSS / 1024)) MiB)"
+if [ "$PEAK" -le "$TARGET_KIB" ]; then
+    pass "peak RSS $PEAK KiB <= $TARGET_KIB KiB while delivering $EVENTS events of $LOG_BYTES bytes of logs"
+else
+    fail "peak RSS $PEAK KiB > $TARGET_KIB KiB"
+fi
+if [ "$PEAK" -le $((FIRST_PEAK + GROWTH_SLACK_KIB)) ]; then
+    pass "no growth after the first event: peak $FIRST_PEAK KiB after it, $PEAK KiB after event $EVENTS"
+else
+    fail "the peak grew from $FIRST_PEAK KiB (first event) to $PEAK KiB (event $EVENTS)"
+fi
+stop_daemon || fail "the daemon did not exit 0 on SIGTERM"
+finish
