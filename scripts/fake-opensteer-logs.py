@@ -29,8 +29,9 @@ def page(n):
             head = {"ts": "2026-01-01T%02d:%02d:%02d.%03dZ" % (
                 i // 3_600_000 % 24, i // 60_000 % 60, i // 1000 % 60, i % 1000),
                 "level": "info", "seq": i}
-            pad = max(0, ENTRY_BYTES - len(json.dumps(head)) - 16)
-            head["message"] = "m" * pad
+            # ,"message":"..." adds 13 bytes and the padding.
+            compact = len(json.dumps(head, separators=(",", ":")))
+            head["message"] = "m" * max(0, ENTRY_BYTES - compact - 13)
             entries.append(head)
         doc = {"logs": entries}
         if n + 1 < PAGES:
