@@ -57,15 +57,19 @@ impl Dispatcher {
             .clone()
             .unwrap_or_else(Enrichment::not_configured);
         let with_logs = enrichment.status != EnrichmentStatus::None;
-        let newest = if with_logs {
-            let bounds = SummaryBounds {
-                entries: hook.sink.summary_log_lines(),
-                total_bytes: SUMMARY_MAX_BYTES,
-                entry_bytes: SUMMARY_ENTRY_MAX_BYTES,
-            };
-            Some(self.store.newest_logs(seq, bounds).await?)
-        } else {
-            None
+        let summary_lines = hook.sink.summary_log_lines();
+        let newest = match (with_logs, summary_lines) {
+            (false, _) => None,
+            // Nothing to read for a kind that takes only the payload file.
+            (true, 0) => Some(NewestLogs::default()),
+            (true, entries) => {
+                let bounds = SummaryBounds {
+                    entries,
+                    total_bytes: SUMMARY_MAX_BYTES,
+                    entry_bytes: SUMMARY_ENTRY_MAX_BYTES,
+                };
+                Some(self.store.newest_logs(seq, bounds).await?)
+            }
         };
         let doc = match build_document(&ev, enrichment, newest) {
             Ok(doc) => Arc::new(doc),

@@ -86,9 +86,12 @@ enum FetchError {
 
 /// How an attempt of the fetch ended, short of an error.
 enum Fetched {
-    /// The run and its logs are stored (perhaps not all of the logs: the
-    /// reason is stored with them).
-    Done,
+    /// The run and its logs are stored; not all of them, for this reason
+    /// (also stored with them), if `partial`.
+    Done {
+        /// The first reason the run or its logs are not all there is.
+        partial: Option<EnrichmentError>,
+    },
     /// The run has not settled; it is fetched again at `at` (unix ms).
     Unsettled {
         /// When.
@@ -118,12 +121,12 @@ impl Dispatcher {
         let now = self.clock.now_ms();
         rec.duration_ms = started.elapsed().as_millis() as i64;
         let next = match result {
-            Ok(Fetched::Done) => {
-                // Reasons for partial logs were stored with the pages.
-                let stored = self.store.load_event(seq).await?.enrichment;
-                let enrichment = match stored {
-                    Some(e) if e.status == EnrichmentStatus::Partial => e,
-                    _ => Enrichment::complete(),
+            Ok(Fetched::Done { partial }) => {
+                let enrichment = match partial {
+                    Some(why) => {
+                        Enrichment::because(EnrichmentStatus::Partial, why.code, why.message)
+                    }
+                    None => Enrichment::complete(),
                 };
                 self.store.save_enrichment(seq, enrichment).await?;
                 JobNext::Succeeded
@@ -185,7 +188,7 @@ impl Dispatcher {
                     FetchFailureReason::Terminal | FetchFailureReason::GaveUp => {
                         let (outcome, said) = if s.reason == FetchFailureReason::GaveUp {
                             let n = format!("gave up after {failures} attempts");
-                            (format!("{e} ({failures} attempts)"), n)
+                            (format!("{e}; {n}"), n)
                         } else {
                             (e.to_string(), "not retried".to_owned())
                         };
@@ -223,6 +226,12 @@ impl Dispatcher {
     ) -> Result<Fetched, FetchError> {
         let client = &fetcher.client;
         let seq = ev.seq;
+        // The first reason for partial enrichment, from an earlier attempt or this one.
+        let mut partial = ev
+            .enrichment
+            .as_ref()
+            .filter(|e| e.status == EnrichmentStatus::Partial)
+            .and_then(|e| e.error.clone());
         if ev.run_json.is_none() {
             let now = self.clock.now_ms();
             let settle_end = ev
@@ -268,6 +277,7 @@ impl Dispatcher {
                     ),
                 }
             });
+            partial = partial.or(note.clone());
             self.store.save_run(seq, json, note).await?;
         }
         let (mut page_no, mut cursor, mut complete) =
@@ -322,6 +332,7 @@ impl Dispatcher {
                         fetcher.max_log_bytes
                     ),
                 };
+                partial = partial.or(Some(why.clone()));
                 self.store.finish_logs(seq, Some(why)).await?;
                 break;
             }
@@ -334,6 +345,8 @@ impl Dispatcher {
                 );
             }
             complete = !more || at_limit;
+            let stopped = at_limit.then(|| page_limit(fetcher.max_log_pages));
+            partial = partial.or(stopped.clone());
             self.store
                 .save_log_page(
                     seq,
@@ -345,7 +358,7 @@ impl Dispatcher {
                         next_cursor: next.clone(),
                         complete,
                         skip_stored: repeated,
-                        stopped: at_limit.then(|| page_limit(fetcher.max_log_pages)),
+                        stopped,
                     },
                 )
                 .await?;
@@ -353,7 +366,7 @@ impl Dispatcher {
             page_no += 1;
             cursor = next;
         }
-        Ok(Fetched::Done)
+        Ok(Fetched::Done { partial })
     }
 
     fn count_api<T>(&self, r: &Result<T, OpensteerError>) {

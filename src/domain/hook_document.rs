@@ -27,7 +27,8 @@ pub struct HookDocument {
     /// for (not all of them: see [`HookDocument::logs_total`]); `None` when
     /// the document's `logs` is null.
     pub logs: Option<Vec<Box<RawValue>>>,
-    /// How many entries the document's `logs` holds in all.
+    /// How many entries the document's `logs` holds in all; counted only
+    /// for a hook that reads a summary (0 otherwise).
     pub logs_total: u64,
     /// Whether `run` and `logs` are all there is (SPEC §6).
     pub enrichment: Enrichment,

@@ -33,6 +33,21 @@ fn enrichment(sandbox: &Sandbox, id: &str) -> (String, Option<String>, String) {
     )
 }
 
+/// What `steerhook events show ID` prints for the event.
+async fn events_show(sandbox: &Sandbox, id: &str) -> String {
+    let store = steerhook::store::Store::open(
+        steerhook::store::StoreOptions {
+            path: sandbox.db_path(),
+            synchronous: steerhook::config::Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        },
+        steerhook::store::Routing::default(),
+    )
+    .unwrap();
+    let detail = store.find_event(id.to_owned()).await.unwrap().unwrap();
+    steerhook::ops::render_event(&detail)
+}
+
 /// The last attempt's error text of the event's fetch.
 fn last_fetch_error(sandbox: &Sandbox, id: &str) -> String {
     let fetch = job(sandbox, id, "fetch");
@@ -148,6 +163,14 @@ async fn a_logs_page_that_keeps_failing_gives_the_hooks_the_pages_before_it_mark
         "{}",
         gave_up[0]
     );
+    let shown = events_show(&sandbox, &id).await;
+    for expected in [
+        "fetch run and logs: gave up after 3 attempt(s); hooks ran with enrichment partial",
+        "enrichment partial (HTTP_500)",
+    ] {
+        assert!(shown.contains(expected), "{expected:?} in:\n{shown}");
+    }
+    assert!(!shown.contains("will retry"), "{shown}");
     app.stop().await;
 }
 
