@@ -109,9 +109,7 @@ impl Dispatcher {
         let seq = job.event_seq;
         let Some(fetcher) = &self.fetcher else {
             // Nothing to fetch from: the deliveries go ahead with the payload.
-            self.store
-                .save_enrichment(seq, Enrichment::not_configured())
-                .await?;
+            rec.enrichment = Some(Enrichment::not_configured());
             self.record(job, rec, JobNext::Succeeded, self.clock.now_ms())
                 .await?;
             return Ok(JobNext::Succeeded);
@@ -128,7 +126,7 @@ impl Dispatcher {
                     }
                     None => Enrichment::complete(),
                 };
-                self.store.save_enrichment(seq, enrichment).await?;
+                rec.enrichment = Some(enrichment);
                 JobNext::Succeeded
             }
             Ok(Fetched::Unsettled { at, why }) => {
@@ -195,7 +193,7 @@ impl Dispatcher {
                         let ev = self.store.load_event(seq).await?;
                         let enrichment = after_giving_up(&ev, code.clone(), outcome);
                         let status = enrichment.status;
-                        self.store.save_enrichment(seq, enrichment).await?;
+                        rec.enrichment = Some(enrichment);
                         tracing::error!(
                             code = %code,
                             attempts = failures,

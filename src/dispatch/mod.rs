@@ -328,6 +328,7 @@ impl Dispatcher {
             exit_code: None,
             stdout: None,
             stderr: None,
+            enrichment: None,
         };
         if job.kind == JobKind::Deliver {
             self.metrics
@@ -497,5 +498,6 @@ fn attempt_started(started_at: i64) -> AttemptRecord {
         exit_code: None,
         stdout: None,
         stderr: None,
+        enrichment: None,
     }
 }

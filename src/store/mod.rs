@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Synchronous;
-use crate::domain::{Enrichment, EnrichmentError};
+use crate::domain::EnrichmentError;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +140,9 @@ impl Store {
     }
 
     /// Records the attempt and moves the job on, in one transaction. When a
-    /// fetch ends (either way) the event's deliveries are released. Keeps the
-    /// event's status in step with its jobs.
+    /// fetch ends (either way) the event's deliveries are released and its
+    /// enrichment is stored (`rec.enrichment`; without one, decided from
+    /// what the fetch stored). Keeps the event's status in step with its jobs.
     pub async fn record_attempt(
         &self,
         job: ClaimedJob,
@@ -199,12 +200,6 @@ impl Store {
     /// fetch is not a failure, and does not use up `fetch_max_attempts`.
     pub async fn count_settle_poll(&self, seq: i64) -> Result<(), StoreError> {
         on_backend!(self, s => s.count_settle_poll(seq).await)
-    }
-
-    /// Records what the hooks are told about enrichment (SPEC §6); the fetch
-    /// does this when it ends, before its attempt is recorded.
-    pub async fn save_enrichment(&self, seq: i64, e: Enrichment) -> Result<(), StoreError> {
-        on_backend!(self, s => s.save_enrichment(seq, e).await)
     }
 
     /// Stores one page of logs and where paging goes next; a page stored

@@ -228,6 +228,9 @@ pub struct AttemptRecord {
     pub stdout: Option<Vec<u8>>,
     /// Error output tail.
     pub stderr: Option<Vec<u8>>,
+    /// For a fetch that ends (succeeded or failed): what the hooks are told
+    /// (SPEC §6), stored on the event in the same transaction.
+    pub enrichment: Option<Enrichment>,
 }
 
 /// Where the job goes after an attempt.

@@ -32,7 +32,7 @@ use super::{
     StoreOptions, StoredEvent, SummaryBounds,
 };
 use crate::config::Synchronous;
-use crate::domain::{Enrichment, EnrichmentError, EnrichmentStatus};
+use crate::domain::{EnrichmentError, EnrichmentStatus};
 use writer::Command;
 
 impl From<rusqlite::Error> for StoreError {
@@ -422,13 +422,6 @@ impl SqliteStore {
     /// Counts a fetch of an unsettled run (relaxed, as [`SqliteStore::save_run`]).
     pub async fn count_settle_poll(&self, seq: i64) -> Result<(), StoreError> {
         self.write_relaxed(move |tx| queries::count_settle_poll(tx, seq))
-            .await
-    }
-
-    /// Records the enrichment (relaxed: the attempt record right after it
-    /// is durable, and commits after it).
-    pub async fn save_enrichment(&self, seq: i64, e: Enrichment) -> Result<(), StoreError> {
-        self.write_relaxed(move |tx| queries::save_enrichment(tx, seq, &e))
             .await
     }
 

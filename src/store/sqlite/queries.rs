@@ -221,24 +221,39 @@ pub(super) fn record_attempt(
              WHERE event_seq = ?1 AND kind = 'deliver' AND state = 'blocked'",
         )?
         .execute(params![job.event_seq, now])?;
-        // The fetch records its enrichment before it ends; one that ended
-        // without (it panicked) is decided from what it stored.
-        tx.prepare_cached(
-            "UPDATE events SET
-                enrichment_status = CASE WHEN run_json IS NULL THEN 'none'
-                                         WHEN ?2 THEN 'partial' ELSE 'complete' END,
-                enrichment_code = CASE WHEN ?2 THEN ?3 END,
-                enrichment_error = CASE WHEN ?2 THEN ?4 END
-             WHERE seq = ?1 AND enrichment_status IS NULL",
-        )?
-        .execute(params![
-            job.event_seq,
-            next == JobNext::Failed,
-            rec.error_code,
-            rec.error
-        ])?;
+        match &rec.enrichment {
+            Some(e) => save_enrichment(tx, job.event_seq, e)?,
+            // A fetch that ended without deciding (it panicked): decided
+            // from what it stored.
+            None => fallback_enrichment(tx, job, rec, next)?,
+        }
     }
     refresh_event_status(tx, job.event_seq)?;
+    Ok(())
+}
+
+/// The enrichment of a fetch that ended without saying (a panic): none
+/// without a run, else partial when it failed, complete when it did not.
+fn fallback_enrichment(
+    tx: &Transaction<'_>,
+    job: &ClaimedJob,
+    rec: &AttemptRecord,
+    next: JobNext,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE events SET
+            enrichment_status = CASE WHEN run_json IS NULL THEN 'none'
+                                     WHEN ?2 THEN 'partial' ELSE 'complete' END,
+            enrichment_code = CASE WHEN ?2 THEN ?3 END,
+            enrichment_error = CASE WHEN ?2 THEN ?4 END
+         WHERE seq = ?1 AND enrichment_status IS NULL",
+    )?
+    .execute(params![
+        job.event_seq,
+        next == JobNext::Failed,
+        rec.error_code,
+        rec.error
+    ])?;
     Ok(())
 }
 
@@ -557,7 +572,7 @@ pub(super) fn count_settle_poll(tx: &Connection, seq: i64) -> Result<(), StoreEr
 }
 
 /// Records what the hooks are told about enrichment.
-pub(super) fn save_enrichment(tx: &Connection, seq: i64, e: &Enrichment) -> Result<(), StoreError> {
+fn save_enrichment(tx: &Connection, seq: i64, e: &Enrichment) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE events SET enrichment_status = ?2, enrichment_code = ?3, enrichment_error = ?4
          WHERE seq = ?1",
