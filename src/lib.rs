@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod completions;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
