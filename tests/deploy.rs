@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 const UNIT: &str = "systemd/steerhook.service";
 const SYSUSERS: &str = "systemd/steerhook.sysusers";
 const INSTALLED_EXEC_START: &str =
-    "ExecStart=/usr/local/bin/steerhook serve --config /etc/steerhook/steerhook.toml";
+    "ExecStart=/usr/bin/steerhook serve --config /etc/steerhook/steerhook.toml";
 /// The highest `systemd-analyze security` exposure we accept (0 best, 10 worst).
 const MAX_EXPOSURE: f64 = 2.0;
 /// `systemd-analyze security --offline=` appeared in systemd 250.
@@ -54,7 +54,7 @@ fn unit_pointing_at_built_binary() -> (tempfile::TempDir, PathBuf) {
     let unit = read_repo(UNIT);
     assert!(
         unit.lines().any(|l| l == INSTALLED_EXEC_START),
-        "{UNIT} should contain the line `{INSTALLED_EXEC_START}` (docs/DEPLOY.md installs the binary there)"
+        "{UNIT} should contain the line `{INSTALLED_EXEC_START}` (the .deb and docs/DEPLOY.md install the binary there)"
     );
     let built = format!(
         "ExecStart={} serve --config /etc/steerhook/steerhook.toml",
