@@ -194,5 +194,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             runtime()?.block_on(crate::ops::doctor(&settings))
         }
+        Command::Completions { shell } => crate::completions::print_completions(*shell),
+        Command::Man { out } => crate::completions::man(out.as_deref()),
     }
 }
