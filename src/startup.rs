@@ -344,7 +344,7 @@ pub fn payload_dir(settings: &Settings) -> std::path::PathBuf {
 fn lock_instance(settings: &Settings) -> anyhow::Result<std::fs::File> {
     match settings.storage.backend {
         StorageBackend::Sqlite => crate::instance::lock(&settings.storage.path),
-        StorageBackend::Postgres => crate::instance::lock(&payload_dir(settings)),
+        StorageBackend::Postgres => crate::instance::lock_payload_dir(&payload_dir(settings)),
     }
 }
 
@@ -365,10 +365,11 @@ async fn feed_watchdog(
         let writer_ok = tokio::time::timeout(every, store.ping_writer())
             .await
             .is_ok_and(|r| r.is_ok());
-        // The idle worker loop goes round every half second, so allow at least 2 s.
+        // The idle worker loop goes round at least every `idle_poll`, so
+        // allow four of those.
         let worker_ok = worker
             .as_ref()
-            .is_none_or(|w| w.alive_within(interval.max(std::time::Duration::from_secs(2))));
+            .is_none_or(|w| w.alive_within(interval.max(w.idle_poll() * 4)));
         if writer_ok && worker_ok {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
         } else {

@@ -39,6 +39,10 @@ pub use fetch::Fetcher;
 
 /// The idle loop looks at the queue at least this often (the clock may be moved by tests).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// The same on a shared database, where other daemons announce their work
+/// (`LISTEN/NOTIFY`): polling is only the fallback there, and every poll of
+/// every daemon is a query on the one server.
+const IDLE_POLL_SHARED: Duration = Duration::from_secs(5);
 /// First wait before storing an attempt's outcome again; doubles up to [`RECORD_RETRY_MAX`].
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(50);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -400,9 +404,20 @@ impl Dispatcher {
         (self.born.elapsed().as_millis() as u64).saturating_sub(last) <= d.as_millis() as u64
     }
 
+    /// The longest the loop waits when idle ([`IDLE_POLL`], or
+    /// [`IDLE_POLL_SHARED`] on a shared database).
+    pub fn idle_poll(&self) -> Duration {
+        if self.store.is_shared() {
+            IDLE_POLL_SHARED
+        } else {
+            IDLE_POLL
+        }
+    }
+
     /// How long the loop sleeps when nothing could be claimed: until the next
-    /// job is due, at most [`IDLE_POLL`].
+    /// job is due, at most [`Self::idle_poll`].
     async fn idle_wait(&self) -> Duration {
+        let poll = self.idle_poll();
         let now = self.clock.now_ms();
         let paused_until = self.fetcher.as_ref().map_or(0, Fetcher::paused_until);
         let ms = match self.store.next_due_at().await {
@@ -411,9 +426,9 @@ impl Dispatcher {
             // `paused_until`) or its hook is at its concurrency limit (a finishing
             // job wakes us). Waiting 0 here spun on the database the whole time.
             Ok(Some(_)) if paused_until > now => paused_until - now,
-            _ => IDLE_POLL.as_millis() as i64,
+            _ => poll.as_millis() as i64,
         };
-        Duration::from_millis(ms.clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+        Duration::from_millis(ms.clamp(0, poll.as_millis() as i64) as u64)
     }
 
     /// Runs jobs until `shutdown` fires, then gives running hooks
@@ -445,7 +460,7 @@ impl Dispatcher {
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
                 // Every slot busy (long hooks): still go round, to show we are alive.
-                _ = tokio::time::sleep(IDLE_POLL) => continue,
+                _ = tokio::time::sleep(self.idle_poll()) => continue,
             };
             match self.claim().await {
                 Ok(Some(job)) => {

@@ -7,7 +7,7 @@ use steerhook::store::{
     InsertOutcome, JobKind, JobNext, JobState, NewEvent, Routing, Store,
 };
 
-use crate::db::both_backends;
+use crate::support::db::both_backends;
 
 /// 2026-01-01T00:00:00Z, unix ms.
 pub const T0: i64 = 1_767_225_600_000;
@@ -21,8 +21,10 @@ pub fn event(n: usize) -> NewEvent {
             event_type: EventType::RunSucceeded,
             run_id: format!("run_{n}"),
             signed_at: (T0 / 1000) as u64,
-            body: format!(r#"{{"type":"run.succeeded","id":"evt_{n}","data":{{"runId":"run_{n}"}}}}"#)
-                .into_bytes(),
+            body: format!(
+                r#"{{"type":"run.succeeded","id":"evt_{n}","data":{{"runId":"run_{n}"}}}}"#
+            )
+            .into_bytes(),
         },
         // Received (so due) a little before T0, where the tests claim.
         received_at: T0 - 1_000 + n as i64,

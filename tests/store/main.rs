@@ -6,6 +6,6 @@
 
 mod cluster;
 mod conformance;
-mod db;
+
 #[path = "../support/mod.rs"]
 mod support;

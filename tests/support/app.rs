@@ -25,6 +25,15 @@ impl Running {
         }
     }
 
+    /// Aborts the app's task, as kill -9 ends the process: every task it
+    /// owns (server, worker, running hooks, lease renewals) stops at once,
+    /// with no shutdown.
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
     /// Starts the shutdown without waiting for it.
     pub fn cancel(&self) {
         self.shutdown.cancel();

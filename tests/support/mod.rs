@@ -2,8 +2,10 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod app;
+pub mod db;
 pub mod instance;
 pub mod poll;
 pub mod process;
+pub mod proxy;
 pub mod smtp;
 pub mod tools;

@@ -11,6 +11,7 @@ use steerhook::store::{Routing, Store};
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Runs each test body twice: `<name>::sqlite` and `<name>::postgres`.
+#[allow(unused_macros)] // each test binary uses a different part
 macro_rules! both_backends {
     ($(
         $(#[$doc:meta])*
@@ -23,13 +24,13 @@ macro_rules! both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let $db = $crate::db::TestDb::sqlite();
+                let $db = $crate::support::db::TestDb::sqlite();
                 $body
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some($db) = $crate::db::TestDb::postgres().await else {
+                let Some($db) = $crate::support::db::TestDb::postgres().await else {
                     return;
                 };
                 $body
@@ -37,6 +38,7 @@ macro_rules! both_backends {
         }
     )*};
 }
+#[allow(unused_imports)]
 pub(crate) use both_backends;
 
 /// A fresh, empty database, removed when dropped.
@@ -88,13 +90,22 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("cannot create a test database on {admin_url}: {e}"));
         drop(client);
         let _ = driver.await;
-        let mut url = reqwest::Url::parse(&admin_url).expect("STEERHOOK_TEST_DATABASE_URL is a URL");
+        let mut url =
+            reqwest::Url::parse(&admin_url).expect("STEERHOOK_TEST_DATABASE_URL is a URL");
         url.set_path(&format!("/{name}"));
         Some(TestDb::Postgres {
             url: url.to_string(),
             admin_url,
             name,
         })
+    }
+
+    /// The PostgreSQL database's URL (panics for SQLite).
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Postgres { url, .. } => url,
+            TestDb::Sqlite(_) => panic!("a SQLite test database has no URL"),
+        }
     }
 
     /// `[storage]` for this database.
