@@ -580,6 +580,29 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_http_hook_of_the_example_config_is_valid() {
+        let example = include_str!("../../config.example.toml");
+        let block = example
+            .split("\n\n")
+            .find(|b| b.contains("# kind = \"http\""))
+            .expect("an http hook in config.example.toml");
+        let hook: String = block
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steerhook.toml");
+        std::fs::write(&path, format!("{MINIMAL}{hook}")).unwrap();
+        let s = Settings::load_without_secret_files(&path, &HashMap::new())
+            .unwrap_or_else(|e| panic!("{e}\n{hook}"));
+        let HookKind::Http(http) = &s.hooks[0].kind else {
+            panic!("{:?}", s.hooks[0].kind)
+        };
+        assert_eq!(http.body_key.as_deref(), Some("conf"));
+        assert_eq!(s.hooks[0].max_attempts, 8);
+    }
+
+    #[test]
     fn unknown_key_message_names_the_field() {
         let err = Settings::from_toml(&format!("{MINIMAL}bogus = 1\n")).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
