@@ -18,8 +18,10 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::{
-    attempts_of, delivery_job, event_status, toml_str, unique, Sandbox, TestApp, Worker,
+    attempts_of, delivery_job, event_status, poll_until, toml_str, unique, Sandbox, TestApp,
+    Worker, DEADLINE,
 };
+use crate::support::poll::wait_for_async;
 
 /// The receiver's Standard Webhooks secret (`whsec_` + base64 of 24 bytes).
 const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -726,5 +728,64 @@ async fn doctor_proves_the_url_answers_without_sending_an_event() {
     assert_eq!(
         header(&received[0], "authorization"),
         format!("Bearer {TOKEN}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_in_flight_at_sigterm_is_interrupted_and_sent_again_on_the_next_start() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(120)))
+        .up_to_n_times(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let sandbox = Sandbox::new();
+    let config = sandbox.config(&format!(
+        "[queue]\nshutdown_grace_secs = 0\n{}",
+        http_hook(&receiver.uri(), "timeout_secs = 300")
+    ));
+    let app = TestApp::spawn(&config, Worker::Loop).await;
+    let event_id = app
+        .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
+        .await;
+    wait_for_async(DEADLINE, "the first POST to arrive", || async {
+        (posts(&receiver).await.len() == 1).then_some(())
+    })
+    .await;
+    let db = app.db();
+
+    let stopping = Instant::now();
+    app.stop().await;
+
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    let job = delivery_job(&db, &event_id, HOOK);
+    assert_eq!(job.state, "pending", "left for the next start, not failed");
+    let app = TestApp::spawn(&config, Worker::Loop).await;
+    poll_until(DEADLINE, "the delivery to be sent again", || {
+        delivery_job(&db, &event_id, HOOK).state == "succeeded"
+    })
+    .await;
+    app.stop().await;
+    let attempts: Vec<_> = attempts_of(&db, job.id)
+        .into_iter()
+        .map(|a| (a.outcome, a.error_code))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("interrupted".to_owned(), Some("INTERRUPTED".to_owned())),
+            ("ok".to_owned(), None)
+        ]
+    );
+    let requests = posts(&receiver).await;
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        header(&requests[0], "webhook-id"),
+        header(&requests[1], "webhook-id")
     );
 }
