@@ -32,6 +32,7 @@
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod completions;
 pub mod config;
 pub mod dispatch;
 pub mod domain;

@@ -23,13 +23,19 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/steerhook/steerhook.toml";
 /// Default `webhook.tolerance_secs`.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 /// Environment variables holding secrets, and their keys.
-const SECRET_ENV: [(&str, &str); 3] = [
+const SECRET_ENV: [(&str, &str); 4] = [
     ("STEERHOOK__WEBHOOK__SECRETS", "webhook.secrets"),
     ("STEERHOOK__OPENSTEER__API_KEY", "opensteer.api_key"),
     ("STEERHOOK__SMTP__PASSWORD", "smtp.password"),
+    ("STEERHOOK__STORAGE__URL", "storage.url"),
 ];
 /// Keys whose values are secrets: never echoed in an error.
-const SECRET_KEYS: [&str; 3] = ["webhook.secrets", "opensteer.api_key", "smtp.password"];
+const SECRET_KEYS: [&str; 4] = [
+    "webhook.secrets",
+    "opensteer.api_key",
+    "smtp.password",
+    "storage.url",
+];
 /// Keys of a `[[hook]]` whose values are secrets.
 const HOOK_SECRET_KEYS: [&str; 2] = ["secret", "bearer_token"];
 /// Largest accepted `webhook.tolerance_secs`.
@@ -123,11 +129,41 @@ impl Synchronous {
     }
 }
 
+/// Which database holds the events and the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// An embedded SQLite file: one daemon.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL server that several daemons may share.
+    Postgres,
+}
+
+impl StorageBackend {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageBackend::Sqlite => "sqlite",
+            StorageBackend::Postgres => "postgres",
+        }
+    }
+}
+
 /// `[storage]`
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
-    /// The SQLite file.
+    /// Which database.
+    pub backend: StorageBackend,
+    /// SQLite: the file.
     pub path: PathBuf,
+    /// PostgreSQL: a libpq URL, which may hold a password.
+    pub url: Option<Secret>,
+    /// PostgreSQL: connections this daemon keeps at most.
+    pub pool_size: usize,
+    /// Where hook payload files go; `None`: beside the SQLite file
+    /// (`<path>.payloads`), or `steerhook.payloads` with PostgreSQL.
+    pub payload_dir: Option<PathBuf>,
     /// `PRAGMA synchronous`.
     pub synchronous: Synchronous,
     /// `PRAGMA busy_timeout`.
@@ -157,6 +193,10 @@ pub struct QueueSettings {
     pub shutdown_grace: Duration,
     /// Accept and store events but run no job (maintenance of a downstream system).
     pub paused: bool,
+    /// How long a claimed job stays this daemon's without a heartbeat; a
+    /// daemon renews its jobs' leases every third of it, so a dead one's
+    /// jobs go to others after at most this long.
+    pub lease: Duration,
 }
 
 /// `[opensteer]`

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{LogFormat, SmtpSecurity, Synchronous};
+use super::{LogFormat, SmtpSecurity, StorageBackend, Synchronous};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +56,14 @@ pub(super) struct RawWebhook {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStorage {
-    #[serde(default = "d_db_path")]
-    pub(super) path: PathBuf,
+    #[serde(default)]
+    pub(super) backend: StorageBackend,
+    pub(super) path: Option<PathBuf>,
+    pub(super) url: Option<String>,
+    pub(super) url_file: Option<String>,
+    #[serde(default = "d_pool_size")]
+    pub(super) pool_size: u64,
+    pub(super) payload_dir: Option<PathBuf>,
     #[serde(default = "d_sync")]
     pub(super) synchronous: Synchronous,
     #[serde(default = "d_busy")]
@@ -71,7 +77,12 @@ pub(super) struct RawStorage {
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
-            path: d_db_path(),
+            backend: StorageBackend::default(),
+            path: None,
+            url: None,
+            url_file: None,
+            pool_size: d_pool_size(),
+            payload_dir: None,
             synchronous: d_sync(),
             busy_timeout_ms: d_busy(),
             retention_days: d_retention_days(),
@@ -97,6 +108,8 @@ pub(super) struct RawQueue {
     pub(super) fetch_max_attempts: u32,
     #[serde(default = "d_shutdown_grace")]
     pub(super) shutdown_grace_secs: u64,
+    #[serde(default = "d_lease")]
+    pub(super) lease_secs: u64,
     #[serde(default)]
     pub(super) paused: bool,
 }
@@ -111,6 +124,7 @@ impl Default for RawQueue {
             auth_retry_secs: d_auth_retry(),
             fetch_max_attempts: d_fetch_attempts(),
             shutdown_grace_secs: d_shutdown_grace(),
+            lease_secs: d_lease(),
             paused: false,
         }
     }
@@ -230,8 +244,8 @@ fn d_header_timeout() -> u64 {
 fn d_body_timeout() -> u64 {
     10_000
 }
-fn d_db_path() -> PathBuf {
-    "steerhook.db".into()
+fn d_pool_size() -> u64 {
+    16
 }
 fn d_sync() -> Synchronous {
     Synchronous::Full
@@ -262,6 +276,9 @@ fn d_auth_retry() -> u64 {
 }
 fn d_fetch_attempts() -> u32 {
     50
+}
+fn d_lease() -> u64 {
+    60
 }
 fn d_shutdown_grace() -> u64 {
     10

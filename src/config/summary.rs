@@ -17,13 +17,23 @@ impl Settings {
             self.webhook.secrets.len(),
             self.webhook.tolerance_secs
         );
-        let _ = writeln!(
-            s,
-            "database          {} (synchronous={}, retention {} days)",
-            self.storage.path.display(),
-            self.storage.synchronous.as_str(),
-            self.storage.retention.as_secs() / 86_400
-        );
+        let retention_days = self.storage.retention.as_secs() / 86_400;
+        let _ = match self.storage.backend {
+            super::StorageBackend::Sqlite => writeln!(
+                s,
+                "database          sqlite {} (synchronous={}, retention {retention_days} days)",
+                self.storage.path.display(),
+                self.storage.synchronous.as_str(),
+            ),
+            super::StorageBackend::Postgres => writeln!(
+                s,
+                "database          postgres {} (pool {}, retention {retention_days} days)",
+                self.storage.url.as_ref().map_or_else(String::new, |u| {
+                    crate::store::redacted_postgres_url(u.expose())
+                }),
+                self.storage.pool_size,
+            ),
+        };
         match &self.opensteer {
             Some(o) => {
                 let _ = writeln!(

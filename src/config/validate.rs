@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
@@ -13,7 +13,7 @@ use super::raw::{
 use super::{
     ConfigError, EmailHookSettings, HookKind, HookSettings, HttpHookSettings, LogSettings,
     OpensteerSettings, QueueSettings, ServerSettings, Settings, ShellHookSettings, SmtpSettings,
-    StorageSettings, WebhookSettings, DEFAULT_TOLERANCE_SECS, MAX_TOLERANCE_SECS,
+    StorageBackend, StorageSettings, WebhookSettings, DEFAULT_TOLERANCE_SECS, MAX_TOLERANCE_SECS,
 };
 use crate::domain::EventType;
 use crate::hooks::http::{self as http_hook, BodyShape, HookUrl, SigningKey};
@@ -49,7 +49,7 @@ pub(super) fn validate(raw: RawSettings, creds: SecretFiles<'_>) -> Result<Setti
     Ok(Settings {
         server: server(raw.server)?,
         webhook: webhook(raw.webhook, creds)?,
-        storage: storage(raw.storage)?,
+        storage: storage(raw.storage, creds)?,
         queue: queue(raw.queue)?,
         opensteer: raw.opensteer.map(|o| opensteer(o, creds)).transpose()?,
         hooks: hooks(raw.hook, smtp.is_some(), creds)?,
@@ -150,12 +150,51 @@ fn webhook(raw: RawWebhook, creds: SecretFiles<'_>) -> Result<WebhookSettings, C
     })
 }
 
-fn storage(raw: RawStorage) -> Result<StorageSettings, ConfigError> {
-    if raw.path.as_os_str().is_empty() {
+fn storage(raw: RawStorage, creds: SecretFiles<'_>) -> Result<StorageSettings, ConfigError> {
+    // Read even for commands that use no other secret: they read the database.
+    let creds = SecretFiles {
+        read: true,
+        ..creds
+    };
+    let url = either_secret("storage", "url", raw.url, raw.url_file, creds)?;
+    let path = match (raw.backend, raw.path, &url) {
+        (StorageBackend::Sqlite, _, Some(_)) => {
+            return Err(ConfigError::new(
+                "storage.url",
+                "is for backend = \"postgres\"; with SQLite set storage.path",
+            ))
+        }
+        (StorageBackend::Sqlite, path, None) => path.unwrap_or_else(|| "steerhook.db".into()),
+        (StorageBackend::Postgres, Some(_), _) => {
+            return Err(ConfigError::new(
+                "storage.path",
+                "is for backend = \"sqlite\"; with PostgreSQL set storage.url",
+            ))
+        }
+        (StorageBackend::Postgres, None, None) => {
+            return Err(ConfigError::new(
+                "storage.url",
+                "missing; backend = \"postgres\" needs url = \"postgres://user@host:5432/db\" (or url_file)",
+            ))
+        }
+        (StorageBackend::Postgres, None, Some(url)) => {
+            // A `_file` URL that was not read has nothing to check.
+            if creds.read {
+                crate::store::check_postgres_url(url.expose())
+                    .map_err(|m| ConfigError::new("storage.url", m))?;
+            }
+            PathBuf::new()
+        }
+    };
+    if raw.backend == StorageBackend::Sqlite && path.as_os_str().is_empty() {
         return Err(ConfigError::new("storage.path", "is empty"));
     }
     Ok(StorageSettings {
-        path: raw.path,
+        backend: raw.backend,
+        path,
+        url,
+        pool_size: count("storage.pool_size", raw.pool_size, 1, 512)?,
+        payload_dir: raw.payload_dir,
         synchronous: raw.synchronous,
         busy_timeout: millis("storage.busy_timeout_ms", raw.busy_timeout_ms, 0, 600_000)?,
         retention: secs("storage.retention_days", raw.retention_days, 1, 36_500)? * 86_400,
@@ -188,6 +227,7 @@ fn queue(q: RawQueue) -> Result<QueueSettings, ConfigError> {
         )? as u32,
         shutdown_grace: secs("queue.shutdown_grace_secs", q.shutdown_grace_secs, 0, 3_600)?,
         paused: q.paused,
+        lease: secs("queue.lease_secs", q.lease_secs, 3, 3_600)?,
     })
 }
 

@@ -9,6 +9,7 @@ mod config_cli;
 mod doctor;
 mod helpers;
 mod logs;
+mod monitoring;
 mod operate;
 mod readme_tour;
 mod shutdown;

@@ -6,3 +6,4 @@ pub mod instance;
 pub mod poll;
 pub mod process;
 pub mod smtp;
+pub mod tools;
