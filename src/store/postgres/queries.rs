@@ -240,7 +240,7 @@ pub(super) async fn claim_due_job(
     }
     let row = tx
         .query_one(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $2 + $3,
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $2::int8 + $3::int8,
                     claimed_by = $4, updated_at = $2
              WHERE id = $1
              RETURNING id, event_seq, kind, hook, attempts",

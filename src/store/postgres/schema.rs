@@ -123,17 +123,20 @@ pub(super) fn known_version() -> i32 {
 /// Brings the schema up to date under an advisory lock, or refuses a schema
 /// newer than this binary knows.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS steerhook_schema (version INTEGER NOT NULL)")
-        .await
-        .map_err(migration_error)?;
     // Session-level: held across the migrations' own transactions, released
-    // below (or when the connection ends, should this fail half-way).
+    // below (or when the connection ends, should this fail half-way). Even
+    // `CREATE TABLE IF NOT EXISTS` races with itself, so it waits too.
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_MIGRATE])
         .await
         .map_err(migration_error)?;
-    let result = apply(client).await;
+    let result = match client
+        .batch_execute("CREATE TABLE IF NOT EXISTS steerhook_schema (version INTEGER NOT NULL)")
+        .await
+    {
+        Ok(()) => apply(client).await,
+        Err(e) => Err(migration_error(e)),
+    };
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_MIGRATE])
         .await;
