@@ -203,8 +203,9 @@ pub(super) struct RawHook {
     pub(super) env: BTreeMap<String, String>,
     #[serde(default)]
     pub(super) env_passthrough: Vec<String>,
-    #[serde(default = "d_hook_timeout")]
-    pub(super) timeout_secs: u64,
+    /// Each kind has its own default (a shell hook runs an ETL, an HTTP
+    /// request only starts one).
+    pub(super) timeout_secs: Option<u64>,
     #[serde(default = "d_kill_grace")]
     pub(super) kill_grace_secs: u64,
     #[serde(default = "d_max_output")]
@@ -214,6 +215,15 @@ pub(super) struct RawHook {
     pub(super) subject: Option<String>,
     #[serde(default = "d_log_lines")]
     pub(super) log_lines: u64,
+    // http
+    pub(super) url: Option<String>,
+    pub(super) bearer_token: Option<String>,
+    pub(super) bearer_token_file: Option<String>,
+    pub(super) headers: Option<BTreeMap<String, String>>,
+    pub(super) secret: Option<String>,
+    pub(super) secret_file: Option<String>,
+    pub(super) body: Option<String>,
+    pub(super) body_key: Option<String>,
 }
 
 fn d_webhook_path() -> String {
@@ -317,9 +327,6 @@ fn d_max_attempts() -> u32 {
 }
 fn d_hook_concurrency() -> u64 {
     1
-}
-fn d_hook_timeout() -> u64 {
-    900
 }
 fn d_kill_grace() -> u64 {
     10

@@ -69,6 +69,30 @@ impl Settings {
             let what = match &h.kind {
                 HookKind::Shell(sh) => format!("shell {}", sh.command.join(" ")),
                 HookKind::Email(e) => format!("email to {}", e.to.join(", ")),
+                HookKind::Http(x) => {
+                    let mut with = vec![x.body.as_str().to_owned()];
+                    if let Some(key) = &x.body_key {
+                        with.push(format!("under {key:?}"));
+                    }
+                    if x.signing_key.is_some() {
+                        with.push("signed [redacted]".into());
+                    }
+                    if x.bearer_token.is_some() {
+                        with.push("bearer token [redacted]".into());
+                    }
+                    // Names only: a value may still be something an operator
+                    // would rather not see pasted in a ticket.
+                    let names: Vec<&str> = x.headers.keys().map(|k| k.as_str()).collect();
+                    if !names.is_empty() {
+                        with.push(format!("headers {}", names.join(", ")));
+                    }
+                    format!(
+                        "http POST {} ({}, timeout {} s)",
+                        x.url,
+                        with.join(", "),
+                        x.timeout.as_secs()
+                    )
+                }
             };
             let _ = writeln!(
                 s,

@@ -1,6 +1,6 @@
 //! ISSUE 4, fan-out, through the whole app: a signed webhook over HTTP, the
 //! event in a real SQLite file, the worker delivering it to real hook
-//! processes and a real SMTP server.
+//! processes, a real SMTP server and real HTTP receivers.
 //!
 //! Most tests drive the worker one step at a time
 //! (`Dispatcher::try_dispatch_next`) with a `ManualClock`; the ones about
@@ -13,5 +13,6 @@ mod support;
 
 mod email;
 mod helpers;
+mod http;
 mod restart;
 mod shell;
