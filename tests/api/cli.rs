@@ -4,7 +4,7 @@ use std::process::Output;
 
 use steerhook::clock::ManualClock;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -100,11 +100,10 @@ fn verify_prints_the_code_of_a_malformed_header() {
 
 /// `send-test` signs with the system clock, so the app's manual clock is set to it.
 async fn app_at_system_time() -> TestApp {
-    spawn_app_with(AppOptions {
-        clock: ManualClock::at_unix_secs(system_now_secs()),
-        ..AppOptions::default()
-    })
-    .await
+    TestApp::builder()
+        .clock(ManualClock::at_unix_secs(system_now_secs()))
+        .spawn()
+        .await
 }
 
 #[tokio::test]
@@ -121,9 +120,7 @@ async fn send_test_delivers_a_sample_that_the_app_accepts() {
     assert!(stdout(&out).contains("202"), "{}", shown(&out));
     let (event_type, run_id): (String, String) = app
         .db()
-        .query_row("SELECT event_type, run_id FROM events", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_opt("SELECT event_type, run_id FROM events", &[])
         .expect("the sample is stored");
     assert_eq!(
         (event_type.as_str(), run_id.as_str()),
@@ -147,5 +144,5 @@ async fn send_test_exits_non_zero_when_the_secret_is_wrong() {
         "the answer is printed: {}",
         shown(&out)
     );
-    assert_eq!(app.event_count(), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 const CONFIG_SECRET: &str = "whsec_must_never_be_printed_4242";
 
@@ -13,13 +13,13 @@ const CONFIG_SECRET: &str = "whsec_must_never_be_printed_4242";
 fn config(dir: &Path, listen: &str, webhook: &str, tail: &str) -> String {
     format!(
         "[server]\nlisten = {}\n[webhook]\n{webhook}\n[storage]\npath = {}\n{tail}\n",
-        toml_string(listen),
-        toml_string(&dir.join("steerhook.db").display().to_string()),
+        toml_str(listen),
+        toml_str(&dir.join("steerhook.db").display().to_string()),
     )
 }
 
 fn secrets_line() -> String {
-    format!("secrets = [{}]", toml_string(CONFIG_SECRET))
+    format!("secrets = [{}]", toml_str(CONFIG_SECRET))
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
@@ -156,7 +156,7 @@ fn check_config_accepts_a_valid_file_and_redacts_the_secrets() {
         &secrets_line(),
         &format!(
             "[opensteer]\napi_key = {}\n[[hook]]\nname = \"etl\"\n{SHELL_HOOK}",
-            toml_string(api_key)
+            toml_str(api_key)
         ),
     );
     let path = write_config(dir.path(), &text_of_config);
@@ -261,7 +261,7 @@ fn a_mistyped_secret_is_not_echoed_in_the_error() {
     let text_of_config = config(
         dir.path(),
         "127.0.0.1:0",
-        &format!("secrets = {}", toml_string(CONFIG_SECRET)),
+        &format!("secrets = {}", toml_str(CONFIG_SECRET)),
         "",
     );
     assert_config_error(&text_of_config, &[], "webhook.secrets");
@@ -332,7 +332,7 @@ fn webhook_secrets_from_the_environment_are_a_comma_separated_list() {
 fn a_toml_syntax_error_does_not_quote_a_secret() {
     let text_of_config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[webhook]\nsecrets = [{} \"x\"]\n",
-        toml_string(CONFIG_SECRET)
+        toml_str(CONFIG_SECRET)
     );
     assert_config_error(&text_of_config, &[], "line 4");
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use wiremock::matchers::{header, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 use crate::support::smtp::SmtpServer;
 
 fn doctor(config_text: &str) -> (i32, String) {
@@ -17,7 +17,7 @@ fn doctor(config_text: &str) -> (i32, String) {
         &config,
         config_text.replace(
             "DB_PATH",
-            &toml_string(&dir.path().join("steerhook.db").display().to_string()),
+            &toml_str(&dir.path().join("steerhook.db").display().to_string()),
         ),
     )
     .unwrap();
@@ -38,7 +38,7 @@ fn config(api: &str, smtp_port: u16) -> String {
         "[server]\nlisten = \"127.0.0.1:0\"\n[webhook]\nsecrets = [\"whsec_doctor\"]\n[storage]\npath = DB_PATH\n\
          [opensteer]\nbase_url = {}\napi_key = \"osk_doctor_key\"\nrequest_timeout_secs = 5\n\
          [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n",
-        toml_string(api)
+        toml_str(api)
     )
 }
 

@@ -1,7 +1,5 @@
-//! The e-mail hook against a real SMTP server on a real socket.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
-
-mod support;
+//! The e-mail hook's `Mailer` on its own, against a real SMTP server on a
+//! real socket.
 
 use std::time::Duration;
 
@@ -10,10 +8,9 @@ use steerhook::hooks::email::{
     EmailError, EmailHookSettings, EmailSpec, Mailer, SmtpSecurity, SmtpSettings,
 };
 use steerhook::secret::Secret;
-use support::smtp::SmtpServer;
 use tokio::net::TcpListener;
 
-const WAIT: Duration = Duration::from_secs(10);
+use crate::support::prelude::*;
 
 fn settings(port: u16) -> SmtpSettings {
     SmtpSettings {
@@ -84,7 +81,7 @@ async fn email_reaches_the_server_with_recipients_subject_summary_and_last_log_l
         .await
         .expect("sent");
 
-    let messages = server.wait_for_messages(1, WAIT).await;
+    let messages = server.wait_for_messages(1, DEADLINE).await;
     let m = &messages[0];
     assert_eq!(m.mail_from, "steerhook@example.test");
     assert_eq!(m.rcpt_to, ["ops@example.com", "dev@example.com"]);
@@ -146,7 +143,7 @@ async fn custom_subject_template_is_rendered_with_hook_and_scraper() {
         .await
         .expect("sent");
 
-    let messages = server.wait_for_messages(1, WAIT).await;
+    let messages = server.wait_for_messages(1, DEADLINE).await;
     let expected = "ops-mail: price-watch failed (evt_7, run_7)";
     assert_eq!(messages[0].header("Subject").as_deref(), Some(expected));
     assert_eq!(sent.subject, expected);
@@ -165,7 +162,7 @@ async fn resending_the_same_event_carries_the_same_message_id() {
         .send_event(&spec(&["ops@example.com"]), &doc, "evt_same")
         .await;
 
-    let messages = server.wait_for_messages(2, WAIT).await;
+    let messages = server.wait_for_messages(2, DEADLINE).await;
     let ids: Vec<_> = messages.iter().map(|m| m.header("Message-ID")).collect();
     assert_eq!(ids[0], ids[1]);
     assert_eq!(
@@ -205,7 +202,7 @@ async fn send_is_transient_while_the_server_is_down_and_succeeds_once_it_is_back
         .send_event(&spec(&["ops@example.com"]), &doc, "evt_down")
         .await
         .expect("server is back");
-    server.wait_for_messages(1, WAIT).await;
+    server.wait_for_messages(1, DEADLINE).await;
     assert_eq!(server.messages().len(), 1);
 }
 
@@ -273,7 +270,7 @@ async fn configured_credentials_reach_the_server_and_the_password_never_prints()
         .send_event(&spec(&["ops@example.com"]), &failed_run_doc("e", "r"), "e")
         .await
         .expect("sent");
-    server.wait_for_messages(1, WAIT).await;
+    server.wait_for_messages(1, DEADLINE).await;
 
     let auths = server.auths();
     assert_eq!(auths.len(), 1, "{auths:?}");
@@ -305,7 +302,7 @@ async fn no_auth_is_attempted_without_a_username() {
         .send_event(&spec(&["ops@example.com"]), &failed_run_doc("e", "r"), "e")
         .await
         .expect("sent");
-    server.wait_for_messages(1, WAIT).await;
+    server.wait_for_messages(1, DEADLINE).await;
     assert!(server.auths().is_empty());
 }
 
@@ -320,7 +317,7 @@ async fn a_run_id_with_crlf_cannot_inject_a_header() {
         .await
         .expect("sent");
 
-    let messages = server.wait_for_messages(1, WAIT).await;
+    let messages = server.wait_for_messages(1, DEADLINE).await;
     let m = &messages[0];
     assert_eq!(m.rcpt_to, ["ops@example.com"]);
     assert!(m.header("Bcc").is_none(), "injected header in:\n{}", m.data);
