@@ -7,8 +7,12 @@
 //! the script polls with deadlines.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use support::daemon::repo_path;
 
 const UNIT: &str = "systemd/steerhook.service";
 const SYSUSERS: &str = "systemd/steerhook.sysusers";
@@ -19,12 +23,8 @@ const MAX_EXPOSURE: f64 = 2.0;
 /// `systemd-analyze security --offline=` appeared in systemd 250.
 const MIN_SYSTEMD_FOR_OFFLINE: u32 = 250;
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
 fn read_repo(path: &str) -> String {
-    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    std::fs::read_to_string(repo_path(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
 /// `name` on PATH, or in the sbin directories a non-root PATH may lack.
@@ -281,7 +281,7 @@ fn nginx_proxy_passes_webhooks_byte_for_byte() {
         );
     }
     let out = Command::new("bash")
-        .arg(repo("scripts/nginx-proxy-test.sh"))
+        .arg(repo_path("scripts/nginx-proxy-test.sh"))
         .env("STEERHOOK_BIN", env!("CARGO_BIN_EXE_steerhook"))
         .env(
             "PATH",

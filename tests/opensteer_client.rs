@@ -2,6 +2,8 @@
 //! socket (wiremock). No sleeps: slowness is the fake's `set_delay`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,8 +13,9 @@ use steerhook::opensteer::{
     ClientSettings, ErrorClass, KeyCheck, LogsPage, OpensteerClient, OpensteerError, MAX_BODY_BYTES,
 };
 use steerhook::secret::Secret;
+use support::prelude::*;
 use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "osk_test_s3cr3t_0123456789";
 
@@ -38,17 +41,9 @@ fn get(p: &str) -> wiremock::MockBuilder {
         .and(header("x-api-key", KEY))
 }
 
-fn api_error(status: u16, code: &str, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status)
-        .set_body_json(json!({"error": message, "code": code, "details": {}}))
-}
-
 /// A port nothing listens on: bound, then released.
 fn refused_base_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
+    format!("http://{}", free_addr())
 }
 
 async fn run_error(server: &MockServer, response: ResponseTemplate) -> OpensteerError {
@@ -306,7 +301,7 @@ async fn errors_are_classified_by_code_first_then_status() {
     for (status, code, class, expected_code) in cases {
         let server = MockServer::start().await;
         let response = match code {
-            Some(code) => api_error(status, code, "something happened"),
+            Some(code) => api_error_saying(status, code, "something happened"),
             None => ResponseTemplate::new(status),
         };
         let err = run_error(&server, response).await;
@@ -329,7 +324,7 @@ async fn auth_failure_tells_the_operator_to_check_the_api_key() {
     let server = MockServer::start().await;
     let err = run_error(
         &server,
-        api_error(401, "CLOUD_AUTH_FAILED", "invalid API key"),
+        api_error_saying(401, "CLOUD_AUTH_FAILED", "invalid API key"),
     )
     .await;
 
@@ -347,7 +342,7 @@ async fn contract_mismatch_says_steerhook_may_need_upgrading() {
     let server = MockServer::start().await;
     let err = run_error(
         &server,
-        api_error(409, "CLOUD_CONTRACT_MISMATCH", "unsupported contract"),
+        api_error_saying(409, "CLOUD_CONTRACT_MISMATCH", "unsupported contract"),
     )
     .await;
 
@@ -365,7 +360,7 @@ async fn contract_mismatch_says_steerhook_may_need_upgrading() {
 async fn rate_limit_with_retry_after_seconds_is_retry_after_that_long() {
     let server = MockServer::start().await;
     let response =
-        api_error(429, "CLOUD_RATE_LIMITED", "slow down").insert_header("retry-after", "2");
+        api_error_saying(429, "CLOUD_RATE_LIMITED", "slow down").insert_header("retry-after", "2");
     let err = run_error(&server, response).await;
 
     assert_eq!(
@@ -409,7 +404,11 @@ async fn rate_limit_with_retry_after_date_is_resolved_against_the_clock() {
 #[tokio::test]
 async fn rate_limit_without_retry_after_leaves_the_delay_to_the_caller() {
     let server = MockServer::start().await;
-    let err = run_error(&server, api_error(400, "CLOUD_RATE_LIMITED", "slow down")).await;
+    let err = run_error(
+        &server,
+        api_error_saying(400, "CLOUD_RATE_LIMITED", "slow down"),
+    )
+    .await;
 
     assert_eq!(err.class(), ErrorClass::RetryAfter(None));
 }
@@ -564,34 +563,16 @@ async fn redirects_are_not_followed_so_the_key_stays_home() {
     assert!(err.to_string().contains("opensteer.base_url"), "{err}");
 }
 
-/// Records when each request arrived; answers after a fixed delay.
-struct ArrivalRecorder {
-    arrivals: Arc<Mutex<Vec<Instant>>>,
-    delay: Duration,
-}
-
-impl Respond for ArrivalRecorder {
-    fn respond(&self, _request: &Request) -> ResponseTemplate {
-        // wiremock calls this when a request arrives and applies the delay after.
-        self.arrivals
-            .lock()
-            .expect("not poisoned")
-            .push(Instant::now());
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"id": "r"}))
-            .set_delay(self.delay)
-    }
-}
-
 #[tokio::test]
 async fn in_flight_requests_are_bounded_across_clones() {
     let server = MockServer::start().await;
     let delay = Duration::from_millis(200);
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     get("/runs/r")
-        .respond_with(ArrivalRecorder {
-            arrivals: arrivals.clone(),
+        .respond_with(Arrivals {
+            at: arrivals.clone(),
             delay,
+            answer: ResponseTemplate::new(200).set_body_json(json!({"id": "r"})),
         })
         .expect(10)
         .mount(&server)
@@ -614,16 +595,7 @@ async fn in_flight_requests_are_bounded_across_clones() {
     // arrival of request `a` are those that arrived less than `delay` before.
     let arrivals = arrivals.lock().expect("not poisoned").clone();
     let window = delay * 9 / 10;
-    let most = arrivals
-        .iter()
-        .map(|a| {
-            arrivals
-                .iter()
-                .filter(|b| **b >= *a && **b - *a < window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
+    let most = most_in_flight(&arrivals, window);
     assert_eq!(arrivals.len(), 10);
     assert_eq!(
         most, 2,
@@ -637,7 +609,7 @@ async fn the_api_key_never_appears_in_error_messages() {
 
     let server = MockServer::start().await;
     get("/runs/auth")
-        .respond_with(api_error(
+        .respond_with(api_error_saying(
             401,
             "CLOUD_AUTH_FAILED",
             &format!("key {KEY} is revoked"),
@@ -693,7 +665,7 @@ async fn probe_reports_an_accepted_key_and_the_server_date_on_404() {
     let date = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     get("/runs/steerhook-doctor-probe")
         .respond_with(
-            api_error(404, "CLOUD_NOT_FOUND", "no such run")
+            api_error_saying(404, "CLOUD_NOT_FOUND", "no such run")
                 .insert_header("date", httpdate::fmt_http_date(date).as_str()),
         )
         .expect(1)
@@ -711,13 +683,13 @@ async fn probe_reports_an_accepted_key_and_the_server_date_on_404() {
 async fn probe_reports_a_rejected_key_and_no_verdict_on_other_answers() {
     let cases = [
         (
-            api_error(401, "CLOUD_AUTH_FAILED", "bad key"),
+            api_error_saying(401, "CLOUD_AUTH_FAILED", "bad key"),
             401,
             KeyCheck::Rejected,
         ),
         (ResponseTemplate::new(403), 403, KeyCheck::Rejected),
         (
-            api_error(500, "CLOUD_AUTH_FAILED", "bad key"),
+            api_error_saying(500, "CLOUD_AUTH_FAILED", "bad key"),
             500,
             KeyCheck::Rejected,
         ),

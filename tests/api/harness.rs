@@ -1,11 +1,13 @@
-//! The harness's database helpers (tests/support/db.rs) on both backends:
-//! the same SQL, `$n` parameters and Rust types on SQLite and on a fresh
-//! PostgreSQL database, which is dropped afterwards. These run against the
-//! PostgreSQL server now, whether or not steerhook has the backend yet.
+//! The test harness's own parts. Its database helpers (tests/support/db.rs)
+//! on both backends: the same SQL, `$n` parameters and Rust types on SQLite
+//! and on a fresh PostgreSQL database, which is dropped afterwards; these
+//! run against the PostgreSQL server now, whether or not steerhook has the
+//! backend yet. And the test SMTP server's AUTH decoding.
 
 use crate::support::backends::postgres_runs;
 use crate::support::db::{sqlite_placeholders, Cell};
 use crate::support::prelude::*;
+use crate::support::smtp::base64_decode;
 
 /// A table shaped like the app's (integers, text, bytes, NULLs), filled.
 fn fill(db: &TestDb) {
@@ -116,7 +118,9 @@ fn sqlite_placeholders_are_numbered_and_quotes_are_left_alone() {
 
 #[test]
 fn the_database_helpers_read_a_fresh_postgres_database_which_is_dropped_afterwards() {
-    if !postgres_runs(module_path!()) {
+    if !postgres_runs(
+        "harness::the_database_helpers_read_a_fresh_postgres_database_which_is_dropped_afterwards",
+    ) {
         return;
     }
     let db = TestDb::postgres();
@@ -143,7 +147,7 @@ fn the_database_helpers_read_a_fresh_postgres_database_which_is_dropped_afterwar
 
 #[test]
 fn two_postgres_test_databases_are_apart() {
-    if !postgres_runs(module_path!()) {
+    if !postgres_runs("harness::two_postgres_test_databases_are_apart") {
         return;
     }
     let (one, two) = (TestDb::postgres(), TestDb::postgres());
@@ -153,4 +157,14 @@ fn two_postgres_test_databases_are_apart() {
     one.execute("INSERT INTO t VALUES ($1)", &[&7i64]);
     assert_eq!(one.count_rows("t"), 1);
     assert_eq!(two.count_rows("t"), 0);
+}
+
+#[test]
+fn the_test_smtp_server_decodes_auth_plain() {
+    assert_eq!(
+        base64_decode("AHVzZXIAcGFzcw==").as_deref(),
+        Some(&b"\0user\0pass"[..])
+    );
+    assert_eq!(base64_decode("Zm9vYg").as_deref(), Some(&b"foob"[..]));
+    assert_eq!(base64_decode("!!"), None);
 }

@@ -6,19 +6,35 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::prelude::*;
 
-#[tokio::test]
-async fn webhook_returns_202_with_the_event_id_for_a_signed_run_event() {
-    let app = TestApp::spawn().await;
-    let resp = app
-        .post_signed(&run_event("run.succeeded", "evt_1", "run_1"))
-        .await;
-    assert_eq!(resp.status().as_u16(), 202);
-    let body = json_body(resp).await;
-    assert_eq!(
-        body,
-        serde_json::json!({"status": "accepted", "id": "evt_1"})
-    );
-    assert_eq!(app.db().count_rows("events"), 1);
+crate::backends! {
+    #[tokio::test]
+    async fn webhook_returns_202_with_the_event_id_for_a_signed_run_event(backend) {
+        let app = TestApp::builder().backend(backend).spawn().await;
+        let resp = app
+            .post_signed(&run_event("run.succeeded", "evt_1", "run_1"))
+            .await;
+        assert_eq!(resp.status().as_u16(), 202);
+        let body = json_body(resp).await;
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "accepted", "id": "evt_1"})
+        );
+        assert_eq!(app.db().count_rows("events"), 1);
+    }
+
+    #[tokio::test]
+    async fn webhook_returns_200_duplicate_with_the_first_id_for_the_same_delivery(backend) {
+        let app = TestApp::builder().backend(backend).spawn().await;
+        let body = run_event("run.failed", "evt_first", "run_dup");
+        assert_eq!(app.post_signed(&body).await.status().as_u16(), 202);
+        let resp = app.post_signed(&body).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(
+            json_body(resp).await,
+            serde_json::json!({"status": "duplicate", "id": "evt_first"})
+        );
+        assert_eq!(app.db().count_rows("events"), 1);
+    }
 }
 
 #[tokio::test]
@@ -356,20 +372,6 @@ async fn webhook_returns_200_ignored_for_another_event_type() {
     );
     assert_eq!(app.db().count_rows("events"), 0);
     assert_eq!(app.db().count_rows("quarantine"), 0);
-}
-
-#[tokio::test]
-async fn webhook_returns_200_duplicate_with_the_first_id_for_the_same_delivery() {
-    let app = TestApp::spawn().await;
-    let body = run_event("run.failed", "evt_first", "run_dup");
-    assert_eq!(app.post_signed(&body).await.status().as_u16(), 202);
-    let resp = app.post_signed(&body).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(
-        json_body(resp).await,
-        serde_json::json!({"status": "duplicate", "id": "evt_first"})
-    );
-    assert_eq!(app.db().count_rows("events"), 1);
 }
 
 #[tokio::test]

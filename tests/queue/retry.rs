@@ -88,48 +88,50 @@ async fn a_429_with_retry_after_holds_every_fetch_until_it_has_passed() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_500_is_retried_with_backoff_and_the_hook_gets_the_run() {
-    let api = MockServer::start().await;
-    first_call_to(
-        &api,
-        "/runs/run_500",
-        ResponseTemplate::new(500).set_body_string("<html>oops</html>"),
-    )
-    .await;
-    mount_runs(&api, FakeRuns::lines(5)).await;
-    let sandbox = Sandbox::new();
-    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
-    let id = app.post_run("run_500").await;
-    let t0 = app.now_ms();
+crate::backends! {
+    #[tokio::test]
+    async fn a_500_is_retried_with_backoff_and_the_hook_gets_the_run(backend) {
+        let api = MockServer::start().await;
+        first_call_to(
+            &api,
+            "/runs/run_500",
+            ResponseTemplate::new(500).set_body_string("<html>oops</html>"),
+        )
+        .await;
+        mount_runs(&api, FakeRuns::lines(5)).await;
+        let sandbox = Sandbox::with_backend(backend);
+        let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
+        let id = app.post_run("run_500").await;
+        let t0 = app.now_ms();
 
-    let (kind, fetch_id, next) = ran(&app.step().await);
-    assert_eq!(kind, "fetch");
-    let JobNext::RetryAt(at) = next else {
-        panic!("a 500 is retried: {next:?}")
-    };
-    assert!(
-        (t0..=t0 + 1_000).contains(&at),
-        "backoff within queue.backoff_base_secs: {}",
-        at - t0
-    );
-    assert_eq!(sandbox.db().job(&id, "deliver").state, "blocked");
+        let (kind, fetch_id, next) = ran(&app.step().await);
+        assert_eq!(kind, "fetch");
+        let JobNext::RetryAt(at) = next else {
+            panic!("a 500 is retried: {next:?}")
+        };
+        assert!(
+            (t0..=t0 + 1_000).contains(&at),
+            "backoff within queue.backoff_base_secs: {}",
+            at - t0
+        );
+        assert_eq!(sandbox.db().job(&id, "deliver").state, "blocked");
 
-    app.advance(Duration::from_secs(1));
-    let (_, again, next) = ran(&app.step().await);
-    assert_eq!((again, next), (fetch_id, JobNext::Succeeded));
-    let tries = sandbox.db().attempts(fetch_id);
-    let outcomes: Vec<(i64, &str, Option<&str>)> = tries
-        .iter()
-        .map(|t| (t.attempt, t.outcome.as_str(), t.error_code.as_deref()))
-        .collect();
-    assert_eq!(outcomes, [(1, "retry", Some("HTTP_500")), (2, "ok", None)]);
+        app.advance(Duration::from_secs(1));
+        let (_, again, next) = ran(&app.step().await);
+        assert_eq!((again, next), (fetch_id, JobNext::Succeeded));
+        let tries = sandbox.db().attempts(fetch_id);
+        let outcomes: Vec<(i64, &str, Option<&str>)> = tries
+            .iter()
+            .map(|t| (t.attempt, t.outcome.as_str(), t.error_code.as_deref()))
+            .collect();
+        assert_eq!(outcomes, [(1, "retry", Some("HTTP_500")), (2, "ok", None)]);
 
-    app.drain(5).await;
-    let doc = sandbox.hook_document(&id);
-    assert_eq!(doc["run"], run_json("run_500"));
-    assert_eq!(log_seqs(&doc), [0, 1, 2, 3, 4]);
-    app.stop().await;
+        app.drain(5).await;
+        let doc = sandbox.hook_document(&id);
+        assert_eq!(doc["run"], run_json("run_500"));
+        assert_eq!(log_seqs(&doc), [0, 1, 2, 3, 4]);
+        app.stop().await;
+    }
 }
 
 #[tokio::test]
