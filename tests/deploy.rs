@@ -10,9 +10,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use support::daemon::repo_path;
+use support::daemon::{describe, repo_path};
 
 const UNIT: &str = "systemd/steerhook.service";
 const SYSUSERS: &str = "systemd/steerhook.sysusers";
@@ -38,15 +38,6 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 
 fn skip(test: &str, why: &str) {
     eprintln!("SKIP {test}: {why}");
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The unit as shipped, but starting the binary cargo just built, written

@@ -28,15 +28,6 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-fn run(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = steerhook_command();
-    cmd.args(args).arg("--config").arg(config);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run steerhook")
-}
-
 fn text(out: &Output) -> String {
     format!(
         "stdout:\n{}\nstderr:\n{}",
@@ -49,7 +40,7 @@ fn text(out: &Output) -> String {
 fn assert_config_error(text_of_config: &str, env: &[(&str, &str)], key: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), text_of_config);
-    let out = run(&["check-config"], &path, env);
+    let out = run_cli(&path, &["check-config"], env);
     let shown = text(&out);
     assert_eq!(
         out.status.code(),
@@ -141,7 +132,7 @@ fn check_config_exits_78_naming_the_key_for_each_invalid_configuration() {
 #[test]
 fn check_config_exits_78_when_the_file_does_not_exist() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&["check-config"], &dir.path().join("absent.toml"), &[]);
+    let out = run_cli(&dir.path().join("absent.toml"), &["check-config"], &[]);
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
 }
@@ -160,7 +151,7 @@ fn check_config_accepts_a_valid_file_and_redacts_the_secrets() {
         ),
     );
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(&["check-config"], &path, &[]);
+    let out = run_cli(&path, &["check-config"], &[]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("127.0.0.1:8787"), "a summary: {shown}");
@@ -182,7 +173,7 @@ fn serve_exits_78_naming_the_key_on_a_bad_configuration() {
         "",
     );
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(&["serve"], &path, &[]);
+    let out = run_cli(&path, &["serve"], &[]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(78), "{shown}");
     assert!(shown.contains("webhook.tolerance_secs"), "{shown}");
@@ -205,9 +196,9 @@ fn an_environment_override_replaces_the_file_value() {
     let dir = tempfile::tempdir().unwrap();
     let text_of_config = config(dir.path(), "127.0.0.1:0", &secrets_line(), "");
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(
-        &["check-config"],
+    let out = run_cli(
         &path,
+        &["check-config"],
         &[
             ("STEERHOOK__SERVER__LISTEN", "127.0.0.1:9911"),
             ("STEERHOOK__WEBHOOK__TOLERANCE_SECS", "60"),
@@ -236,9 +227,9 @@ fn a_relative_secrets_file_is_read_from_the_credentials_directory() {
         "",
     );
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(
-        &["check-config"],
+    let out = run_cli(
         &path,
+        &["check-config"],
         &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
     );
     let shown = text(&out);
@@ -248,7 +239,7 @@ fn a_relative_secrets_file_is_read_from_the_credentials_directory() {
     assert!(!shown.contains("whsec_second_never_printed"), "{shown}");
 
     // Without $CREDENTIALS_DIRECTORY the relative path is not found: 78.
-    let out = run(&["check-config"], &path, &[]);
+    let out = run_cli(&path, &["check-config"], &[]);
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("webhook.secrets_file"));
 }
@@ -280,9 +271,9 @@ fn an_all_digit_secret_from_the_environment_is_accepted_and_not_printed() {
     );
     let path = write_config(dir.path(), &text_of_config);
     let digits = "918273645546372819";
-    let out = run(
-        &["check-config"],
+    let out = run_cli(
         &path,
+        &["check-config"],
         &[("STEERHOOK__OPENSTEER__API_KEY", digits)],
     );
     let shown = text(&out);
@@ -316,9 +307,9 @@ fn webhook_secrets_from_the_environment_are_a_comma_separated_list() {
     let dir = tempfile::tempdir().unwrap();
     let text_of_config = config(dir.path(), "127.0.0.1:0", &secrets_line(), "");
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(
-        &["check-config"],
+    let out = run_cli(
         &path,
+        &["check-config"],
         &[("STEERHOOK__WEBHOOK__SECRETS", "whsec_env_one,whsec_env_two")],
     );
     let shown = text(&out);

@@ -10,36 +10,24 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::support::prelude::*;
 use crate::support::smtp::SmtpServer;
 
-fn doctor(config_text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("steerhook.toml");
-    std::fs::write(
-        &config,
-        config_text.replace(
-            "DB_PATH",
-            &toml_str(&dir.path().join("steerhook.db").display().to_string()),
-        ),
-    )
-    .unwrap();
-    let out = steerhook_command()
-        .arg("--config")
-        .arg(&config)
-        .arg("doctor")
-        .output()
-        .unwrap();
+fn doctor(config: &Config) -> (i32, String) {
+    let sandbox = Sandbox::new();
+    let out = run_cli(&sandbox.write_config(config), &["doctor"], &[]);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
 
-fn config(api: &str, smtp_port: u16) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[webhook]\nsecrets = [\"whsec_doctor\"]\n[storage]\npath = DB_PATH\n\
-         [opensteer]\nbase_url = {}\napi_key = \"osk_doctor_key\"\nrequest_timeout_secs = 5\n\
-         [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n",
-        toml_str(api)
-    )
+fn config(api: &str, smtp_port: u16) -> Config {
+    Config::default()
+        .secrets(&["whsec_doctor"])
+        .opensteer(api)
+        .lines(
+            "opensteer",
+            "api_key = \"osk_doctor_key\"\nrequest_timeout_secs = 5",
+        )
+        .smtp(smtp_port)
 }
 
 fn line<'a>(stdout: &'a str, check: &str) -> &'a str {

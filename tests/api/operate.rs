@@ -23,15 +23,22 @@ fn recording_hook(sandbox: &Sandbox, name: &str, events: &[&str], extra: &str) -
     )
 }
 
-const BOTH: &[&str] = &["run.succeeded", "run.failed"];
+/// The default app with the recording hook `etl` for both run events.
+async fn recording_app(sandbox: &Sandbox) -> TestApp {
+    TestApp::builder()
+        .sandbox(sandbox)
+        .hook(&recording_hook(
+            sandbox,
+            "etl",
+            &["run.succeeded", "run.failed"],
+            "",
+        ))
+        .spawn()
+        .await
+}
 
 fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = steerhook_command()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run steerhook");
+    let out = run_cli(config, args, &[]);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -42,11 +49,7 @@ fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_list_and_show_describe_what_the_server_stored_and_delivered() {
     let sandbox = Sandbox::new();
-    let app = TestApp::builder()
-        .sandbox(&sandbox)
-        .hook(&recording_hook(&sandbox, "etl", BOTH, ""))
-        .spawn()
-        .await;
+    let app = recording_app(&sandbox).await;
     for (ty, id, run) in [
         ("run.succeeded", "evt_a", "run_a"),
         ("run.failed", "evt_b", "run_b"),
@@ -131,11 +134,7 @@ fn raw_terminal_controls(text: &str) -> Vec<char> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_list_and_show_print_control_characters_from_a_signed_payload_as_visible_escapes() {
     let sandbox = Sandbox::new();
-    let app = TestApp::builder()
-        .sandbox(&sandbox)
-        .hook(&recording_hook(&sandbox, "etl", BOTH, ""))
-        .spawn()
-        .await;
+    let app = recording_app(&sandbox).await;
     // Clear the screen, retitle the window, break the table's line; the
     // hook echoes the id, so its output tail carries the same bytes.
     let id = "evt_\u{1b}[2J\u{1b}]0;owned\u{7}\nsecond line";
@@ -202,11 +201,7 @@ async fn events_list_and_show_print_control_characters_from_a_signed_payload_as_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_while_the_server_runs_delivers_the_event_again() {
     let sandbox = Sandbox::new();
-    let app = TestApp::builder()
-        .sandbox(&sandbox)
-        .hook(&recording_hook(&sandbox, "etl", BOTH, ""))
-        .spawn()
-        .await;
+    let app = recording_app(&sandbox).await;
     assert_eq!(
         app.post_signed(&run_event("run.succeeded", "evt_r", "run_r"))
             .await
@@ -308,11 +303,7 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_webhooks_by_outcome_and_deliveries_by_hook() {
     let sandbox = Sandbox::new();
-    let app = TestApp::builder()
-        .sandbox(&sandbox)
-        .hook(&recording_hook(&sandbox, "etl", BOTH, ""))
-        .spawn()
-        .await;
+    let app = recording_app(&sandbox).await;
     let body = run_event("run.succeeded", "evt_m", "run_m");
     assert_eq!(app.post_signed(&body).await.status(), 202);
     assert_eq!(app.post_signed(&body).await.status(), 200);

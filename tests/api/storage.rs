@@ -56,7 +56,7 @@ async fn an_accepted_event_is_readable_from_another_connection_when_the_answer_a
     let resp = app.post_signed(body).await;
     assert_eq!(resp.status().as_u16(), 202);
     // No poll: the row must already be committed.
-    let row = event_row(&reader, "evt_disk").expect("the row is committed before the answer");
+    let row = event_row(reader, "evt_disk").expect("the row is committed before the answer");
     assert_eq!(row.body, body.to_vec(), "raw body, byte for byte");
     assert_eq!(row.event_type, "run.succeeded");
     assert_eq!(row.run_id, "run_disk");
@@ -71,7 +71,7 @@ async fn an_accepted_event_is_readable_from_another_connection_when_the_answer_a
     );
     // No hook and no [opensteer]: nothing to do, so the event is finished.
     assert_eq!(row.status, "done");
-    assert!(jobs_of(&reader, "evt_disk").is_empty());
+    assert!(jobs_of(reader, "evt_disk").is_empty());
 }
 
 #[tokio::test]
@@ -96,7 +96,7 @@ command = ["/bin/true"]
     // The job is written in the same transaction as the event. A worker may
     // already have run it, so only its existence is asserted, not its state.
     assert_eq!(
-        jobs_of(&reader, "evt_hooked"),
+        jobs_of(reader, "evt_hooked"),
         vec![("deliver".to_owned(), "etl".to_owned())]
     );
 
@@ -105,9 +105,9 @@ command = ["/bin/true"]
         .post_signed(&run_event("run.failed", "evt_unhooked", "run_h"))
         .await;
     assert_eq!(resp.status().as_u16(), 202);
-    assert!(jobs_of(&reader, "evt_unhooked").is_empty());
+    assert!(jobs_of(reader, "evt_unhooked").is_empty());
     assert_eq!(
-        event_row(&reader, "evt_unhooked").unwrap().status,
+        event_row(reader, "evt_unhooked").unwrap().status,
         "done",
         "an event with no job is done"
     );

@@ -101,7 +101,7 @@ impl Config {
             .set("smtp", "timeout_secs", "5".to_owned())
     }
 
-    /// Appends a `[[hook]]` table (see [`shell_hook`]).
+    /// Appends a `[[hook]]` table (see [`super::sandbox::Sandbox::shell_hook`]).
     pub fn hook(mut self, table: &str) -> Self {
         self.hooks.push(table.to_owned());
         self
@@ -180,27 +180,5 @@ pub fn toml_list(items: &[&str]) -> String {
             .map(|s| toml_str(s))
             .collect::<Vec<_>>()
             .join(", ")
-    )
-}
-
-/// A `[[hook]]` table of kind `shell` running `argv`, for `events`, with
-/// `env` (name, value) pairs and `extra` lines (`timeout_secs = 1`, ...).
-pub fn shell_hook(
-    name: &str,
-    events: &[&str],
-    argv: &[&str],
-    env: &[(&str, &str)],
-    extra: &str,
-) -> String {
-    let env = env
-        .iter()
-        .map(|(k, v)| format!("{k} = {}", toml_str(v)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "[[hook]]\nname = {}\nkind = \"shell\"\nevents = {}\ncommand = {}\nenv = {{ {env} }}\n{extra}\n",
-        toml_str(name),
-        toml_list(events),
-        toml_list(argv),
     )
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use super::poll::wait_for_async;
@@ -37,6 +37,26 @@ pub fn serve_command(config: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd
+}
+
+/// `steerhook --config <config> <args...>` with `env` set, run to its end.
+pub fn run_cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = steerhook_command();
+    cmd.arg("--config").arg(config).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run steerhook")
+}
+
+/// A finished process's exit code and output, for a failure message.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A child process, killed (SIGKILL) if the test ends before it exits.

@@ -47,7 +47,7 @@
 //! - The Opensteer API: [`fake_api`] (`mount_runs(&server, FakeRuns::lines(450))`,
 //!   `api_error`, `requests_to`, `Arrivals` + `most_in_flight`).
 //! - SMTP: [`smtp::SmtpServer`]. Processes: [`process`]. The real binary:
-//!   [`daemon`] (`steerhook_command`, `serve_command`, `Daemon`, `free_port`).
+//!   [`daemon`] (`steerhook_command`, `serve_command`, `Daemon`, `free_port`, `run_cli`, `describe`).
 //! - Bodies and answers: [`webhook`] (`run_event`, `unique`, `json_body`,
 //!   `assert_error`, `Webhook::to(url)` for the real binary).
 #![allow(dead_code)] // each test binary uses a different part
@@ -83,10 +83,10 @@ pub const WEBHOOK_PATH: &str = "/webhooks/opensteer";
 #[allow(unused_imports)] // each test binary uses a different part
 pub mod prelude {
     pub use super::app::{manual_clock, system_now_secs, Guard, TestApp, TestAppBuilder, Worker};
-    pub use super::config::{shell_hook, toml_list, toml_str, Config};
+    pub use super::config::{toml_list, toml_str, Config};
     pub use super::daemon::{
-        free_addr, free_port, repo_path, serve_command, steerhook_bin, steerhook_command,
-        wait_healthy, Daemon,
+        describe, free_addr, free_port, repo_path, run_cli, serve_command, steerhook_bin,
+        steerhook_command, wait_healthy, Daemon,
     };
     pub use super::db::{AttemptRow, Backend, JobRow, TestDb};
     pub use super::fake_api::{

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::config::Config;
+use super::config::{toml_list, toml_str, Config};
 use super::db::{Backend, TestDb};
 
 /// A temp dir and a database; cheap to clone (clones share both). The dir
@@ -129,10 +129,17 @@ impl Sandbox {
         extra: &str,
     ) -> String {
         let out = self.out().display().to_string();
-        let env: Vec<(&str, &str)> = std::iter::once(("OUT", out.as_str()))
+        let env = std::iter::once(("OUT", out.as_str()))
             .chain(env.iter().copied())
-            .collect();
-        super::config::shell_hook(name, events, argv, &env, extra)
+            .map(|(k, v)| format!("{k} = {}", toml_str(v)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "[[hook]]\nname = {}\nkind = \"shell\"\nevents = {}\ncommand = {}\nenv = {{ {env} }}\n{extra}\n",
+            toml_str(name),
+            toml_list(events),
+            toml_list(argv),
+        )
     }
 
     /// `config` as a file (`steerhook.toml` in the temp dir) for the real
