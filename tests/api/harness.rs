@@ -123,8 +123,8 @@ fn the_database_helpers_read_a_fresh_postgres_database_which_is_dropped_afterwar
     ) {
         return;
     }
-    let db = TestDb::postgres();
-    let name = db.postgres_url().rsplit('/').next().unwrap().to_owned();
+    let db = TestDb::create_postgres();
+    let name = db.url().rsplit('/').next().unwrap().to_owned();
     assert!(name.starts_with("steerhook_test_"), "{name}");
     assert!(
         db.storage_toml().contains("backend = \"postgres\""),
@@ -133,7 +133,7 @@ fn the_database_helpers_read_a_fresh_postgres_database_which_is_dropped_afterwar
     );
     check_queries(&db);
     // The app would hold connections of its own: dropping ends them too.
-    let app_connection = TestDb::postgres_at(db.postgres_url());
+    let app_connection = TestDb::postgres_at(db.url());
     assert_eq!(app_connection.count_rows("events"), 3);
     drop(db);
 
@@ -150,8 +150,8 @@ fn two_postgres_test_databases_are_apart() {
     if !postgres_runs("harness::two_postgres_test_databases_are_apart") {
         return;
     }
-    let (one, two) = (TestDb::postgres(), TestDb::postgres());
-    assert_ne!(one.postgres_url(), two.postgres_url());
+    let (one, two) = (TestDb::create_postgres(), TestDb::create_postgres());
+    assert_ne!(one.url(), two.url());
     one.execute_batch("CREATE TABLE t (x INTEGER)");
     two.execute_batch("CREATE TABLE t (x INTEGER)");
     one.execute("INSERT INTO t VALUES ($1)", &[&7i64]);

@@ -11,6 +11,7 @@ mod config_cli;
 mod doctor;
 mod harness;
 mod logs;
+mod monitoring;
 mod operate;
 mod readme_tour;
 mod shutdown;

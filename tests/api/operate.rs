@@ -2,8 +2,6 @@
 //! server, `replay` while the server runs, retention, `/metrics`, `doctor`,
 //! and the client address behind a trusted proxy.
 
-use std::path::Path;
-
 use serde_json::Value;
 
 use crate::support::prelude::*;
@@ -35,15 +33,6 @@ async fn recording_app(sandbox: &Sandbox) -> TestApp {
         ))
         .spawn()
         .await
-}
-
-fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = run_cli(config, args, &[]);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

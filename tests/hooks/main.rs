@@ -1,8 +1,9 @@
 //! Fan-out to hooks (SPEC §6, §7). Through the whole app: a signed webhook
 //! over HTTP, the event in a real database, the worker delivering it to real
-//! hook processes and a real SMTP server. And each hook kind on its own:
-//! `hooks::shell` running real child processes (`shell_process`), the
-//! e-mail `Mailer` against a real SMTP server on a real socket (`mailer`).
+//! hook processes, a real SMTP server and real HTTP receivers. And hook kinds
+//! on their own: `hooks::shell` running real child processes
+//! (`shell_process`), the e-mail `Mailer` against a real SMTP server on a
+//! real socket (`mailer`).
 //!
 //! Most app tests drive the worker one step at a time
 //! (`Dispatcher::try_dispatch_next`) with a `ManualClock`; the ones about
@@ -14,6 +15,7 @@
 mod support;
 
 mod email;
+mod http;
 mod mailer;
 mod restart;
 mod shell;
@@ -29,4 +31,10 @@ pub fn app_on(sandbox: &Sandbox) -> TestAppBuilder {
         .sandbox(sandbox)
         .server("workers = 1")
         .clock(ManualClock::at_unix_secs(system_now_secs()))
+}
+
+/// A `run.succeeded` body with the run id in `data.runId` (SPEC §5).
+pub fn succeeded_body(event_id: &str, run_id: &str) -> String {
+    serde_json::json!({"type": "run.succeeded", "id": event_id, "data": {"runId": run_id, "status": "succeeded"}})
+        .to_string()
 }

@@ -9,16 +9,11 @@ use steerhook::dispatch::Outcome;
 use steerhook::hooks::shell::truncation_marker;
 use steerhook::store::JobNext;
 
-use crate::app_on;
 use crate::support::prelude::*;
+use crate::{app_on, succeeded_body};
 
 /// Enough to pass any backoff of the first attempts with `backoff_base_secs = 1`.
 const PAST_BACKOFF: Duration = Duration::from_secs(60);
-
-fn succeeded_body(event_id: &str, run_id: &str) -> String {
-    json!({"type": "run.succeeded", "id": event_id, "data": {"runId": run_id, "status": "succeeded"}})
-        .to_string()
-}
 
 #[derive(Deserialize)]
 struct Document {

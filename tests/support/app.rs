@@ -19,7 +19,7 @@ use super::config::Config;
 use super::db::{Backend, TestDb};
 use super::poll::wait_for_async;
 use super::sandbox::Sandbox;
-use super::webhook::{http_client, run_event, Webhook};
+use super::webhook::{http_client, run_event, Answer, Webhook};
 use super::{DEADLINE, NOW_SECS, SECRET};
 
 /// How the worker runs.
@@ -239,9 +239,7 @@ impl TestAppBuilder {
         let toml = self.config.toml(&sandbox.db().storage_toml());
         let settings = Settings::from_toml(&toml)
             .unwrap_or_else(|e| panic!("the test configuration is refused: {e}\n{toml}"));
-        if sandbox.db().backend() == Backend::Sqlite {
-            super::instance::wait_for_instance_lock_release(&settings.storage.path).await;
-        }
+        super::instance::wait_for_instance_lock_release(&settings).await;
         let secret = settings
             .webhook
             .secrets
@@ -429,6 +427,28 @@ impl TestApp {
             .await
     }
 
+    /// Posts a signed `run.succeeded` for `run_id` (event id `evt_<run_id>`);
+    /// the answer, whatever it is.
+    pub async fn try_post_run(&self, run_id: &str) -> Answer {
+        self.webhook
+            .try_post_signed(run_event("run.succeeded", &format!("evt_{run_id}"), run_id))
+            .await
+            .expect("the webhook request is answered")
+    }
+
+    /// The status `/healthz` answers, 0 when nothing answers.
+    pub async fn health(&self) -> u16 {
+        match self
+            .client
+            .get(format!("{}/healthz", self.base_url))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
     /// `GET {base_url}{path}`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
@@ -479,14 +499,17 @@ impl TestApp {
     }
 }
 
-/// `run_until_stopped` on a task, and the token that stops it as SIGTERM does.
-struct Running {
+/// `run_until_stopped` on a task, and the token that stops it as SIGTERM
+/// does; dropping it aborts the task (kill -9). [`TestApp`] runs on one;
+/// a test that builds its own `Application` can too.
+pub struct Running {
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Running {
-    fn start(app: Application) -> Running {
+    /// Runs `app` on a task.
+    pub fn start(app: Application) -> Running {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Running {
@@ -495,7 +518,9 @@ impl Running {
         }
     }
 
-    async fn stop(&mut self, deadline: Duration) {
+    /// Stops the app as SIGTERM would and waits, up to `deadline`, until
+    /// `run_until_stopped` returns; it must return `Ok`.
+    pub async fn stop(&mut self, deadline: Duration) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(deadline, task)
@@ -506,7 +531,10 @@ impl Running {
         }
     }
 
-    async fn kill(&mut self) {
+    /// Aborts the app's task, as kill -9 ends the process: every task it
+    /// owns (server, worker, running hooks, lease renewals) stops at once,
+    /// with no shutdown; waits until the task is gone.
+    pub async fn kill(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;

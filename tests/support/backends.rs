@@ -12,17 +12,20 @@
 //!
 //! makes a module `a_duplicate_delivery_is_stored_once` with two tests,
 //! `sqlite` and `postgres`, whose `backend` is [`Backend::Sqlite`] and
-//! [`Backend::Postgres`]. The body sees the parent module's items. The
-//! PostgreSQL variant skips, printing why, while [`POSTGRES_APP_TESTS`] is
+//! [`Backend::Postgres`]. The body sees the parent module's items; it makes
+//! its database with `TestApp::builder().backend(backend)`,
+//! `Sandbox::with_backend(backend)` or `TestDb::fresh(backend)`. The
+//! PostgreSQL variant skips, printing why, when [`POSTGRES_APP_TESTS`] is
 //! off, or when no server answers and `STEERHOOK_TEST_SKIP_POSTGRES=1`;
 //! with no server and no such variable it fails, saying how to get one.
 
 use super::db::{no_server_message, postgres_server, Backend, SKIP_POSTGRES_VAR};
 
-/// The switch: whether the PostgreSQL variants of app tests run. Off until
-/// steerhook has the backend (`[storage] backend = "postgres"`); the
-/// harness's own database helpers run against the server regardless.
-pub const POSTGRES_APP_TESTS: bool = false;
+/// The switch: whether the PostgreSQL variants of [`backends!`] tests run
+/// (steerhook has the backend: `[storage] backend = "postgres"`). Turning
+/// it off skips them, each saying so; tests that call
+/// [`postgres_runs`] themselves run regardless.
+pub const POSTGRES_APP_TESTS: bool = true;
 
 /// Whether the variant of `test` on `backend` runs; prints why not when not.
 pub fn runs(backend: Backend, test: &str) -> bool {

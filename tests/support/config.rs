@@ -131,7 +131,13 @@ impl Config {
                 .map(|(_, l)| format!("{l}\n"))
                 .collect();
             let raw = if section == "storage" {
-                format!("{storage}{raw}")
+                // The database's own lines, less those the test overrides.
+                let own: String = storage
+                    .lines()
+                    .filter(|l| !sets_key(&raw, l.split('=').next().unwrap_or_default().trim()))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                format!("{own}{raw}")
             } else {
                 raw
             };

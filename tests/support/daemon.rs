@@ -49,6 +49,17 @@ pub fn run_cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run steerhook")
 }
 
+/// `steerhook --config <config> <args...>`: its exit code (-1 when a signal
+/// ended it), stdout and stderr.
+pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = run_cli(config, args, &[]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A finished process's exit code and output, for a failure message.
 pub fn describe(out: &Output) -> String {
     format!(
@@ -124,4 +135,9 @@ pub async fn wait_healthy(addr: SocketAddr, deadline: Duration) {
 /// A file of the repository, e.g. `config.example.toml`.
 pub fn repo_path(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The text of a file of the repository.
+pub fn read_repo(path: &str) -> String {
+    std::fs::read_to_string(repo_path(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }

@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use rusqlite::types::{Value as SqliteValue, ValueRef};
 use rusqlite::OpenFlags;
+use steerhook::config::{StorageBackend, StorageSettings, Synchronous};
+use steerhook::secret::Secret;
+use steerhook::store::{Routing, Store};
 use tokio_postgres::types::private::BytesMut;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 
@@ -290,6 +293,8 @@ enum Kind {
         path: PathBuf,
         /// Opened at the first query (the app creates the file).
         conn: Mutex<Option<rusqlite::Connection>>,
+        /// The temp dir of [`TestDb::sqlite`], removed with it.
+        _dir: Option<tempfile::TempDir>,
     },
     Postgres(PgDatabase),
 }
@@ -305,18 +310,46 @@ impl std::fmt::Debug for TestDb {
 
 impl TestDb {
     /// The SQLite file at `path` (created by the app that opens it first).
-    pub fn sqlite(path: PathBuf) -> TestDb {
+    pub fn sqlite_at(path: PathBuf) -> TestDb {
         TestDb {
             kind: Kind::Sqlite {
                 path,
                 conn: Mutex::new(None),
+                _dir: None,
             },
+        }
+    }
+
+    /// A SQLite file in a temp dir of its own (for store tests without a sandbox).
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestDb {
+            kind: Kind::Sqlite {
+                path: dir.path().join("t.db"),
+                conn: Mutex::new(None),
+                _dir: Some(dir),
+            },
+        }
+    }
+
+    /// A new database on the test server; `None`, with the reason printed,
+    /// when no server answers and `STEERHOOK_TEST_SKIP_POSTGRES=1` (without
+    /// a server and without that, the test fails saying how to get one).
+    pub async fn postgres() -> Option<TestDb> {
+        super::backends::postgres_runs("this PostgreSQL test").then(TestDb::create_postgres)
+    }
+
+    /// A fresh, empty database of `backend`, of its own.
+    pub fn fresh(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => TestDb::sqlite(),
+            Backend::Postgres => TestDb::create_postgres(),
         }
     }
 
     /// A new, empty database on the test server, dropped with the `TestDb`.
     /// Panics, saying how to get a server, when none can be reached.
-    pub fn postgres() -> TestDb {
+    pub fn create_postgres() -> TestDb {
         if let Err(why) = postgres_server() {
             panic!("{}", no_server_message(why));
         }
@@ -335,6 +368,7 @@ impl TestDb {
                 admin,
                 name,
                 url,
+                payload_dir: None,
                 worker: Some(worker),
             }),
         }
@@ -351,23 +385,63 @@ impl TestDb {
                 admin: String::new(),
                 name: String::new(),
                 url: url.to_owned(),
+                payload_dir: None,
                 worker: Some(worker),
             }),
         }
     }
 
-    /// A database of the given backend.
+    /// A database of the given backend: on SQLite the file at `sqlite_path`.
     pub fn new(backend: Backend, sqlite_path: PathBuf) -> TestDb {
         match backend {
-            Backend::Sqlite => TestDb::sqlite(sqlite_path),
-            Backend::Postgres => TestDb::postgres(),
+            Backend::Sqlite => TestDb::sqlite_at(sqlite_path),
+            Backend::Postgres => {
+                let mut db = TestDb::create_postgres();
+                if let Kind::Postgres(pg) = &mut db.kind {
+                    // Where SQLite's would be, so a sandbox finds it either way.
+                    let mut dir = sqlite_path.into_os_string();
+                    dir.push(".payloads");
+                    pg.payload_dir = Some(dir.into());
+                }
+                db
+            }
         }
+    }
+
+    /// `[storage]` for this database, as `serve` reads it.
+    pub fn settings(&self) -> StorageSettings {
+        let (backend, path, url) = match &self.kind {
+            Kind::Sqlite { path, .. } => (StorageBackend::Sqlite, path.clone(), None),
+            Kind::Postgres(pg) => (
+                StorageBackend::Postgres,
+                PathBuf::default(),
+                Some(Secret::new(pg.url.clone())),
+            ),
+        };
+        StorageSettings {
+            backend,
+            path,
+            url,
+            pool_size: 8,
+            payload_dir: None,
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            retention: Duration::from_secs(30 * 86_400),
+            prune_interval: Duration::from_secs(3_600),
+        }
+    }
+
+    /// The store `serve` would open, making new events' jobs as `routing` says.
+    pub async fn open(&self, routing: Routing) -> Store {
+        Store::open(&self.settings(), routing)
+            .await
+            .unwrap_or_else(|e| panic!("the store opens: {e:#}"))
     }
 
     /// Opens the test's own connection now (SQLite opens it at the first
     /// query otherwise), so that it is older than what the test does next.
     pub fn connect(&self) {
-        if let Kind::Sqlite { path, conn } = &self.kind {
+        if let Kind::Sqlite { path, conn, .. } = &self.kind {
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
             if guard.is_none() {
                 *guard = Some(open_sqlite(path).unwrap_or_else(|e| panic!("{e}")));
@@ -387,10 +461,19 @@ impl TestDb {
     pub fn storage_toml(&self) -> String {
         match &self.kind {
             Kind::Sqlite { path, .. } => sqlite_storage_toml(path),
-            Kind::Postgres(pg) => format!(
-                "backend = \"postgres\"\nurl = {}\n",
-                super::config::toml_str(&pg.url)
-            ),
+            Kind::Postgres(pg) => {
+                let mut lines = format!(
+                    "backend = \"postgres\"\nurl = {}\n",
+                    super::config::toml_str(&pg.url)
+                );
+                if let Some(dir) = &pg.payload_dir {
+                    lines.push_str(&format!(
+                        "payload_dir = {}\n",
+                        super::config::toml_str(&dir.display().to_string())
+                    ));
+                }
+                lines
+            }
         }
     }
 
@@ -406,7 +489,7 @@ impl TestDb {
     }
 
     /// The PostgreSQL connection URL; panics on SQLite.
-    pub fn postgres_url(&self) -> &str {
+    pub fn url(&self) -> &str {
         match &self.kind {
             Kind::Postgres(pg) => &pg.url,
             Kind::Sqlite { path, .. } => panic!("{} is a SQLite file", path.display()),
@@ -579,7 +662,7 @@ impl TestDb {
     fn run(&self, op: Op, sql: &str, params: &[&dyn SqlParam]) -> Result<Reply, String> {
         let params: Vec<Cell> = params.iter().map(|p| p.cell()).collect();
         match &self.kind {
-            Kind::Sqlite { path, conn } => {
+            Kind::Sqlite { path, conn, .. } => {
                 let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
                 if guard.is_none() {
                     *guard = Some(open_sqlite(path)?);
@@ -702,6 +785,8 @@ struct PgDatabase {
     admin: String,
     name: String,
     url: String,
+    /// `storage.payload_dir` of the apps on it (the sandbox's).
+    payload_dir: Option<PathBuf>,
     worker: Option<PgWorker>,
 }
 

@@ -62,8 +62,10 @@ pub mod instance;
 pub mod logs;
 pub mod poll;
 pub mod process;
+pub mod proxy;
 pub mod sandbox;
 pub mod smtp;
+pub mod tools;
 pub mod webhook;
 
 use std::time::Duration;
@@ -85,7 +87,7 @@ pub mod prelude {
     pub use super::app::{manual_clock, system_now_secs, Guard, TestApp, TestAppBuilder, Worker};
     pub use super::config::{toml_list, toml_str, Config};
     pub use super::daemon::{
-        describe, free_addr, free_port, repo_path, run_cli, serve_command, steerhook_bin,
+        cli, describe, free_addr, free_port, repo_path, run_cli, serve_command, steerhook_bin,
         steerhook_command, wait_healthy, Daemon,
     };
     pub use super::db::{AttemptRow, Backend, JobRow, TestDb};

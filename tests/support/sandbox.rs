@@ -47,6 +47,14 @@ impl Sandbox {
         }
     }
 
+    /// A fresh sandbox on a PostgreSQL database of its own; `None`, with the
+    /// reason printed, when there is no server and
+    /// `STEERHOOK_TEST_SKIP_POSTGRES=1` (see [`super::backends::postgres_runs`]).
+    pub fn postgres() -> Option<Sandbox> {
+        super::backends::postgres_runs("this PostgreSQL test")
+            .then(|| Sandbox::with_backend(Backend::Postgres))
+    }
+
     /// The temp dir.
     pub fn dir(&self) -> &Path {
         self.inner.dir.path()

@@ -349,6 +349,16 @@ impl SqliteStore {
             .await
     }
 
+    /// Renews leases (relaxed: a lost renewal costs at worst a job that a
+    /// restart runs again, as it would anyway).
+    pub async fn extend_leases(&self, ids: Vec<i64>, until: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write_relaxed(move |tx| queries::extend_leases(tx, &ids, until))
+            .await
+    }
+
     /// Puts jobs left running by the previous process back in the queue.
     pub async fn recover_interrupted(&self, now: i64) -> Result<usize, StoreError> {
         self.write(move |tx| queries::recover_interrupted(tx, now))

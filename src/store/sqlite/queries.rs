@@ -82,8 +82,8 @@ pub(super) fn claim_due_job(
     tx: &Connection,
     f: &ClaimFilter,
 ) -> Result<Option<ClaimedJob>, StoreError> {
-    let busy = serde_json::to_string(&f.busy_hooks).unwrap_or_else(|_| "[]".into());
-    let in_flight = serde_json::to_string(&f.in_flight).unwrap_or_else(|_| "[]".into());
+    let busy = json_list(&f.busy_hooks);
+    let in_flight = json_list(&f.in_flight);
     let job = tx
         .prepare_cached(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1,
@@ -137,6 +137,25 @@ pub(super) fn claim_due_job(
         )
         .optional()?;
     Ok(job)
+}
+
+/// A list as a JSON array, for `json_each(?)`: SQLite's way of taking a
+/// list as one parameter.
+// Strings and integers always serialise.
+#[allow(clippy::expect_used)]
+fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).expect("a list of strings or integers serialises")
+}
+
+/// Sets the lease of the running jobs `ids`.
+pub(super) fn extend_leases(tx: &Connection, ids: &[i64], until: i64) -> Result<(), StoreError> {
+    let ids = json_list(ids);
+    tx.prepare_cached(
+        "UPDATE jobs SET lease_until = ?2
+         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'running'",
+    )?
+    .execute(params![ids, until])?;
+    Ok(())
 }
 
 /// The earliest time a pending job becomes due, unix ms.

@@ -1,0 +1,213 @@
+//! Several daemons on one PostgreSQL database (SPEC §7), at the store:
+//! each `Store` opened on the same database stands for one daemon.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use steerhook::store::{InsertOutcome, JobKind, JobNext, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::conformance::{claim_at, event, ok, register, routing, T0};
+use crate::support::db::TestDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_sent_to_two_daemons_at_once_is_accepted_by_exactly_one() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(true, &["etl"])).await;
+    let b = db.open(routing(true, &["etl"])).await;
+    for round in 0..50 {
+        let (x, y) = tokio::join!(a.insert_event(event(round)), b.insert_event(event(round)));
+        let accepted = [x.unwrap(), y.unwrap()]
+            .into_iter()
+            .filter(|o| matches!(o, InsertOutcome::Accepted { .. }))
+            .count();
+        assert_eq!(accepted, 1, "round {round}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM events"), 50);
+    assert_eq!(db.count("SELECT count(*) FROM jobs"), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hooks_concurrency_is_a_limit_across_daemons() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(false, &["etl"])).await;
+    let b = db.open(routing(false, &["etl"])).await;
+    register(&a, &["etl"]).await;
+    for n in 0..3 {
+        a.insert_event(event(n)).await.unwrap();
+    }
+    let first = a
+        .claim_due_job(claim_at(T0, &["etl"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        b.claim_due_job(claim_at(T0, &["etl"]))
+            .await
+            .unwrap()
+            .is_none(),
+        "concurrency = 1: the other daemon must not start a second delivery"
+    );
+    a.record_attempt(first.clone(), ok(T0), JobNext::Succeeded, T0)
+        .await
+        .unwrap();
+    let second = b
+        .claim_due_job(claim_at(T0, &["etl"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(second.id > first.id, "arrival order across daemons");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_daemons_delivery_goes_to_another_once_its_lease_runs_out() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(false, &["etl"])).await;
+    let b = db.open(routing(false, &["etl"])).await;
+    register(&a, &["etl"]).await;
+    a.insert_event(event(1)).await.unwrap();
+    let lost = a
+        .claim_due_job(claim_at(T0, &["etl"]))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(a); // kill -9: no more renewals
+    let lease = crate::conformance::LEASE_MS;
+    assert!(b
+        .claim_due_job(claim_at(T0 + lease - 1, &["etl"]))
+        .await
+        .unwrap()
+        .is_none());
+    let taken = b
+        .claim_due_job(claim_at(T0 + lease, &["etl"]))
+        .await
+        .unwrap()
+        .expect("the lease ran out");
+    assert_eq!((taken.id, taken.attempt), (lost.id, 2));
+    let interrupted = db
+        .count("SELECT count(*) FROM attempts WHERE outcome = 'interrupted' AND error_code = 'INTERRUPTED'");
+    assert_eq!(interrupted, 1, "the cut attempt is on record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_whose_lease_was_taken_does_not_overwrite_the_new_owner() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(false, &["etl"])).await;
+    let b = db.open(routing(false, &["etl"])).await;
+    register(&a, &["etl"]).await;
+    a.insert_event(event(1)).await.unwrap();
+    let old = a
+        .claim_due_job(claim_at(T0, &["etl"]))
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = crate::conformance::LEASE_MS;
+    let new = b
+        .claim_due_job(claim_at(T0 + lease, &["etl"]))
+        .await
+        .unwrap()
+        .unwrap();
+    // The slow daemon finally reports: its attempt is kept, the job stays b's.
+    a.record_attempt(old, ok(T0), JobNext::Succeeded, T0 + lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM jobs WHERE state = 'running'"),
+        1
+    );
+    b.record_attempt(new, ok(T0 + lease), JobNext::Succeeded, T0 + lease)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_pause_seen_by_one_daemon_holds_every_daemons_fetches() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(true, &[])).await;
+    let b = db.open(routing(true, &[])).await;
+    a.insert_event(event(1)).await.unwrap();
+    a.pause_fetches_until(T0 + 30_000).await.unwrap();
+    assert!(b
+        .claim_due_job(claim_at(T0 + 29_999, &[]))
+        .await
+        .unwrap()
+        .is_none());
+    let fetch = b
+        .claim_due_job(claim_at(T0 + 30_000, &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fetch.kind, JobKind::Fetch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_hears_of_work_queued_by_another_at_once() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(false, &["etl"])).await;
+    let b = db.open(routing(false, &["etl"])).await;
+    let wake = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    b.watch_for_work(wake.clone(), stop.clone());
+    // The listener may not be listening yet: keep queueing until one is heard.
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut n = 0;
+        loop {
+            a.insert_event(event(n)).await.unwrap();
+            n += 1;
+            if tokio::time::timeout(Duration::from_millis(500), wake.notified())
+                .await
+                .is_ok()
+            {
+                return n;
+            }
+        }
+    })
+    .await;
+    stop.cancel();
+    assert!(heard.is_ok(), "no notification within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_binary_stops_the_daemon_with_a_message() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    drop(db.open(routing(false, &[])).await);
+    db.execute_batch("UPDATE steerhook_schema SET version = 999");
+    let err = steerhook::store::Store::open(&db.settings(), routing(false, &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("upgrade steerhook"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_that_start_together_migrate_the_schema_once() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let opens = (0..4).map(|_| db.open(routing(false, &[])));
+    let stores = futures_util::future::join_all(opens).await;
+    assert_eq!(stores.len(), 4);
+    assert_eq!(db.count("SELECT count(*) FROM steerhook_schema"), 1);
+}
