@@ -19,7 +19,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "osk_test_s3cr3t_0123456789";
 
-fn settings(base_url: &str) -> ClientSettings {
+fn client_settings(base_url: &str) -> ClientSettings {
     ClientSettings {
         base_url: base_url.to_owned(),
         api_key: Secret::new(KEY),
@@ -31,7 +31,7 @@ fn settings(base_url: &str) -> ClientSettings {
 }
 
 fn client_for(server: &MockServer) -> OpensteerClient {
-    OpensteerClient::new(settings(&server.uri())).expect("valid settings")
+    OpensteerClient::new(client_settings(&server.uri())).expect("valid settings")
 }
 
 /// A mock of `GET path` that insists on the API key.
@@ -122,7 +122,7 @@ async fn fetch_run_tolerates_a_trailing_slash_and_a_path_prefix_in_base_url() {
         (format!("{}/api/v1/", server.uri()), 2),
         (format!("{}/api/v1", server.uri()), 2),
     ] {
-        let client = OpensteerClient::new(settings(&base)).expect("valid settings");
+        let client = OpensteerClient::new(client_settings(&base)).expect("valid settings");
         let response = client
             .fetch_run("r1")
             .await
@@ -382,8 +382,9 @@ async fn rate_limit_with_retry_after_date_is_resolved_against_the_clock() {
         )
         .mount(&server)
         .await;
-    let client = OpensteerClient::with_clock(settings(&server.uri()), Arc::new(clock.clone()))
-        .expect("client");
+    let client =
+        OpensteerClient::with_clock(client_settings(&server.uri()), Arc::new(clock.clone()))
+            .expect("client");
 
     let err = client.fetch_run("r1").await.expect_err("429");
     assert_eq!(
@@ -506,7 +507,7 @@ async fn a_hanging_api_is_a_retryable_timeout() {
         )
         .mount(&server)
         .await;
-    let mut s = settings(&server.uri());
+    let mut s = client_settings(&server.uri());
     s.request_timeout = Duration::from_millis(300);
     let client = OpensteerClient::new(s).expect("client");
 
@@ -527,7 +528,7 @@ async fn a_hanging_api_is_a_retryable_timeout() {
 
 #[tokio::test]
 async fn a_refused_connection_is_a_retryable_connect_error() {
-    let client = OpensteerClient::new(settings(&refused_base_url())).expect("client");
+    let client = OpensteerClient::new(client_settings(&refused_base_url())).expect("client");
 
     let err = client.fetch_run("r1").await.expect_err("refused");
 
@@ -577,7 +578,7 @@ async fn in_flight_requests_are_bounded_across_clones() {
         .expect(10)
         .mount(&server)
         .await;
-    let mut s = settings(&server.uri());
+    let mut s = client_settings(&server.uri());
     s.max_concurrent_requests = 2;
     let client = OpensteerClient::new(s).expect("client");
 
@@ -628,15 +629,15 @@ async fn the_api_key_never_appears_in_error_messages() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
         .mount(&server)
         .await;
-    let mut s = settings(&server.uri());
+    let mut s = client_settings(&server.uri());
     s.request_timeout = Duration::from_millis(300);
     let client = OpensteerClient::new(s).expect("client");
     for run in ["auth", "gone", "bad", "slow"] {
         errors.push(client.fetch_run(run).await.expect_err(run));
     }
-    let refused = OpensteerClient::new(settings(&refused_base_url())).expect("client");
+    let refused = OpensteerClient::new(client_settings(&refused_base_url())).expect("client");
     errors.push(refused.fetch_run("r1").await.expect_err("refused"));
-    let mut bad_key = settings(&server.uri());
+    let mut bad_key = client_settings(&server.uri());
     bad_key.api_key = Secret::new(format!("{KEY}\n"));
     errors.push(OpensteerClient::new(bad_key).expect_err("a newline cannot be sent"));
 
@@ -711,7 +712,7 @@ async fn probe_reports_a_rejected_key_and_no_verdict_on_other_answers() {
 
 #[tokio::test]
 async fn probe_fails_when_the_api_cannot_be_reached() {
-    let client = OpensteerClient::new(settings(&refused_base_url())).expect("client");
+    let client = OpensteerClient::new(client_settings(&refused_base_url())).expect("client");
 
     let err = client.probe().await.expect_err("refused");
 
@@ -721,34 +722,37 @@ async fn probe_fails_when_the_api_cannot_be_reached() {
 #[test]
 fn new_rejects_settings_that_cannot_work_and_names_the_key() {
     let cases: [(ClientSettings, &str); 7] = [
-        (settings("not a url"), "opensteer.base_url"),
-        (settings("ftp://api.example.com"), "opensteer.base_url"),
+        (client_settings("not a url"), "opensteer.base_url"),
         (
-            settings("https://user:pw@api.example.com"),
+            client_settings("ftp://api.example.com"),
             "opensteer.base_url",
         ),
         (
-            settings("https://api.example.com/?x=1"),
+            client_settings("https://user:pw@api.example.com"),
+            "opensteer.base_url",
+        ),
+        (
+            client_settings("https://api.example.com/?x=1"),
             "opensteer.base_url",
         ),
         (
             ClientSettings {
                 api_key: Secret::new(""),
-                ..settings("https://api.example.com")
+                ..client_settings("https://api.example.com")
             },
             "opensteer.api_key",
         ),
         (
             ClientSettings {
                 log_page_size: 0,
-                ..settings("https://api.example.com")
+                ..client_settings("https://api.example.com")
             },
             "opensteer.log_page_size",
         ),
         (
             ClientSettings {
                 max_concurrent_requests: 0,
-                ..settings("https://api.example.com")
+                ..client_settings("https://api.example.com")
             },
             "concurrency",
         ),
@@ -790,7 +794,7 @@ async fn a_chunked_body_without_length_is_cut_off_at_the_cap() {
             *sent_by_server.lock().expect("not poisoned") += 64 * 1024;
         }
     });
-    let client = OpensteerClient::new(settings(&base)).expect("client");
+    let client = OpensteerClient::new(client_settings(&base)).expect("client");
 
     let err = client.fetch_run("r1").await.expect_err("too large");
 

@@ -33,7 +33,7 @@ const DEPLOY: &str = "docs/DEPLOY.md";
 const FILE_TABLE_HEADING: &str = "### What the package installs";
 const CREDENTIALS_DIR: &str = "/etc/steerhook/credentials";
 
-fn run(cmd: &mut Command) -> Output {
+fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -119,12 +119,14 @@ fn deb(test: &str) -> Option<&'static Deb> {
 
 fn build_deb() -> Deb {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = run(Command::new("bash")
-        .arg(repo_path("scripts/package.sh"))
-        .args(["--fast", "--quiet", "--output"])
-        .arg(dir.path().join("deb/"))
-        .env("CARGO_TARGET_DIR", dir.path().join("target"))
-        .env("STEERHOOK_BIN", env!("CARGO_BIN_EXE_steerhook")));
+    let out = run_ok(
+        Command::new("bash")
+            .arg(repo_path("scripts/package.sh"))
+            .args(["--fast", "--quiet", "--output"])
+            .arg(dir.path().join("deb/"))
+            .env("CARGO_TARGET_DIR", dir.path().join("target"))
+            .env("STEERHOOK_BIN", env!("CARGO_BIN_EXE_steerhook")),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
     assert!(
@@ -132,10 +134,11 @@ fn build_deb() -> Deb {
         "scripts/package.sh should print the .deb's path last:\n{}",
         describe(&out)
     );
-    let info = String::from_utf8_lossy(&run(Command::new("dpkg-deb").arg("-I").arg(&path)).stdout)
-        .into_owned();
+    let info =
+        String::from_utf8_lossy(&run_ok(Command::new("dpkg-deb").arg("-I").arg(&path)).stdout)
+            .into_owned();
     let listing =
-        String::from_utf8_lossy(&run(Command::new("dpkg-deb").arg("-c").arg(&path)).stdout)
+        String::from_utf8_lossy(&run_ok(Command::new("dpkg-deb").arg("-c").arg(&path)).stdout)
             .into_owned();
     let entries = listing
         .lines()
@@ -150,9 +153,9 @@ fn build_deb() -> Deb {
         })
         .collect();
     let root = dir.path().join("root");
-    run(Command::new("dpkg-deb").arg("-x").arg(&path).arg(&root));
+    run_ok(Command::new("dpkg-deb").arg("-x").arg(&path).arg(&root));
     let control = dir.path().join("control");
-    run(Command::new("dpkg-deb").arg("-e").arg(&path).arg(&control));
+    run_ok(Command::new("dpkg-deb").arg("-e").arg(&path).arg(&control));
     Deb {
         _dir: dir,
         path,
@@ -372,7 +375,7 @@ fn the_binary_in_the_deb_is_stripped_and_ships_its_own_completions_and_man_pages
         kept.is_empty(),
         "/usr/bin/steerhook is not stripped: it has {kept:?}"
     );
-    let out = run(Command::new(deb.file("/usr/bin/steerhook")).arg("--version"));
+    let out = run_ok(Command::new(deb.file("/usr/bin/steerhook")).arg("--version"));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("steerhook {}", env!("CARGO_PKG_VERSION"))
@@ -385,7 +388,7 @@ fn the_binary_in_the_deb_is_stripped_and_ships_its_own_completions_and_man_pages
             "fish",
         ),
     ] {
-        let made = run(steerhook_command().args(["completions", shell])).stdout;
+        let made = run_ok(steerhook_command().args(["completions", shell])).stdout;
         assert!(
             deb.read(installed) == made,
             "{installed} is not `steerhook completions {shell}`"
@@ -666,7 +669,7 @@ fn completions_for_bash_zsh_and_fish_offer_every_subcommand() {
     let subcommands = visible_subcommands();
     assert!(subcommands.len() >= 9, "{subcommands:?}");
     for shell in ["bash", "zsh", "fish"] {
-        let out = run(steerhook_command().args(["completions", shell]));
+        let out = run_ok(steerhook_command().args(["completions", shell]));
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(script.len() > 1000, "{shell}: {script}");
         for sub in &subcommands {
@@ -676,11 +679,11 @@ fn completions_for_bash_zsh_and_fish_offer_every_subcommand() {
             );
         }
     }
-    let bash = run(steerhook_command().args(["completions", "bash"])).stdout;
+    let bash = run_ok(steerhook_command().args(["completions", "bash"])).stdout;
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("steerhook.bash");
     std::fs::write(&file, bash).expect("write");
-    run(Command::new("bash").arg("-n").arg(&file));
+    run_ok(Command::new("bash").arg("-n").arg(&file));
     let out = steerhook_command()
         .args(["completions", "tcsh"])
         .output()
@@ -699,7 +702,7 @@ fn every_man_page_renders_without_warnings() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = run(steerhook_command().arg("man").arg("--out").arg(dir.path()));
+    let out = run_ok(steerhook_command().arg("man").arg("--out").arg(dir.path()));
     let pages: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(PathBuf::from)
@@ -720,12 +723,14 @@ fn every_man_page_renders_without_warnings() {
         "nested commands get pages: {names:?}"
     );
     for page in &pages {
-        let out = run(Command::new(&man)
-            .args(["--warnings", "-l"])
-            .arg(page)
-            .env("MANWIDTH", "80")
-            .env("LC_ALL", "C.UTF-8")
-            .env_remove("MAN_KEEP_FORMATTING"));
+        let out = run_ok(
+            Command::new(&man)
+                .args(["--warnings", "-l"])
+                .arg(page)
+                .env("MANWIDTH", "80")
+                .env("LC_ALL", "C.UTF-8")
+                .env_remove("MAN_KEEP_FORMATTING"),
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let warnings = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -735,7 +740,7 @@ fn every_man_page_renders_without_warnings() {
         );
         assert!(warnings.trim().is_empty(), "{}: {warnings}", page.display());
     }
-    let top = run(steerhook_command().arg("man")).stdout;
+    let top = run_ok(steerhook_command().arg("man")).stdout;
     assert!(
         top.starts_with(b".ie") || top.starts_with(b".TH"),
         "`steerhook man` prints steerhook(1) in roff"

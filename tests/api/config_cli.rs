@@ -10,7 +10,7 @@ const CONFIG_SECRET: &str = "whsec_must_never_be_printed_4242";
 
 /// A valid configuration with `extra` lines appended to `[webhook]` and
 /// `tail` after everything else.
-fn config(dir: &Path, listen: &str, webhook: &str, tail: &str) -> String {
+fn config_text(dir: &Path, listen: &str, webhook: &str, tail: &str) -> String {
     format!(
         "[server]\nlisten = {}\n[webhook]\n{webhook}\n[storage]\npath = {}\n{tail}\n",
         toml_str(listen),
@@ -67,32 +67,32 @@ fn check_config_exits_78_naming_the_key_for_each_invalid_configuration() {
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "listen unparsable",
-            config(d, "localhost-ish", &s, ""),
+            config_text(d, "localhost-ish", &s, ""),
             "server.listen",
         ),
         (
             "no secrets",
-            config(d, "127.0.0.1:0", "", ""),
+            config_text(d, "127.0.0.1:0", "", ""),
             "webhook.secrets",
         ),
         (
             "tolerance 0",
-            config(d, "127.0.0.1:0", &format!("{s}\ntolerance_secs = 0"), ""),
+            config_text(d, "127.0.0.1:0", &format!("{s}\ntolerance_secs = 0"), ""),
             "webhook.tolerance_secs",
         ),
         (
             "tolerance 3601",
-            config(d, "127.0.0.1:0", &format!("{s}\ntolerance_secs = 3601"), ""),
+            config_text(d, "127.0.0.1:0", &format!("{s}\ntolerance_secs = 3601"), ""),
             "webhook.tolerance_secs",
         ),
         (
             "unknown key",
-            config(d, "127.0.0.1:0", &format!("{s}\nsecretz = [\"x\"]"), ""),
+            config_text(d, "127.0.0.1:0", &format!("{s}\nsecretz = [\"x\"]"), ""),
             "secretz",
         ),
         (
             "duplicate hook names",
-            config(
+            config_text(
                 d,
                 "127.0.0.1:0",
                 &s,
@@ -104,7 +104,7 @@ fn check_config_exits_78_naming_the_key_for_each_invalid_configuration() {
         ),
         (
             "secrets_file missing",
-            config(
+            config_text(
                 d,
                 "127.0.0.1:0",
                 "secrets_file = \"/nonexistent/steerhook/secrets\"",
@@ -114,7 +114,7 @@ fn check_config_exits_78_naming_the_key_for_each_invalid_configuration() {
         ),
         (
             "api_key_file missing",
-            config(
+            config_text(
                 d,
                 "127.0.0.1:0",
                 &s,
@@ -141,7 +141,7 @@ fn check_config_exits_78_when_the_file_does_not_exist() {
 fn check_config_accepts_a_valid_file_and_redacts_the_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let api_key = "osk_also_never_printed_777";
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:8787",
         &secrets_line(),
@@ -166,7 +166,7 @@ fn check_config_accepts_a_valid_file_and_redacts_the_secrets() {
 #[test]
 fn serve_exits_78_naming_the_key_on_a_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
         &format!("{}\ntolerance_secs = 0", secrets_line()),
@@ -183,7 +183,7 @@ fn serve_exits_78_naming_the_key_on_a_bad_configuration() {
 #[test]
 fn an_environment_override_is_validated_like_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(dir.path(), "127.0.0.1:0", &secrets_line(), "");
+    let text_of_config = config_text(dir.path(), "127.0.0.1:0", &secrets_line(), "");
     assert_config_error(
         &text_of_config,
         &[("STEERHOOK__SERVER__LISTEN", "bogus")],
@@ -194,7 +194,7 @@ fn an_environment_override_is_validated_like_the_file() {
 #[test]
 fn an_environment_override_replaces_the_file_value() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(dir.path(), "127.0.0.1:0", &secrets_line(), "");
+    let text_of_config = config_text(dir.path(), "127.0.0.1:0", &secrets_line(), "");
     let path = write_config(dir.path(), &text_of_config);
     let out = run_cli(
         &path,
@@ -220,7 +220,7 @@ fn a_relative_secrets_file_is_read_from_the_credentials_directory() {
         format!("{CONFIG_SECRET}\nwhsec_second_never_printed\n"),
     )
     .unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
         "secrets_file = \"webhook_secrets\"",
@@ -249,7 +249,7 @@ fn a_relative_secrets_file_is_read_from_the_credentials_directory() {
 #[test]
 fn a_mistyped_secret_is_not_echoed_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
         &format!("secrets = {}", toml_str(CONFIG_SECRET)),
@@ -263,7 +263,7 @@ fn a_mistyped_secret_is_not_echoed_in_the_error() {
 #[test]
 fn an_all_digit_secret_from_the_environment_is_accepted_and_not_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
         &secrets_line(),
@@ -286,7 +286,7 @@ fn an_all_digit_secret_from_the_environment_is_accepted_and_not_printed() {
 #[test]
 fn hook_env_names_keep_their_case_through_settings_load() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
         &secrets_line(),
@@ -305,7 +305,7 @@ fn hook_env_names_keep_their_case_through_settings_load() {
 #[test]
 fn webhook_secrets_from_the_environment_are_a_comma_separated_list() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(dir.path(), "127.0.0.1:0", &secrets_line(), "");
+    let text_of_config = config_text(dir.path(), "127.0.0.1:0", &secrets_line(), "");
     let path = write_config(dir.path(), &text_of_config);
     let out = run_cli(
         &path,

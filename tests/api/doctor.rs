@@ -19,7 +19,7 @@ fn doctor(config: &Config) -> (i32, String) {
     )
 }
 
-fn config(api: &str, smtp_port: u16) -> Config {
+fn doctor_config(api: &str, smtp_port: u16) -> Config {
     Config::default()
         .secrets(&["whsec_doctor"])
         .opensteer(api)
@@ -54,7 +54,7 @@ async fn doctor_passes_with_an_accepted_key_a_close_clock_and_an_answering_smtp_
         .await;
     let smtp = SmtpServer::start().await;
     let (code, stdout) = tokio::task::spawn_blocking({
-        let cfg = config(&api.uri(), smtp.port());
+        let cfg = doctor_config(&api.uri(), smtp.port());
         move || doctor(&cfg)
     })
     .await
@@ -86,7 +86,7 @@ async fn doctor_fails_on_a_rejected_key_a_skewed_clock_and_a_silent_smtp_port() 
         .await;
     let closed_port = free_port();
     let (code, stdout) = tokio::task::spawn_blocking({
-        let cfg = config(&api.uri(), closed_port);
+        let cfg = doctor_config(&api.uri(), closed_port);
         move || doctor(&cfg)
     })
     .await

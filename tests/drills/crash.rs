@@ -21,7 +21,7 @@ const ACKED_BEFORE_KILL: usize = 100;
 const MAX_POSTS: usize = 400;
 
 /// Two hooks, one of them slow, that log each attempt to `$OUT/<name>.log`.
-fn config(sandbox: &Sandbox, listen: SocketAddr) -> Config {
+fn crash_config(sandbox: &Sandbox, listen: SocketAddr) -> Config {
     let hook = |name: &str, sleep: &str| {
         sandbox.shell_hook_with(
             name,
@@ -52,7 +52,7 @@ fn config(sandbox: &Sandbox, listen: SocketAddr) -> Config {
 async fn a_kill_9_under_load_loses_no_acknowledged_event_and_interrupted_hooks_run_again() {
     let sandbox = Sandbox::new();
     let addr = free_addr();
-    let config = sandbox.write_config(&config(&sandbox, addr));
+    let config = sandbox.write_config(&crash_config(&sandbox, addr));
     let webhook = Webhook::to(&format!("http://{addr}{WEBHOOK_PATH}"));
 
     let daemon = Arc::new(Mutex::new(Daemon::spawn(serve_command(&config))));

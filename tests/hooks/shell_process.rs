@@ -74,7 +74,7 @@ async fn payload_for(dir: &Path, document: &[u8]) -> PayloadFile {
 
 /// One attempt with the contract's variables; the payload file lives as
 /// long as the attempt, as in the dispatcher.
-async fn run(sandbox: &Sandbox, spec: &ShellHookSpec, document: &[u8]) -> ShellOutcome {
+async fn run_attempt(sandbox: &Sandbox, spec: &ShellHookSpec, document: &[u8]) -> ShellOutcome {
     let payload = payload_for(&sandbox.payload_dir(), document).await;
     run_shell_hook(
         spec,
@@ -115,7 +115,7 @@ async fn hook_receives_the_document_on_stdin_and_in_a_private_payload_file_that_
         printf %s "$STEERHOOK_PAYLOAD_FILE" > "$OUT/path""#),
     );
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(
         outcome.result,
@@ -152,7 +152,7 @@ async fn hook_environment_holds_only_path_contract_vars_passthrough_and_configur
         .env
         .insert("ETL_TARGET".to_string(), "warehouse".to_string());
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Ok(()));
     let env = parse_env(&outcome.stdout);
@@ -200,7 +200,7 @@ async fn program_is_looked_up_in_the_hooks_path() {
         .env
         .insert("PATH".to_string(), bin.display().to_string());
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Ok(()));
     assert_eq!(
@@ -229,7 +229,7 @@ async fn argv_and_variables_reach_the_hook_unaltered_whatever_they_contain() {
     let mut spec = hook_spec(&sandbox, &command);
     spec.settings.working_dir = Some(sandbox.out());
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Ok(()));
     let mut expected = Vec::new();
@@ -273,7 +273,7 @@ async fn hook_runs_in_its_working_dir() {
     let mut spec = hook_spec(&sandbox, &["pwd"]);
     spec.settings.working_dir = Some(sandbox.out());
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Ok(()));
     assert_eq!(
@@ -287,7 +287,7 @@ async fn non_zero_exit_is_exit_failure_with_its_output() {
     let sandbox = new_sandbox();
     let spec = hook_spec(&sandbox, &sh("echo to-stdout; echo to-stderr >&2; exit 3"));
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Err(ShellFailure::Exit(3)));
     assert_eq!(outcome.result.as_ref().unwrap_err().code(), "EXIT_NONZERO");
@@ -307,7 +307,7 @@ async fn missing_program_is_a_spawn_failure_naming_it() {
     ] {
         let spec = hook_spec(&sandbox, &[program, "--flag"]);
 
-        let outcome = run(&sandbox, &spec, DOCUMENT).await;
+        let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
         match &outcome.result {
             Err(ShellFailure::Spawn(message)) => {
@@ -334,7 +334,7 @@ async fn non_executable_program_and_missing_working_dir_are_spawn_failures() {
     std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("script");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let spec = hook_spec(&sandbox, &[script.to_str().expect("utf-8 path")]);
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
     assert!(
         matches!(&outcome.result, Err(ShellFailure::Spawn(message)) if message.contains("not-executable.sh")),
         "{:?}",
@@ -343,7 +343,7 @@ async fn non_executable_program_and_missing_working_dir_are_spawn_failures() {
 
     let mut spec = hook_spec(&sandbox, &["true"]);
     spec.settings.working_dir = Some(sandbox.dir().join("no-such-dir"));
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
     assert!(
         matches!(&outcome.result, Err(ShellFailure::Spawn(message)) if message.contains("no-such-dir")),
         "{:?}",
@@ -357,7 +357,7 @@ async fn hook_killed_by_a_signal_is_a_signal_failure() {
     let sandbox = new_sandbox();
     let spec = hook_spec(&sandbox, &sh("kill -KILL $$"));
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Err(ShellFailure::Signal(9)));
     assert_eq!(
@@ -382,7 +382,7 @@ async fn timeout_kills_the_whole_process_group_including_grandchildren() {
     // Long enough for the script to record its pids even on a loaded machine.
     spec.settings.timeout = Duration::from_secs(2);
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(
         outcome.result,
@@ -415,7 +415,7 @@ async fn timeout_escalates_to_sigkill_when_the_group_ignores_sigterm() {
     spec.settings.timeout = Duration::from_secs(1);
     spec.settings.kill_grace = Duration::from_millis(300);
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(
         outcome.result,
@@ -446,7 +446,7 @@ async fn background_process_holding_the_pipes_does_not_hang_a_finished_hook() {
         exit 0"#),
     );
 
-    let outcome = tokio::time::timeout(ATTEMPT_DEADLINE, run(&sandbox, &spec, DOCUMENT))
+    let outcome = tokio::time::timeout(ATTEMPT_DEADLINE, run_attempt(&sandbox, &spec, DOCUMENT))
         .await
         .expect("the attempt ended although a grandchild held stdout open");
 
@@ -473,7 +473,7 @@ async fn output_is_drained_completely_but_only_a_bounded_tail_is_kept() {
     let rss_before = vm_kib("VmRSS:");
     let peak_before = vm_kib("VmHWM:");
 
-    let outcome = run(&sandbox, &spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     let rss_growth_kib = vm_kib("VmRSS:").saturating_sub(rss_before);
     let peak_growth_kib = vm_kib("VmHWM:").saturating_sub(peak_before);
@@ -578,9 +578,10 @@ async fn hook_that_never_reads_stdin_still_succeeds_with_a_large_document() {
     for command in [vec!["true"], sh("exec 0<&-; echo closed-stdin")] {
         let spec = hook_spec(&sandbox, &command);
 
-        let outcome = tokio::time::timeout(ATTEMPT_DEADLINE, run(&sandbox, &spec, &document))
-            .await
-            .unwrap_or_else(|_| panic!("{command:?} blocked the attempt"));
+        let outcome =
+            tokio::time::timeout(ATTEMPT_DEADLINE, run_attempt(&sandbox, &spec, &document))
+                .await
+                .unwrap_or_else(|_| panic!("{command:?} blocked the attempt"));
 
         assert_eq!(outcome.result, Ok(()), "{command:?}");
     }
@@ -597,7 +598,7 @@ async fn dropping_the_attempt_kills_the_group_and_removes_the_payload_file() {
     );
     let attempt = {
         let (sandbox, spec) = (sandbox.clone(), spec.clone());
-        tokio::spawn(async move { run(&sandbox, &spec, DOCUMENT).await })
+        tokio::spawn(async move { run_attempt(&sandbox, &spec, DOCUMENT).await })
     };
     let pids = wait_for_pids(&sandbox, 1).await;
 
