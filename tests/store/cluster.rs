@@ -211,3 +211,34 @@ async fn daemons_that_start_together_migrate_the_schema_once() {
     assert_eq!(stores.len(), 4);
     assert_eq!(db.count("SELECT count(*) FROM steerhook_schema"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_taking_the_same_events_in_opposite_orders_never_deadlock() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(true, &["etl"])).await;
+    let b = db.open(routing(true, &["etl"])).await;
+    // Many inserts at once on each daemon make big batches; the same keys
+    // in opposite orders would make each batch wait for the other's locks.
+    let spawn_all = |store: steerhook::store::Store, order: Vec<usize>| {
+        order
+            .into_iter()
+            .map(move |n| {
+                let store = store.clone();
+                tokio::spawn(async move { store.insert_event(event(n)).await })
+            })
+            .collect::<Vec<_>>()
+    };
+    let forward = spawn_all(a, (0..200).collect());
+    let backward = spawn_all(b, (0..200).rev().collect());
+    let mut accepted = 0;
+    for task in forward.into_iter().chain(backward) {
+        match task.await.unwrap() {
+            Ok(InsertOutcome::Accepted { .. }) => accepted += 1,
+            Ok(InsertOutcome::Duplicate { .. }) => {}
+            Err(e) => panic!("an insert failed (a 503 for the whole batch): {e}"),
+        }
+    }
+    assert_eq!(accepted, 200);
+}

@@ -49,6 +49,11 @@ pub(super) async fn insert_batch(
             "INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body, status)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
                                   $6::text[], $7::bytea[], $8::text[])
+                 AS t(id, event_type, run_id, signed_at, received_at, client_addr, body, status)
+             -- Every transaction takes the keys' locks in the same order, so
+             -- two batches sharing events (the same event sent to two
+             -- daemons) wait for each other instead of deadlocking.
+             ORDER BY event_type, run_id
              ON CONFLICT (event_type, run_id) DO NOTHING
              RETURNING seq, event_type, run_id",
         )
