@@ -38,16 +38,26 @@
 //! db.event_status(id); db.jobs(id); db.job(id, "fetch"); db.delivery_job(id, "etl");
 //! db.attempts(job_id); db.event_body(id); db.count_rows("quarantine")
 //! db.sqlite_connection()   // SQLite-only sabotage (triggers, locks)
+//!
+//! Sandbox::with_backend(backend) / Sandbox::postgres() (None: skipped)
+//! TestDb::fresh(backend); db.open(routing).await -> Store; db.settings(); db.url()
+//! app.try_post_run("run_1") -> Answer {status, retry_after, text}; app.health()
 //! ```
 //!
 //! - Both backends from one body: `crate::backends! { #[tokio::test] async fn
 //!   name(backend) { TestApp::builder().backend(backend)... } }` makes
-//!   `name::sqlite` and `name::postgres` ([`backends`]; the PostgreSQL app
-//!   variants are switched on by [`backends::POSTGRES_APP_TESTS`]).
+//!   `name::sqlite` and `name::postgres` ([`backends`]; one switch,
+//!   [`backends::POSTGRES_APP_TESTS`], turns the PostgreSQL variants off).
+//!   The server: `STEERHOOK_TEST_DATABASE_URL` (default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`); none there fails the
+//!   test saying how to get one, unless `STEERHOOK_TEST_SKIP_POSTGRES=1`.
 //! - The Opensteer API: [`fake_api`] (`mount_runs(&server, FakeRuns::lines(450))`,
 //!   `api_error`, `requests_to`, `Arrivals` + `most_in_flight`).
 //! - SMTP: [`smtp::SmtpServer`]. Processes: [`process`]. The real binary:
-//!   [`daemon`] (`steerhook_command`, `serve_command`, `Daemon`, `free_port`, `run_cli`, `describe`).
+//!   [`daemon`] (`steerhook_command`, `serve_command`, `Daemon`, `free_port`,
+//!   `cli`, `run_cli`, `describe`, `repo_path`, `read_repo`). An
+//!   `Application` a test builds itself: [`app::Running`]. Outside tools:
+//!   [`tools`]. A TCP proxy to cut a server away: [`proxy`].
 //! - Bodies and answers: [`webhook`] (`run_event`, `unique`, `json_body`,
 //!   `assert_error`, `Webhook::to(url)` for the real binary).
 #![allow(dead_code)] // each test binary uses a different part
