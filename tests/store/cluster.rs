@@ -26,8 +26,8 @@ async fn one_event_sent_to_two_daemons_at_once_is_accepted_by_exactly_one() {
             .count();
         assert_eq!(accepted, 1, "round {round}");
     }
-    assert_eq!(db.query_i64("SELECT count(*) FROM events").await, 50);
-    assert_eq!(db.query_i64("SELECT count(*) FROM jobs").await, 100);
+    assert_eq!(db.count("SELECT count(*) FROM events"), 50);
+    assert_eq!(db.count("SELECT count(*) FROM jobs"), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,8 +92,7 @@ async fn a_dead_daemons_delivery_goes_to_another_once_its_lease_runs_out() {
         .expect("the lease ran out");
     assert_eq!((taken.id, taken.attempt), (lost.id, 2));
     let interrupted = db
-        .query_i64("SELECT count(*) FROM attempts WHERE outcome = 'interrupted' AND error_code = 'INTERRUPTED'")
-        .await;
+        .count("SELECT count(*) FROM attempts WHERE outcome = 'interrupted' AND error_code = 'INTERRUPTED'");
     assert_eq!(interrupted, 1, "the cut attempt is on record");
 }
 
@@ -122,16 +121,14 @@ async fn a_daemon_whose_lease_was_taken_does_not_overwrite_the_new_owner() {
         .await
         .unwrap();
     assert_eq!(
-        db.query_i64("SELECT count(*) FROM jobs WHERE state = 'running'")
-            .await,
+        db.count("SELECT count(*) FROM jobs WHERE state = 'running'"),
         1
     );
     b.record_attempt(new, ok(T0 + lease), JobNext::Succeeded, T0 + lease)
         .await
         .unwrap();
     assert_eq!(
-        db.query_i64("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
-            .await,
+        db.count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
         1
     );
 }
@@ -193,8 +190,7 @@ async fn a_schema_newer_than_the_binary_stops_the_daemon_with_a_message() {
         return;
     };
     drop(db.open(routing(false, &[])).await);
-    db.execute("UPDATE steerhook_schema SET version = 999")
-        .await;
+    db.execute_batch("UPDATE steerhook_schema SET version = 999");
     let err = steerhook::store::Store::open(&db.settings(), routing(false, &[]))
         .await
         .unwrap_err();
@@ -213,10 +209,7 @@ async fn daemons_that_start_together_migrate_the_schema_once() {
     let opens = (0..4).map(|_| db.open(routing(false, &[])));
     let stores = futures_util::future::join_all(opens).await;
     assert_eq!(stores.len(), 4);
-    assert_eq!(
-        db.query_i64("SELECT count(*) FROM steerhook_schema").await,
-        1
-    );
+    assert_eq!(db.count("SELECT count(*) FROM steerhook_schema"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
