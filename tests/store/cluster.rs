@@ -242,3 +242,92 @@ async fn two_daemons_taking_the_same_events_in_opposite_orders_never_deadlock() 
     }
     assert_eq!(accepted, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_on_one_daemon_at_a_time() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(false, &[])).await;
+    a.insert_event(event(1)).await.unwrap(); // nothing to do: done at once
+                                             // Another daemon is pruning: it holds the lock in a session of its own.
+    let (other, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    other
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&steerhook::store::POSTGRES_PRUNE_LOCK],
+        )
+        .await
+        .unwrap();
+    let skipped = a.prune(T0, false).await.unwrap();
+    assert_eq!(
+        skipped.events, 0,
+        "the timer skips while another daemon prunes"
+    );
+    other
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&steerhook::store::POSTGRES_PRUNE_LOCK],
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.prune(T0, false).await.unwrap().events, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_is_told_at_start_how_its_hooks_differ_from_the_others() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.open(routing(false, &[])).await;
+    let hook = |name: &str, hash: &str| steerhook::store::HookConfig {
+        name: name.into(),
+        config_hash: hash.into(),
+    };
+    let first = store
+        .register_hooks(vec![hook("etl", "v1")], "host-a/10.0.0.11:8787".into(), T0)
+        .await
+        .unwrap();
+    assert!(
+        first.is_empty(),
+        "the first daemon has nobody to differ from: {first:?}"
+    );
+    let second = store
+        .register_hooks(
+            vec![hook("etl", "v2"), hook("mail", "v1")],
+            "host-b/10.0.0.12:8787".into(),
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(
+        second
+            .iter()
+            .any(|d| d.contains("\"etl\" is configured differently on daemon host-a")),
+        "{second:?}"
+    );
+    assert!(
+        second
+            .iter()
+            .any(|d| d.contains("\"mail\" is configured on this daemon but not on daemon host-a")),
+        "{second:?}"
+    );
+    // The same daemon restarting with the same hooks replaces its own record.
+    let again = store
+        .register_hooks(
+            vec![hook("etl", "v1")],
+            "host-a/10.0.0.11:8787".into(),
+            T0 + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2, "host-b still differs: {again:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM hook_configs WHERE daemon LIKE 'host-a%'"),
+        1
+    );
+}

@@ -43,9 +43,10 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel work is announced on.
 const WORK_CHANNEL: &str = "steerhook_work";
-/// Advisory lock keys (arbitrary, fixed): schema migration, retention.
-const LOCK_MIGRATE: i64 = 0x5374_6565_7268_6f6f;
-const LOCK_PRUNE: i64 = 0x5374_6565_7268_7072;
+/// Advisory lock key (arbitrary, fixed) held while the schema is migrated.
+pub const LOCK_MIGRATE: i64 = 0x5374_6565_7268_6f6f;
+/// Advisory lock key held while a daemon prunes (`pg_locks` shows it).
+pub const LOCK_PRUNE: i64 = 0x5374_6565_7268_7072;
 
 /// Turns a driver error, with its causes, into ours.
 pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
