@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Memory drill: logs stay out of memory (docs/DRILLS.md §5, docs/PERFORMANCE.md
+# Memory drill: logs stay out of memory (docs/DRILLS.md §6, docs/PERFORMANCE.md
 # "Memory while delivering large logs").
 #
 # A fake API (scripts/fake-opensteer-logs.py) serves each run's logs: PAGES

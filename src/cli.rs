@@ -96,6 +96,18 @@ pub enum Command {
     },
     /// Check config, database, secrets, hook programs, API key, clock skew and SMTP.
     Doctor,
+    /// Print a completion script for bash, zsh or fish (also elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (run by scripts/package.sh).
+    #[command(hide = true)]
+    Man {
+        /// Write steerhook.1 and a page per subcommand into DIR [default: steerhook.1 on stdout].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `steerhook events ...`

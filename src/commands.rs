@@ -142,8 +142,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ),
         Command::Events(cmd) => {
             let settings = load_settings_for_inspection(&cli)?;
-            let store = crate::startup::open_store(&settings)?;
             runtime()?.block_on(async {
+                let store = crate::startup::open_existing_store(&settings).await?;
                 match cmd {
                     EventsCommand::List {
                         status,
@@ -171,19 +171,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay { id, hook } => {
             let settings = load_settings_for_inspection(&cli)?;
-            let store = crate::startup::open_store(&settings)?;
-            runtime()?.block_on(crate::ops::replay(
-                &store,
-                &settings,
-                id.clone(),
-                hook.clone(),
-            ))
+            runtime()?.block_on(async {
+                let store = crate::startup::open_existing_store(&settings).await?;
+                crate::ops::replay(&store, &settings, id.clone(), hook.clone()).await
+            })
         }
         Command::Prune { older_than } => {
             let settings = load_settings_for_inspection(&cli)?;
-            let store = crate::startup::open_store(&settings)?;
             let age = older_than.map_or(settings.storage.retention, Into::into);
-            runtime()?.block_on(crate::ops::prune(&store, age))
+            runtime()?.block_on(async {
+                let store = crate::startup::open_existing_store(&settings).await?;
+                crate::ops::prune(&store, age).await
+            })
         }
         Command::Doctor => {
             let settings = match load_settings(&cli) {
@@ -195,5 +194,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             runtime()?.block_on(crate::ops::doctor(&settings))
         }
+        Command::Completions { shell } => crate::completions::print_completions(*shell),
+        Command::Man { out } => crate::completions::man(out.as_deref()),
     }
 }

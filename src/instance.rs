@@ -83,6 +83,40 @@ pub fn lock(db: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Takes the lock of the payload directory `dir` (`storage.payload_dir`),
+/// made private if it does not exist: one daemon per directory, since each
+/// removes the payload files it finds there at start. The lock is the file
+/// `.lock` inside it, on the directory's resolved path.
+pub fn lock_payload_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| {
+            format!(
+                "cannot create the payload directory {} (storage.payload_dir)",
+                dir.display()
+            )
+        })?;
+    let p = std::fs::canonicalize(dir)
+        .with_context(|| format!("cannot resolve {} (storage.payload_dir)", dir.display()))?
+        .join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("cannot open the lock file {p:?} (storage.payload_dir)"))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another `steerhook serve` on this host uses the payload directory {} (lock {p:?}); give each daemon its own storage.payload_dir",
+            dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
 /// `path` with `suffix` appended to its file name.
 fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();

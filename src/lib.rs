@@ -16,7 +16,7 @@
 //! - [`store`]: the storage interface, named after what it does; SQL lives only here.
 //! - [`opensteer`]: the API client and the tolerant readers of its answers.
 //! - [`dispatch`]: the worker: claim, fetch job, delivery job, retry policy.
-//! - [`hooks`]: the `Sink` interface and the hook kinds (shell, e-mail).
+//! - [`hooks`]: the `Sink` interface and the hook kinds (shell, e-mail, HTTP).
 //! - [`metrics`]: the Prometheus registry and its text rendering.
 //! - [`ops`]: the operator's commands (`events`, `replay`, `prune`, `doctor`).
 //! - [`send_test`]: `steerhook send-test`, a signed sample webhook.
@@ -32,6 +32,7 @@
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod completions;
 pub mod config;
 pub mod dispatch;
 pub mod domain;

@@ -280,7 +280,7 @@ pub async fn replay(
 /// `prune`.
 pub async fn prune(store: &Store, older_than: Duration) -> anyhow::Result<ExitCode> {
     let cutoff = now_ms() - older_than.as_millis() as i64;
-    let pruned = store.prune(cutoff).await.context("cannot prune")?;
+    let pruned = store.prune(cutoff, true).await.context("cannot prune")?;
     println!(
         "deleted {} finished event(s) and {} quarantined body(ies) received before {}",
         pruned.events,
@@ -312,7 +312,7 @@ pub async fn doctor(settings: &Settings) -> anyhow::Result<ExitCode> {
     c.report("config", Ok("valid".into()));
 
     // Database: writable and intact.
-    let db_check = match crate::startup::open_store(settings) {
+    let db_check = match crate::startup::open_store(settings).await {
         Ok(store) => store.check().await.map_err(|e| e.to_string()),
         Err(e) => Err(format!("{e:#}")),
     };

@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{Settings, StorageBackend};
 use crate::dispatch::Dispatcher;
 use crate::http::{configure_routes, AppState};
 use crate::metrics::Metrics;
 use crate::signature::Verifier;
-use crate::store::{Routing, Store, StoreOptions};
+use crate::store::{HookConfig, Routing, Store};
 
 /// A built daemon: listener bound, database open, not yet serving.
 pub struct Application {
@@ -27,15 +27,6 @@ pub struct Application {
     dispatcher: Arc<Dispatcher>,
     run_worker: bool,
     _instance_lock: std::fs::File,
-}
-
-/// Store options from the settings.
-pub fn store_options(settings: &Settings) -> StoreOptions {
-    StoreOptions {
-        path: settings.storage.path.clone(),
-        synchronous: settings.storage.synchronous,
-        busy_timeout: settings.storage.busy_timeout,
-    }
 }
 
 /// Which jobs each new event gets.
@@ -50,14 +41,55 @@ pub fn routing(settings: &Settings) -> Routing {
     }
 }
 
-/// Opens the store for a CLI command (no listener, no worker).
-pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    Store::open(store_options(settings), routing(settings)).with_context(|| {
-        format!(
-            "cannot open the database {} (storage.path)",
-            settings.storage.path.display()
-        )
-    })
+/// Where the configuration says the database is, for messages.
+pub fn database_location(settings: &Settings) -> String {
+    match settings.storage.backend {
+        StorageBackend::Sqlite => format!("{} (storage.path)", settings.storage.path.display()),
+        StorageBackend::Postgres => format!(
+            "{} (storage.url)",
+            settings.storage.url.as_ref().map_or_else(String::new, |u| {
+                crate::store::redacted_postgres_url(u.expose())
+            })
+        ),
+    }
+}
+
+/// Opens (creating or migrating) the database as `serve` does.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open(&settings.storage, routing(settings))
+        .await
+        .with_context(|| format!("cannot open the database {}", database_location(settings)))
+}
+
+/// Opens the database for a command that reads it: never creates one.
+pub async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open_existing(&settings.storage)
+        .await
+        .with_context(|| format!("cannot open the database {}", database_location(settings)))
+}
+
+/// What identifies this daemon's hook configuration among the daemons of a
+/// shared database: its host and listen address.
+fn daemon_identity(settings: &Settings) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}/{}", settings.server.listen)
+}
+
+/// A digest per hook of everything that decides what it does (secrets
+/// included only as their redacted form: a changed token is not a changed
+/// hook).
+fn hook_configs(settings: &Settings) -> Vec<HookConfig> {
+    use sha2::{Digest, Sha256};
+    settings
+        .hooks
+        .iter()
+        .map(|h| HookConfig {
+            name: h.name.clone(),
+            config_hash: hex::encode(Sha256::digest(format!("{h:?}").as_bytes())),
+        })
+        .collect()
 }
 
 impl Application {
@@ -78,7 +110,22 @@ impl Application {
         })?;
         let addr = listener.local_addr()?;
         let instance_lock = lock_instance(&settings)?;
-        let store = open_store(&settings)?;
+        let store = open_store(&settings).await?;
+        if store.is_shared() {
+            let differences = store
+                .register_hooks(
+                    hook_configs(&settings),
+                    daemon_identity(&settings),
+                    clock.now_ms(),
+                )
+                .await
+                .context("cannot record this daemon's hooks in the database")?;
+            for d in differences {
+                tracing::warn!(
+                    "HOOK CONFIGURATION DIFFERS BETWEEN DAEMONS ON THIS DATABASE: {d}; daemons sharing a database should run the same [[hook]] sections, or an event's deliveries depend on which daemon claims them"
+                );
+            }
+        }
         let metrics = Arc::new(Metrics::new());
         let wake_worker = Arc::new(tokio::sync::Notify::new());
         let state = AppState {
@@ -105,8 +152,10 @@ impl Application {
             )
             .context("cannot prepare the worker")?,
         );
-        // Payload files of attempts a kill -9 cut short: with the lock held,
-        // no attempt of any process owns one, and none of ours has started.
+        // Payload files of attempts a kill -9 cut short: the instance lock
+        // covers this directory (the SQLite file's, or with PostgreSQL the
+        // payload directory's own), so no attempt of any process owns one,
+        // and none of ours has started.
         let payloads = payload_dir(&settings);
         match crate::hooks::remove_orphan_payload_files(&payloads) {
             Ok(0) => {}
@@ -122,7 +171,8 @@ impl Application {
             ),
         }
         // Jobs a killed process left running go back in the queue before
-        // anything is served: only one `serve` owns this database (the lock).
+        // anything is served: only one `serve` owns a SQLite database (the
+        // lock); on a shared database their leases say when they are free.
         dispatcher
             .recover_interrupted()
             .await
@@ -205,6 +255,10 @@ impl Application {
         // simulates a crash, or a panic), so nothing outlives the daemon.
         let server_task = AbortOnDropHandle::new(tokio::spawn(server));
         let worker_stop = CancellationToken::new();
+        if run_worker {
+            // Work queued by other daemons on a shared database wakes ours.
+            store.watch_for_work(dispatcher.waker(), worker_stop.clone());
+        }
         let worker = run_worker.then(|| {
             AbortOnDropHandle::new(tokio::spawn(dispatcher.clone().run(worker_stop.clone())))
         });
@@ -281,21 +335,35 @@ impl Application {
     }
 }
 
-/// Where shell hooks' payload files are written: a private directory beside
-/// the database file (`<db>.payloads`, see [`crate::instance::payload_dir`]).
+/// Where hook payload files are written: `storage.payload_dir`, else a
+/// private directory beside the SQLite file (`<db>.payloads`, see
+/// [`crate::instance::payload_dir`]), or `steerhook.payloads` in the working
+/// directory with PostgreSQL.
 pub fn payload_dir(settings: &Settings) -> std::path::PathBuf {
-    // A path that does not resolve has already stopped `build` at the lock.
-    crate::instance::payload_dir(&settings.storage.path).unwrap_or_else(|_| {
-        let mut p = settings.storage.path.clone().into_os_string();
-        p.push(".payloads");
-        p.into()
-    })
+    if let Some(dir) = &settings.storage.payload_dir {
+        return dir.clone();
+    }
+    match settings.storage.backend {
+        // A path that does not resolve has already stopped `build` at the lock.
+        StorageBackend::Sqlite => crate::instance::payload_dir(&settings.storage.path)
+            .unwrap_or_else(|_| {
+                let mut p = settings.storage.path.clone().into_os_string();
+                p.push(".payloads");
+                p.into()
+            }),
+        StorageBackend::Postgres => "steerhook.payloads".into(),
+    }
 }
 
-/// Takes the database's instance lock: one `serve` per database, since
-/// `serve` puts jobs found running back in the queue at start.
+/// Takes the instance lock: with SQLite one `serve` per database, since
+/// `serve` puts jobs found running back in the queue at start; with
+/// PostgreSQL one per payload directory, since each daemon removes the
+/// payload files it finds there at start.
 fn lock_instance(settings: &Settings) -> anyhow::Result<std::fs::File> {
-    crate::instance::lock(&settings.storage.path)
+    match settings.storage.backend {
+        StorageBackend::Sqlite => crate::instance::lock(&settings.storage.path),
+        StorageBackend::Postgres => crate::instance::lock_payload_dir(&payload_dir(settings)),
+    }
 }
 
 /// Sends WATCHDOG=1 at half the interval, but only while the database writer
@@ -315,10 +383,11 @@ async fn feed_watchdog(
         let writer_ok = tokio::time::timeout(every, store.ping_writer())
             .await
             .is_ok_and(|r| r.is_ok());
-        // The idle worker loop goes round every half second, so allow at least 2 s.
+        // The idle worker loop goes round at least every `idle_poll`, so
+        // allow four of those.
         let worker_ok = worker
             .as_ref()
-            .is_none_or(|w| w.alive_within(interval.max(std::time::Duration::from_secs(2))));
+            .is_none_or(|w| w.alive_within(interval.max(w.idle_poll() * 4)));
         if writer_ok && worker_ok {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
         } else {
@@ -341,7 +410,7 @@ async fn prune_periodically(
 ) {
     loop {
         let cutoff = clock.now_ms() - retention.as_millis() as i64;
-        match store.prune(cutoff).await {
+        match store.prune(cutoff, false).await {
             Ok(p) if p == crate::store::Pruned::default() => {}
             Ok(p) => {
                 tracing::info!(

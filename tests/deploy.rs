@@ -2,52 +2,28 @@
 //! installed: the systemd unit (`systemd-analyze verify` and the `security`
 //! exposure score), the unit's credentials against the config loader, and
 //! nginx in front of the real binary (`scripts/nginx-proxy-test.sh`).
-//! A test whose tool is missing prints why it skipped and passes; CI
-//! installs the tools (see docs/DEPLOY.md). Nothing sleeps to synchronise:
-//! the script polls with deadlines.
+//! A test whose tool is missing prints why it skipped and passes, except
+//! under CI (`STEERHOOK_CI=1`), where `.ci/run` installs the tools and a
+//! missing one fails the test. Nothing sleeps to synchronise: the script
+//! polls with deadlines.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use support::daemon::{describe, read_repo, repo_path};
+use support::tools::{require_tool, skip_or_fail};
 
 const UNIT: &str = "systemd/steerhook.service";
 const SYSUSERS: &str = "systemd/steerhook.sysusers";
 const INSTALLED_EXEC_START: &str =
-    "ExecStart=/usr/local/bin/steerhook serve --config /etc/steerhook/steerhook.toml";
+    "ExecStart=/usr/bin/steerhook serve --config /etc/steerhook/steerhook.toml";
 /// The highest `systemd-analyze security` exposure we accept (0 best, 10 worst).
 const MAX_EXPOSURE: f64 = 2.0;
 /// `systemd-analyze security --offline=` appeared in systemd 250.
 const MIN_SYSTEMD_FOR_OFFLINE: u32 = 250;
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn read_repo(path: &str) -> String {
-    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-}
-
-/// `name` on PATH, or in the sbin directories a non-root PATH may lack.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIP {test}: {why}");
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The unit as shipped, but starting the binary cargo just built, written
 /// as `steerhook.service` in a temp dir (verify insists the program exists).
@@ -55,7 +31,7 @@ fn unit_pointing_at_built_binary() -> (tempfile::TempDir, PathBuf) {
     let unit = read_repo(UNIT);
     assert!(
         unit.lines().any(|l| l == INSTALLED_EXEC_START),
-        "{UNIT} should contain the line `{INSTALLED_EXEC_START}` (docs/DEPLOY.md installs the binary there)"
+        "{UNIT} should contain the line `{INSTALLED_EXEC_START}` (the .deb and docs/DEPLOY.md install the binary there)"
     );
     let built = format!(
         "ExecStart={} serve --config /etc/steerhook/steerhook.toml",
@@ -93,11 +69,12 @@ fn parse_exposure_reads_the_overall_line() {
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
-    let Some(analyze) = find_tool("systemd-analyze") else {
-        return skip(
-            "systemd_unit_passes_systemd_analyze_verify",
-            "systemd-analyze not installed (apt-get install systemd)",
-        );
+    let Some(analyze) = require_tool(
+        "systemd_unit_passes_systemd_analyze_verify",
+        "systemd-analyze",
+        "apt-get install systemd",
+    ) else {
+        return;
     };
     let (_dir, unit) = unit_pointing_at_built_binary();
     let out = Command::new(&analyze)
@@ -121,16 +98,13 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 #[test]
 fn systemd_unit_exposure_score_is_at_most_2_0() {
     let test = "systemd_unit_exposure_score_is_at_most_2_0";
-    let Some(analyze) = find_tool("systemd-analyze") else {
-        return skip(
-            test,
-            "systemd-analyze not installed (apt-get install systemd)",
-        );
+    let Some(analyze) = require_tool(test, "systemd-analyze", "apt-get install systemd") else {
+        return;
     };
     match systemd_version(&analyze) {
         Some(v) if v >= MIN_SYSTEMD_FOR_OFFLINE => {}
         v => {
-            return skip(
+            return skip_or_fail(
                 test,
                 &format!(
                     "systemd {v:?} has no `security --offline=`; need {MIN_SYSTEMD_FOR_OFFLINE}+"
@@ -274,14 +248,14 @@ fn unit_runs_as_the_user_sysusers_creates() {
 
 #[test]
 fn nginx_proxy_passes_webhooks_byte_for_byte() {
-    if find_tool("nginx").is_none() {
-        return skip(
-            "nginx_proxy_passes_webhooks_byte_for_byte",
-            "nginx not installed (apt-get install nginx)",
-        );
+    let test = "nginx_proxy_passes_webhooks_byte_for_byte";
+    if require_tool(test, "nginx", "apt-get install nginx").is_none()
+        || require_tool(test, "curl", "apt-get install curl").is_none()
+    {
+        return;
     }
     let out = Command::new("bash")
-        .arg(repo("scripts/nginx-proxy-test.sh"))
+        .arg(repo_path("scripts/nginx-proxy-test.sh"))
         .env("STEERHOOK_BIN", env!("CARGO_BIN_EXE_steerhook"))
         .env(
             "PATH",

@@ -23,13 +23,21 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/steerhook/steerhook.toml";
 /// Default `webhook.tolerance_secs`.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 /// Environment variables holding secrets, and their keys.
-const SECRET_ENV: [(&str, &str); 3] = [
+const SECRET_ENV: [(&str, &str); 4] = [
     ("STEERHOOK__WEBHOOK__SECRETS", "webhook.secrets"),
     ("STEERHOOK__OPENSTEER__API_KEY", "opensteer.api_key"),
     ("STEERHOOK__SMTP__PASSWORD", "smtp.password"),
+    ("STEERHOOK__STORAGE__URL", "storage.url"),
 ];
 /// Keys whose values are secrets: never echoed in an error.
-const SECRET_KEYS: [&str; 3] = ["webhook.secrets", "opensteer.api_key", "smtp.password"];
+const SECRET_KEYS: [&str; 4] = [
+    "webhook.secrets",
+    "opensteer.api_key",
+    "smtp.password",
+    "storage.url",
+];
+/// Keys of a `[[hook]]` whose values are secrets.
+const HOOK_SECRET_KEYS: [&str; 2] = ["secret", "bearer_token"];
 /// Largest accepted `webhook.tolerance_secs`.
 pub const MAX_TOLERANCE_SECS: u64 = 3600;
 
@@ -121,11 +129,41 @@ impl Synchronous {
     }
 }
 
+/// Which database holds the events and the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// An embedded SQLite file: one daemon.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL server that several daemons may share.
+    Postgres,
+}
+
+impl StorageBackend {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageBackend::Sqlite => "sqlite",
+            StorageBackend::Postgres => "postgres",
+        }
+    }
+}
+
 /// `[storage]`
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
-    /// The SQLite file.
+    /// Which database.
+    pub backend: StorageBackend,
+    /// SQLite: the file.
     pub path: PathBuf,
+    /// PostgreSQL: a libpq URL, which may hold a password.
+    pub url: Option<Secret>,
+    /// PostgreSQL: connections this daemon keeps at most.
+    pub pool_size: usize,
+    /// Where hook payload files go; `None`: beside the SQLite file
+    /// (`<path>.payloads`), or `steerhook.payloads` with PostgreSQL.
+    pub payload_dir: Option<PathBuf>,
     /// `PRAGMA synchronous`.
     pub synchronous: Synchronous,
     /// `PRAGMA busy_timeout`.
@@ -155,6 +193,10 @@ pub struct QueueSettings {
     pub shutdown_grace: Duration,
     /// Accept and store events but run no job (maintenance of a downstream system).
     pub paused: bool,
+    /// How long a claimed job stays this daemon's without a heartbeat; a
+    /// daemon renews its jobs' leases every third of it, so a dead one's
+    /// jobs go to others after at most this long.
+    pub lease: Duration,
 }
 
 /// `[opensteer]`
@@ -205,6 +247,7 @@ impl OpensteerSettings {
 
 /// `[smtp]`: the e-mail module's own settings type, so nothing is copied field by field.
 pub use crate::hooks::email::{EmailHookSettings, SmtpSecurity, SmtpSettings};
+pub use crate::hooks::http::HttpHookSettings;
 pub use crate::hooks::shell::ShellHookSettings;
 
 /// Log output format.
@@ -248,6 +291,8 @@ pub enum HookKind {
     Shell(ShellHookSettings),
     /// An e-mail through `[smtp]`.
     Email(EmailHookSettings),
+    /// A POST to an orchestrator's URL.
+    Http(HttpHookSettings),
 }
 
 impl Settings {
@@ -350,7 +395,9 @@ impl Settings {
             let inner = e.into_inner().to_string();
             let is_secret = SECRET_KEYS
                 .iter()
-                .any(|k| key == *k || key.starts_with(&format!("{k}[")));
+                .any(|k| key == *k || key.starts_with(&format!("{k}[")))
+                || (key.starts_with("hook[")
+                    && HOOK_SECRET_KEYS.iter().any(|k| key.ends_with(&format!("].{k}"))));
             let message = if inner.starts_with("unknown field") {
                 format!("{inner}; remove it or check its spelling")
             } else if is_secret {
@@ -436,9 +483,215 @@ mod tests {
         }
     }
 
+    const HTTP_HOOK: &str = "[[hook]]\nname = \"airflow\"\nkind = \"http\"\nevents = [\"run.succeeded\"]\nurl = \"https://airflow.internal/api/v1/dags/load/dagRuns\"\n";
+    const SIGNING_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+    #[test]
+    fn http_hook_errors_name_the_key() {
+        let shell = "[[hook]]\nname=\"a\"\nkind=\"shell\"\nevents=[\"run.failed\"]\ncommand=[\"/bin/true\"]\n";
+        let cases = [
+            (
+                format!("{HTTP_HOOK}headers = {{ Authorization = \"Bearer x\" }}\n"),
+                "hook[0].headers.Authorization",
+            ),
+            (
+                format!("{HTTP_HOOK}headers = {{ \"X Bad\" = \"x\" }}\n"),
+                "hook[0].headers.X Bad",
+            ),
+            (
+                format!("{HTTP_HOOK}match = {{ \"/run/scraper\" = \"products\" }}\n"),
+                "hook[0].match",
+            ),
+            (
+                format!("{HTTP_HOOK}secret = \"not base64!\"\n"),
+                "hook[0].secret",
+            ),
+            (
+                format!("{HTTP_HOOK}secret = \"{SIGNING_SECRET}\"\nsecret_file = \"s\"\n"),
+                "hook[0].secret_file",
+            ),
+            (
+                format!("{HTTP_HOOK}bearer_token = \"a\\nb\"\n"),
+                "hook[0].bearer_token",
+            ),
+            (format!("{HTTP_HOOK}body = \"logs\"\n"), "hook[0].body"),
+            (format!("{HTTP_HOOK}body_key = \"\"\n"), "hook[0].body_key"),
+            (
+                format!("{HTTP_HOOK}timeout_secs = 0\n"),
+                "hook[0].timeout_secs",
+            ),
+            (
+                format!("{HTTP_HOOK}command = [\"/bin/true\"]\n"),
+                "hook[0].command",
+            ),
+            (
+                HTTP_HOOK.replace("url = \"https://", "url = \"ftp://"),
+                "hook[0].url",
+            ),
+            (
+                HTTP_HOOK.replace("https://airflow", "https://user:pw@airflow"),
+                "hook[0].url",
+            ),
+            (
+                HTTP_HOOK
+                    .lines()
+                    .filter(|l| !l.starts_with("url"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                "hook[0].url",
+            ),
+            (format!("{shell}url = \"https://x.test/\"\n"), "hook[0].url"),
+        ];
+        for (hook, key) in cases {
+            let text = format!("{MINIMAL}{hook}");
+            let err = Settings::from_toml(&text).expect_err(&text);
+            assert_eq!(err.key, key, "config {text:?} gave {err}");
+            assert!(!err.message.contains("pw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn http_hook_secrets_never_appear_in_errors_or_the_summary() {
+        let text = format!("{MINIMAL}{HTTP_HOOK}secret = 12345678\n");
+        let err = Settings::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "hook[0].secret");
+        assert!(!err.to_string().contains("12345678"), "{err}");
+
+        let text = format!(
+            "{MINIMAL}{HTTP_HOOK}secret = \"{SIGNING_SECRET}\"\nbearer_token = \"tok_very_secret\"\nheaders = {{ \"X-Source\" = \"steerhook\" }}\nbody_key = \"conf\"\n"
+        );
+        let settings = Settings::from_toml(&text).unwrap();
+        let summary = settings.summary();
+        assert!(
+            summary.contains("http POST https://airflow.internal/api/v1/dags/load/dagRuns (document, under \"conf\", signed [redacted], bearer token [redacted], headers x-source, timeout 30 s)"),
+            "{summary}"
+        );
+        for secret in ["tok_very_secret", "C2FVsBQIhrscChlQIMV"] {
+            assert!(!summary.contains(secret), "{summary}");
+            assert!(
+                !format!("{settings:?}").contains(secret),
+                "Debug shows {secret}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_hook_kind_has_its_own_default_timeout() {
+        let shell = "[[hook]]\nname=\"a\"\nkind=\"shell\"\nevents=[\"run.failed\"]\ncommand=[\"/bin/true\"]\n";
+        let s = Settings::from_toml(&format!("{MINIMAL}{HTTP_HOOK}{shell}")).unwrap();
+        match (&s.hooks[0].kind, &s.hooks[1].kind) {
+            (HookKind::Http(http), HookKind::Shell(sh)) => {
+                assert_eq!(http.timeout, Duration::from_secs(30));
+                assert_eq!(sh.timeout, Duration::from_secs(900));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn http_hook_reads_its_token_and_secret_files_from_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("airflow_token"), "tok_from_file\n").unwrap();
+        std::fs::write(
+            dir.path().join("airflow_secret"),
+            format!("{SIGNING_SECRET}\n"),
+        )
+        .unwrap();
+        let path = dir.path().join("steerhook.toml");
+        std::fs::write(
+            &path,
+            format!("{MINIMAL}{HTTP_HOOK}bearer_token_file = \"airflow_token\"\nsecret_file = \"airflow_secret\"\nheaders = {{ \"X-Source\" = \"steerhook\" }}\n"),
+        )
+        .unwrap();
+        let env = HashMap::from([(
+            "CREDENTIALS_DIRECTORY".to_owned(),
+            dir.path().display().to_string(),
+        )]);
+        let s = Settings::load(&path, &env).unwrap();
+        let HookKind::Http(http) = &s.hooks[0].kind else {
+            panic!("{:?}", s.hooks[0].kind)
+        };
+        assert_eq!(
+            http.bearer_token.as_ref().map(Secret::expose),
+            Some("tok_from_file")
+        );
+        assert!(http.signing_key.is_some());
+        assert_eq!(http.headers["x-source"], "steerhook");
+        // Commands that send nothing load without reading them.
+        std::fs::remove_file(dir.path().join("airflow_secret")).unwrap();
+        assert!(Settings::load_without_secret_files(&path, &env).is_ok());
+        let err = Settings::load(&path, &env).unwrap_err();
+        assert_eq!(err.key, "hook[0].secret_file");
+    }
+
+    #[test]
+    fn the_commented_http_hook_of_the_example_config_is_valid() {
+        let example = include_str!("../../config.example.toml");
+        let block = example
+            .split("\n\n")
+            .find(|b| b.contains("# kind = \"http\""))
+            .expect("an http hook in config.example.toml");
+        let hook: String = block
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steerhook.toml");
+        std::fs::write(&path, format!("{MINIMAL}{hook}")).unwrap();
+        let s = Settings::load_without_secret_files(&path, &HashMap::new())
+            .unwrap_or_else(|e| panic!("{e}\n{hook}"));
+        let HookKind::Http(http) = &s.hooks[0].kind else {
+            panic!("{:?}", s.hooks[0].kind)
+        };
+        assert_eq!(http.body_key.as_deref(), Some("conf"));
+        assert_eq!(s.hooks[0].max_attempts, 8);
+    }
+
     #[test]
     fn unknown_key_message_names_the_field() {
         let err = Settings::from_toml(&format!("{MINIMAL}bogus = 1\n")).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn storage_settings_name_the_key_for_each_backend_mistake() {
+        let cases = [
+            ("[storage]\nbackend = \"postgres\"\n", "storage.url"),
+            (
+                "[storage]\nbackend = \"postgres\"\nurl = \"postgres://u@h/db\"\npath = \"x.db\"\n",
+                "storage.path",
+            ),
+            ("[storage]\nurl = \"postgres://u@h/db\"\n", "storage.url"),
+            (
+                "[storage]\nbackend = \"postgres\"\nurl = \"postgres://u:hunter2@h/db?sslmode=require\"\n",
+                "storage.url",
+            ),
+            ("[storage]\nbackend = \"postgres\"\nurl = \"not a url at all\"\n", "storage.url"),
+            ("[storage]\nbackend = \"mysql\"\n", "storage.backend"),
+        ];
+        for (storage, key) in cases {
+            let text = format!("{MINIMAL}{storage}");
+            let err = Settings::from_toml(&text).expect_err(&text);
+            assert_eq!(err.key, key, "{text}: {err}");
+            assert!(
+                !err.to_string().contains("hunter2"),
+                "the password leaked: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_postgres_summary_hides_the_password() {
+        let s = Settings::from_toml(&format!(
+            "{MINIMAL}[storage]\nbackend = \"postgres\"\nurl = \"postgres://steerhook:hunter2@db.internal:5432/steerhook\"\n"
+        ))
+        .unwrap();
+        let summary = s.summary();
+        assert!(
+            summary.contains("postgres postgres://steerhook:[redacted]@db.internal:5432/steerhook"),
+            "{summary}"
+        );
+        assert!(!summary.contains("hunter2"), "{summary}");
+        assert!(!format!("{s:?}").contains("hunter2"), "Debug leaks it");
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{LogFormat, SmtpSecurity, Synchronous};
+use super::{LogFormat, SmtpSecurity, StorageBackend, Synchronous};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +56,14 @@ pub(super) struct RawWebhook {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStorage {
-    #[serde(default = "d_db_path")]
-    pub(super) path: PathBuf,
+    #[serde(default)]
+    pub(super) backend: StorageBackend,
+    pub(super) path: Option<PathBuf>,
+    pub(super) url: Option<String>,
+    pub(super) url_file: Option<String>,
+    #[serde(default = "d_pool_size")]
+    pub(super) pool_size: u64,
+    pub(super) payload_dir: Option<PathBuf>,
     #[serde(default = "d_sync")]
     pub(super) synchronous: Synchronous,
     #[serde(default = "d_busy")]
@@ -71,7 +77,12 @@ pub(super) struct RawStorage {
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
-            path: d_db_path(),
+            backend: StorageBackend::default(),
+            path: None,
+            url: None,
+            url_file: None,
+            pool_size: d_pool_size(),
+            payload_dir: None,
             synchronous: d_sync(),
             busy_timeout_ms: d_busy(),
             retention_days: d_retention_days(),
@@ -97,6 +108,8 @@ pub(super) struct RawQueue {
     pub(super) fetch_max_attempts: u32,
     #[serde(default = "d_shutdown_grace")]
     pub(super) shutdown_grace_secs: u64,
+    #[serde(default = "d_lease")]
+    pub(super) lease_secs: u64,
     #[serde(default)]
     pub(super) paused: bool,
 }
@@ -111,6 +124,7 @@ impl Default for RawQueue {
             auth_retry_secs: d_auth_retry(),
             fetch_max_attempts: d_fetch_attempts(),
             shutdown_grace_secs: d_shutdown_grace(),
+            lease_secs: d_lease(),
             paused: false,
         }
     }
@@ -193,8 +207,9 @@ pub(super) struct RawHook {
     pub(super) env: BTreeMap<String, String>,
     #[serde(default)]
     pub(super) env_passthrough: Vec<String>,
-    #[serde(default = "d_hook_timeout")]
-    pub(super) timeout_secs: u64,
+    /// Each kind has its own default (a shell hook runs an ETL, an HTTP
+    /// request only starts one).
+    pub(super) timeout_secs: Option<u64>,
     #[serde(default = "d_kill_grace")]
     pub(super) kill_grace_secs: u64,
     #[serde(default = "d_max_output")]
@@ -204,6 +219,15 @@ pub(super) struct RawHook {
     pub(super) subject: Option<String>,
     #[serde(default = "d_log_lines")]
     pub(super) log_lines: u64,
+    // http
+    pub(super) url: Option<String>,
+    pub(super) bearer_token: Option<String>,
+    pub(super) bearer_token_file: Option<String>,
+    pub(super) headers: Option<BTreeMap<String, String>>,
+    pub(super) secret: Option<String>,
+    pub(super) secret_file: Option<String>,
+    pub(super) body: Option<String>,
+    pub(super) body_key: Option<String>,
 }
 
 fn d_webhook_path() -> String {
@@ -224,8 +248,8 @@ fn d_header_timeout() -> u64 {
 fn d_body_timeout() -> u64 {
     10_000
 }
-fn d_db_path() -> PathBuf {
-    "steerhook.db".into()
+fn d_pool_size() -> u64 {
+    16
 }
 fn d_sync() -> Synchronous {
     Synchronous::Full
@@ -256,6 +280,9 @@ fn d_auth_retry() -> u64 {
 }
 fn d_fetch_attempts() -> u32 {
     50
+}
+fn d_lease() -> u64 {
+    60
 }
 fn d_shutdown_grace() -> u64 {
     10
@@ -310,9 +337,6 @@ fn d_max_attempts() -> u32 {
 }
 fn d_hook_concurrency() -> u64 {
     1
-}
-fn d_hook_timeout() -> u64 {
-    900
 }
 fn d_kill_grace() -> u64 {
     10

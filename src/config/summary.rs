@@ -17,13 +17,23 @@ impl Settings {
             self.webhook.secrets.len(),
             self.webhook.tolerance_secs
         );
-        let _ = writeln!(
-            s,
-            "database          {} (synchronous={}, retention {} days)",
-            self.storage.path.display(),
-            self.storage.synchronous.as_str(),
-            self.storage.retention.as_secs() / 86_400
-        );
+        let retention_days = self.storage.retention.as_secs() / 86_400;
+        let _ = match self.storage.backend {
+            super::StorageBackend::Sqlite => writeln!(
+                s,
+                "database          sqlite {} (synchronous={}, retention {retention_days} days)",
+                self.storage.path.display(),
+                self.storage.synchronous.as_str(),
+            ),
+            super::StorageBackend::Postgres => writeln!(
+                s,
+                "database          postgres {} (pool {}, retention {retention_days} days)",
+                self.storage.url.as_ref().map_or_else(String::new, |u| {
+                    crate::store::redacted_postgres_url(u.expose())
+                }),
+                self.storage.pool_size,
+            ),
+        };
         match &self.opensteer {
             Some(o) => {
                 let _ = writeln!(
@@ -63,6 +73,30 @@ impl Settings {
             let what = match &h.kind {
                 HookKind::Shell(sh) => format!("shell {}", sh.command.join(" ")),
                 HookKind::Email(e) => format!("email to {}", e.to.join(", ")),
+                HookKind::Http(x) => {
+                    let mut with = vec![x.body.as_str().to_owned()];
+                    if let Some(key) = &x.body_key {
+                        with.push(format!("under {key:?}"));
+                    }
+                    if x.signing_key.is_some() {
+                        with.push("signed [redacted]".into());
+                    }
+                    if x.bearer_token.is_some() {
+                        with.push("bearer token [redacted]".into());
+                    }
+                    // Names only: a value may still be something an operator
+                    // would rather not see pasted in a ticket.
+                    let names: Vec<&str> = x.headers.keys().map(|k| k.as_str()).collect();
+                    if !names.is_empty() {
+                        with.push(format!("headers {}", names.join(", ")));
+                    }
+                    format!(
+                        "http POST {} ({}, timeout {} s)",
+                        x.url,
+                        with.join(", "),
+                        x.timeout.as_secs()
+                    )
+                }
             };
             let _ = writeln!(
                 s,

@@ -4,18 +4,19 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
     RawHook, RawOpensteer, RawQueue, RawServer, RawSettings, RawSmtp, RawStorage, RawWebhook,
 };
 use super::{
-    ConfigError, EmailHookSettings, HookKind, HookSettings, LogSettings, OpensteerSettings,
-    QueueSettings, ServerSettings, Settings, ShellHookSettings, SmtpSettings, StorageSettings,
-    WebhookSettings, DEFAULT_TOLERANCE_SECS, MAX_TOLERANCE_SECS,
+    ConfigError, EmailHookSettings, HookKind, HookSettings, HttpHookSettings, LogSettings,
+    OpensteerSettings, QueueSettings, ServerSettings, Settings, ShellHookSettings, SmtpSettings,
+    StorageBackend, StorageSettings, WebhookSettings, DEFAULT_TOLERANCE_SECS, MAX_TOLERANCE_SECS,
 };
 use crate::domain::EventType;
+use crate::hooks::http::{self as http_hook, BodyShape, HookUrl, SigningKey};
 use crate::secret::Secret;
 
 /// How `<key>_file` secrets are handled while loading.
@@ -48,10 +49,10 @@ pub(super) fn validate(raw: RawSettings, creds: SecretFiles<'_>) -> Result<Setti
     Ok(Settings {
         server: server(raw.server)?,
         webhook: webhook(raw.webhook, creds)?,
-        storage: storage(raw.storage)?,
+        storage: storage(raw.storage, creds)?,
         queue: queue(raw.queue)?,
         opensteer: raw.opensteer.map(|o| opensteer(o, creds)).transpose()?,
-        hooks: hooks(raw.hook, smtp.is_some())?,
+        hooks: hooks(raw.hook, smtp.is_some(), creds)?,
         smtp,
         log,
     })
@@ -149,12 +150,51 @@ fn webhook(raw: RawWebhook, creds: SecretFiles<'_>) -> Result<WebhookSettings, C
     })
 }
 
-fn storage(raw: RawStorage) -> Result<StorageSettings, ConfigError> {
-    if raw.path.as_os_str().is_empty() {
+fn storage(raw: RawStorage, creds: SecretFiles<'_>) -> Result<StorageSettings, ConfigError> {
+    // Read even for commands that use no other secret: they read the database.
+    let creds = SecretFiles {
+        read: true,
+        ..creds
+    };
+    let url = either_secret("storage", "url", raw.url, raw.url_file, creds)?;
+    let path = match (raw.backend, raw.path, &url) {
+        (StorageBackend::Sqlite, _, Some(_)) => {
+            return Err(ConfigError::new(
+                "storage.url",
+                "is for backend = \"postgres\"; with SQLite set storage.path",
+            ))
+        }
+        (StorageBackend::Sqlite, path, None) => path.unwrap_or_else(|| "steerhook.db".into()),
+        (StorageBackend::Postgres, Some(_), _) => {
+            return Err(ConfigError::new(
+                "storage.path",
+                "is for backend = \"sqlite\"; with PostgreSQL set storage.url",
+            ))
+        }
+        (StorageBackend::Postgres, None, None) => {
+            return Err(ConfigError::new(
+                "storage.url",
+                "missing; backend = \"postgres\" needs url = \"postgres://user@host:5432/db\" (or url_file)",
+            ))
+        }
+        (StorageBackend::Postgres, None, Some(url)) => {
+            // A `_file` URL that was not read has nothing to check.
+            if creds.read {
+                crate::store::check_postgres_url(url.expose())
+                    .map_err(|m| ConfigError::new("storage.url", m))?;
+            }
+            PathBuf::new()
+        }
+    };
+    if raw.backend == StorageBackend::Sqlite && path.as_os_str().is_empty() {
         return Err(ConfigError::new("storage.path", "is empty"));
     }
     Ok(StorageSettings {
-        path: raw.path,
+        backend: raw.backend,
+        path,
+        url,
+        pool_size: count("storage.pool_size", raw.pool_size, 1, 512)?,
+        payload_dir: raw.payload_dir,
         synchronous: raw.synchronous,
         busy_timeout: millis("storage.busy_timeout_ms", raw.busy_timeout_ms, 0, 600_000)?,
         retention: secs("storage.retention_days", raw.retention_days, 1, 36_500)? * 86_400,
@@ -187,6 +227,7 @@ fn queue(q: RawQueue) -> Result<QueueSettings, ConfigError> {
         )? as u32,
         shutdown_grace: secs("queue.shutdown_grace_secs", q.shutdown_grace_secs, 0, 3_600)?,
         paused: q.paused,
+        lease: secs("queue.lease_secs", q.lease_secs, 3, 3_600)?,
     })
 }
 
@@ -260,11 +301,15 @@ fn smtp(m: RawSmtp, creds: SecretFiles<'_>) -> Result<SmtpSettings, ConfigError>
     Ok(settings)
 }
 
-fn hooks(raw: Vec<RawHook>, have_smtp: bool) -> Result<Vec<HookSettings>, ConfigError> {
+fn hooks(
+    raw: Vec<RawHook>,
+    have_smtp: bool,
+    creds: SecretFiles<'_>,
+) -> Result<Vec<HookSettings>, ConfigError> {
     let mut names = HashSet::new();
     let mut hooks = Vec::with_capacity(raw.len());
     for (i, h) in raw.into_iter().enumerate() {
-        let hook = hook(i, h, have_smtp)?;
+        let hook = hook(i, h, have_smtp, creds)?;
         if !names.insert(hook.name.clone()) {
             return Err(ConfigError::new(
                 format!("hook[{i}].name"),
@@ -279,7 +324,12 @@ fn hooks(raw: Vec<RawHook>, have_smtp: bool) -> Result<Vec<HookSettings>, Config
     Ok(hooks)
 }
 
-fn hook(i: usize, h: RawHook, have_smtp: bool) -> Result<HookSettings, ConfigError> {
+fn hook(
+    i: usize,
+    h: RawHook,
+    have_smtp: bool,
+    creds: SecretFiles<'_>,
+) -> Result<HookSettings, ConfigError> {
     let at = |k: &str| format!("hook[{i}].{k}");
     let name = h
         .name
@@ -317,8 +367,12 @@ fn hook(i: usize, h: RawHook, have_smtp: bool) -> Result<HookSettings, ConfigErr
             "must be between 1 and 1000",
         ));
     }
+    if let Some(kind) = h.kind.as_deref() {
+        keys_of_other_kinds(i, kind, &h)?;
+    }
     let kind = match h.kind.as_deref() {
         Some("shell") => HookKind::Shell(shell_hook(i, &h)?),
+        Some("http") => HookKind::Http(http_hook(i, &h, creds)?),
         Some("email") => {
             let to = h.to.clone().unwrap_or_default();
             if to.is_empty() {
@@ -339,13 +393,13 @@ fn hook(i: usize, h: RawHook, have_smtp: bool) -> Result<HookSettings, ConfigErr
         Some(other) => {
             return Err(ConfigError::new(
                 at("kind"),
-                format!("{other:?} is not a hook kind; use \"shell\" or \"email\""),
+                format!("{other:?} is not a hook kind; use \"shell\", \"email\" or \"http\""),
             ))
         }
         None => {
             return Err(ConfigError::new(
                 at("kind"),
-                "missing; \"shell\" or \"email\"",
+                "missing; \"shell\", \"email\" or \"http\"",
             ))
         }
     };
@@ -382,11 +436,160 @@ fn shell_hook(i: usize, h: &RawHook) -> Result<ShellHookSettings, ConfigError> {
         working_dir: h.working_dir.clone(),
         env: h.env.clone(),
         env_passthrough: h.env_passthrough.clone(),
-        timeout: secs(&at("timeout_secs"), h.timeout_secs, 1, 86_400)?,
+        timeout: secs(
+            &at("timeout_secs"),
+            h.timeout_secs.unwrap_or(DEFAULT_SHELL_TIMEOUT_SECS),
+            1,
+            86_400,
+        )?,
         kill_grace: secs(&at("kill_grace_secs"), h.kill_grace_secs, 0, 600)?,
         max_output_bytes: count(&at("max_output_bytes"), h.max_output_bytes, 0, 16 << 20)?,
     })
 }
+
+/// The keys only an HTTP hook reads.
+const HTTP_KEYS: [&str; 8] = [
+    "url",
+    "bearer_token",
+    "bearer_token_file",
+    "headers",
+    "secret",
+    "secret_file",
+    "body",
+    "body_key",
+];
+
+/// A key given to a hook of a kind that does not read it is an error, as an
+/// unknown key is: it would be silently ignored.
+fn keys_of_other_kinds(i: usize, kind: &str, h: &RawHook) -> Result<(), ConfigError> {
+    let http_given = [
+        h.url.is_some(),
+        h.bearer_token.is_some(),
+        h.bearer_token_file.is_some(),
+        h.headers.is_some(),
+        h.secret.is_some(),
+        h.secret_file.is_some(),
+        h.body.is_some(),
+        h.body_key.is_some(),
+    ];
+    let given: Vec<(&str, &str)> = if kind == "http" {
+        [
+            ("command", h.command.is_some(), "shell"),
+            ("working_dir", h.working_dir.is_some(), "shell"),
+            ("env", !h.env.is_empty(), "shell"),
+            ("env_passthrough", !h.env_passthrough.is_empty(), "shell"),
+            ("to", h.to.is_some(), "email"),
+            ("subject", h.subject.is_some(), "email"),
+        ]
+        .into_iter()
+        .filter(|(_, given, _)| *given)
+        .map(|(key, _, kind)| (key, kind))
+        .collect()
+    } else {
+        HTTP_KEYS
+            .iter()
+            .zip(http_given)
+            .filter(|(_, given)| *given)
+            .map(|(key, _)| (*key, "http"))
+            .collect()
+    };
+    match given.first() {
+        Some((key, of)) => Err(ConfigError::new(
+            format!("hook[{i}].{key}"),
+            format!("is a key of kind = \"{of}\" hooks, not of kind = {kind:?}; remove it or change the kind"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn http_hook(
+    i: usize,
+    h: &RawHook,
+    creds: SecretFiles<'_>,
+) -> Result<HttpHookSettings, ConfigError> {
+    let at = |k: &str| format!("hook[{i}].{k}");
+    let section = format!("hook[{i}]");
+    let url = h.url.as_deref().ok_or_else(|| {
+        ConfigError::new(
+            at("url"),
+            "missing; an http hook needs url = \"https://...\"",
+        )
+    })?;
+    let url = HookUrl::parse(url).map_err(|m| ConfigError::new(at("url"), m))?;
+    let bearer_token = either_secret(
+        &section,
+        "bearer_token",
+        h.bearer_token.clone(),
+        h.bearer_token_file.clone(),
+        creds,
+    )?;
+    let token_read = creds.read || h.bearer_token.is_some();
+    if let (Some(token), true) = (&bearer_token, token_read) {
+        http_hook::bearer_header(token).map_err(|m| ConfigError::new(at("bearer_token"), m))?;
+    }
+    let headers = http_hook::parse_headers(&h.headers.clone().unwrap_or_default()).map_err(
+        |(name, message)| {
+            let key = if name.is_empty() {
+                at("headers")
+            } else {
+                format!("hook[{i}].headers.{name}")
+            };
+            ConfigError::new(key, message)
+        },
+    )?;
+    let secret = either_secret(
+        &section,
+        "secret",
+        h.secret.clone(),
+        h.secret_file.clone(),
+        creds,
+    )?;
+    let signing_key = match secret {
+        None => None,
+        // A `secret_file` that was not read holds no key to check.
+        Some(_) if !creds.read && h.secret.is_none() => Some(SigningKey::unread()),
+        Some(secret) => {
+            let key = if h.secret.is_some() {
+                "secret"
+            } else {
+                "secret_file"
+            };
+            Some(SigningKey::parse(secret.expose()).map_err(|m| ConfigError::new(at(key), m))?)
+        }
+    };
+    let body = match h.body.as_deref() {
+        None => BodyShape::Document,
+        Some(word) => BodyShape::parse(word).map_err(|m| ConfigError::new(at("body"), m))?,
+    };
+    if let Some(key) = &h.body_key {
+        if key.is_empty() || key.len() > http_hook::MAX_BODY_KEY_BYTES {
+            return Err(ConfigError::new(
+                at("body_key"),
+                format!(
+                    "must be 1 to {} bytes, e.g. \"conf\"",
+                    http_hook::MAX_BODY_KEY_BYTES
+                ),
+            ));
+        }
+    }
+    Ok(HttpHookSettings {
+        url,
+        bearer_token,
+        headers,
+        signing_key,
+        body,
+        body_key: h.body_key.clone(),
+        timeout: secs(
+            &at("timeout_secs"),
+            h.timeout_secs.unwrap_or(http_hook::DEFAULT_TIMEOUT_SECS),
+            1,
+            3_600,
+        )?,
+    })
+}
+
+/// `timeout_secs` of a shell hook when the file gives none.
+const DEFAULT_SHELL_TIMEOUT_SECS: u64 = 900;
 
 /// Reads a `<key>_file` secret, relative to `$CREDENTIALS_DIRECTORY` when set.
 pub(super) fn read_secret_file(

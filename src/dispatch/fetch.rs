@@ -159,6 +159,10 @@ impl Dispatcher {
                 );
                 if let Some(at) = s.pause_fetches_until {
                     fetcher.pause_until(at);
+                    // The account's limit: every daemon on the database waits.
+                    if let Err(e) = self.store.pause_fetches_until(at).await {
+                        tracing::warn!(error = %e, "cannot share the API's pause with other daemons");
+                    }
                 }
                 let wait = match s.step.next {
                     JobNext::RetryAt(at) => wait_text(at - now),

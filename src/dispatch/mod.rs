@@ -37,12 +37,12 @@ use crate::store::{
 
 pub use fetch::Fetcher;
 
-/// Margin added to a job's longest possible run time to make its lease.
-const LEASE_MARGIN: Duration = Duration::from_secs(60);
-/// The shortest lease: a fetch of every log page must fit in it.
-const MIN_LEASE: Duration = Duration::from_secs(600);
 /// The idle loop looks at the queue at least this often (the clock may be moved by tests).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// The same on a shared database, where other daemons announce their work
+/// (`LISTEN/NOTIFY`): polling is only the fallback there, and every poll of
+/// every daemon is a query on the one server.
+const IDLE_POLL_SHARED: Duration = Duration::from_secs(5);
 /// First wait before storing an attempt's outcome again; doubles up to [`RECORD_RETRY_MAX`].
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(50);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -178,6 +178,11 @@ impl Dispatcher {
         }
     }
 
+    /// What wakes the worker loop when there may be new work.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// Puts jobs left running by a previous process back in the queue.
     pub async fn recover_interrupted(&self) -> Result<usize, StoreError> {
         let n = self.store.recover_interrupted(self.clock.now_ms()).await?;
@@ -191,17 +196,19 @@ impl Dispatcher {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Longest a job may legitimately run, plus a margin. Generous: the
-    /// lease only matters if the process that holds it has died without
-    /// `serve` restarting.
+    /// How long a claim holds without renewal (`queue.lease_secs`); the
+    /// loop renews its jobs' leases every third of it (see [`Self::run`]).
     fn lease(&self) -> Duration {
-        let hook_max = self
-            .hooks
-            .values()
-            .map(|h| h.sink.max_attempt_duration())
-            .max()
-            .unwrap_or_default();
-        hook_max.max(MIN_LEASE) + LEASE_MARGIN
+        self.queue.lease
+    }
+
+    /// Renews the leases of the jobs this process runs.
+    async fn renew_leases(&self) {
+        let ids: Vec<i64> = self.running().jobs.iter().copied().collect();
+        let until = self.clock.now_ms() + self.lease().as_millis() as i64;
+        if let Err(e) = self.store.extend_leases(ids, until).await {
+            tracing::warn!(error = %e, "cannot renew the leases of running jobs; will try again");
+        }
     }
 
     async fn claim(&self) -> Result<Option<ClaimedJob>, StoreError> {
@@ -225,6 +232,11 @@ impl Dispatcher {
             in_flight,
             fetch_allowed: self.fetcher.as_ref().is_none_or(|f| f.may_start(now)),
             deliveries_allowed,
+            hook_limits: self
+                .hooks
+                .iter()
+                .map(|(name, h)| (name.clone(), h.concurrency))
+                .collect(),
         };
         let job = self.store.claim_due_job(filter).await?;
         if let Some(job) = &job {
@@ -393,9 +405,20 @@ impl Dispatcher {
         (self.born.elapsed().as_millis() as u64).saturating_sub(last) <= d.as_millis() as u64
     }
 
+    /// The longest the loop waits when idle ([`IDLE_POLL`], or
+    /// [`IDLE_POLL_SHARED`] on a shared database).
+    pub fn idle_poll(&self) -> Duration {
+        if self.store.is_shared() {
+            IDLE_POLL_SHARED
+        } else {
+            IDLE_POLL
+        }
+    }
+
     /// How long the loop sleeps when nothing could be claimed: until the next
-    /// job is due, at most [`IDLE_POLL`].
+    /// job is due, at most [`Self::idle_poll`].
     async fn idle_wait(&self) -> Duration {
+        let poll = self.idle_poll();
         let now = self.clock.now_ms();
         let paused_until = self.fetcher.as_ref().map_or(0, Fetcher::paused_until);
         let ms = match self.store.next_due_at().await {
@@ -404,9 +427,9 @@ impl Dispatcher {
             // `paused_until`) or its hook is at its concurrency limit (a finishing
             // job wakes us). Waiting 0 here spun on the database the whole time.
             Ok(Some(_)) if paused_until > now => paused_until - now,
-            _ => IDLE_POLL.as_millis() as i64,
+            _ => poll.as_millis() as i64,
         };
-        Duration::from_millis(ms.clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+        Duration::from_millis(ms.clamp(0, poll.as_millis() as i64) as u64)
     }
 
     /// Runs jobs until `shutdown` fires, then gives running hooks
@@ -415,6 +438,20 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.queue.concurrency));
         let mut tasks = JoinSet::new();
+        // Leases outlive a stall of a third of their length; a daemon that
+        // dies stops renewing, and its jobs go to others (or to the next
+        // start) once they run out. Running jobs keep theirs through the
+        // shutdown grace: the renewer stops when this function returns.
+        let _renewer = {
+            let me = self.clone();
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                let every = me.lease() / 3;
+                loop {
+                    tokio::time::sleep(every).await;
+                    me.renew_leases().await;
+                }
+            }))
+        };
         loop {
             self.beat();
             // Jobs catch their own panics (see `run_job`); a task can only
@@ -424,7 +461,7 @@ impl Dispatcher {
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
                 // Every slot busy (long hooks): still go round, to show we are alive.
-                _ = tokio::time::sleep(IDLE_POLL) => continue,
+                _ = tokio::time::sleep(self.idle_poll()) => continue,
             };
             match self.claim().await {
                 Ok(Some(job)) => {

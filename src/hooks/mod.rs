@@ -1,5 +1,5 @@
 //! Outputs: the [`Sink`] interface every hook kind implements, and the kinds
-//! (shell programs, e-mail).
+//! (shell programs, e-mail, HTTP requests).
 //!
 //! The worker knows only this interface: it hands a sink the hook document
 //! and the attempt number and gets back a typed result. Everything particular
@@ -7,6 +7,7 @@
 //! module, so a new kind touches only this directory and the configuration.
 
 pub mod email;
+pub mod http;
 pub mod shell;
 
 use std::collections::HashMap;
@@ -119,6 +120,9 @@ pub enum SinkSetupError {
     /// The payload directory could not be made.
     #[error("cannot create the hook payload directory {0}: {1}")]
     PayloadDir(PathBuf, std::io::Error),
+    /// An HTTP hook's client could not be built.
+    #[error(transparent)]
+    Http(#[from] http::HttpSetupError),
 }
 
 /// Builds one sink per configured hook, by name, and makes the private
@@ -132,13 +136,16 @@ pub fn build_sinks(
         .map_err(|e| SinkSetupError::PayloadDir(payload_dir.clone(), e))?;
     let mut sinks = HashMap::new();
     for hook in &settings.hooks {
-        sinks.insert(hook.name.clone(), sink_for(hook, mailer.as_ref()));
+        sinks.insert(hook.name.clone(), sink_for(hook, mailer.as_ref())?);
     }
     Ok(sinks)
 }
 
-fn sink_for(hook: &HookSettings, mailer: Option<&email::Mailer>) -> Arc<dyn Sink> {
-    match &hook.kind {
+fn sink_for(
+    hook: &HookSettings,
+    mailer: Option<&email::Mailer>,
+) -> Result<Arc<dyn Sink>, SinkSetupError> {
+    Ok(match &hook.kind {
         HookKind::Shell(settings) => Arc::new(shell::ShellSink::new(shell::ShellHookSpec {
             name: hook.name.clone(),
             settings: settings.clone(),
@@ -150,7 +157,10 @@ fn sink_for(hook: &HookSettings, mailer: Option<&email::Mailer>) -> Arc<dyn Sink
             },
             mailer.cloned(),
         )),
-    }
+        HookKind::Http(settings) => {
+            Arc::new(http::HttpSink::new(hook.name.clone(), settings.clone())?)
+        }
+    })
 }
 
 /// Makes `dir` (and its parents) readable by this user only: payload files

@@ -2,20 +2,30 @@
 //! the database, named after what it does, and one implementation per
 //! backend. SQL lives only under this module, and no driver type leaves it.
 //!
-//! [`Store`] is a cheap-to-clone handle; its methods are the interface. The
-//! SQLite backend ([`sqlite`]) commits through one writer thread with group
-//! commit; see its module documentation.
+//! [`Store`] is a cheap-to-clone handle; its methods are the interface.
+//! - [`sqlite`]: one file, one daemon; one writer thread with group commit.
+//! - [`postgres`]: a server that several daemons share; batched inserts,
+//!   `SKIP LOCKED` claims under leases, `LISTEN/NOTIFY` wake-ups.
 
+mod logs;
 mod model;
+mod postgres;
 mod sqlite;
 
 pub use model::*;
+pub use postgres::{
+    check_url as check_postgres_url, redacted_url as redacted_postgres_url,
+    LOCK_MIGRATE as POSTGRES_MIGRATE_LOCK, LOCK_PRUNE as POSTGRES_PRUNE_LOCK,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Synchronous;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{StorageBackend, StorageSettings, Synchronous};
 use crate::domain::EnrichmentError;
 
 /// A storage failure.
@@ -39,12 +49,23 @@ pub enum StoreError {
     /// A blocking task panicked or was cancelled.
     #[error("a database task failed: {0}")]
     Task(String),
+    /// A command that only reads found no database (it never creates one).
+    #[error("{0}")]
+    NoDatabase(String),
+    /// The schema was made by a newer steerhook.
+    #[error("the database schema is version {found}, newer than this steerhook knows ({known}); upgrade steerhook on this host (or restore a backup made before the newer version ran)")]
+    SchemaTooNew {
+        /// The database's version.
+        found: i32,
+        /// The newest this binary knows.
+        known: i32,
+    },
 }
 
 /// The chunks of [`Store::stream_logs_json`].
 pub type LogChunks = tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>>;
 
-/// How the store is opened.
+/// How the SQLite store is opened.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// The SQLite file.
@@ -64,6 +85,7 @@ pub struct Store {
 #[derive(Debug)]
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 /// Calls the same method on whichever backend the store has.
@@ -71,29 +93,85 @@ macro_rules! on_backend {
     ($self:ident, $s:ident => $call:expr) => {
         match &*$self.backend {
             Backend::Sqlite($s) => $call,
+            Backend::Postgres($s) => $call,
         }
     };
 }
 
 impl Store {
-    /// Opens (creating and migrating) the database for `serve`, with the
-    /// jobs each new event gets.
-    pub fn open(options: StoreOptions, routing: Routing) -> Result<Self, StoreError> {
+    /// Opens the database for `serve`: creates it (SQLite) and its schema,
+    /// or migrates it, and starts the writer, with the jobs each new event gets.
+    pub async fn open(settings: &StorageSettings, routing: Routing) -> Result<Self, StoreError> {
+        let backend = match settings.backend {
+            StorageBackend::Sqlite => Backend::Sqlite(sqlite::SqliteStore::open(
+                sqlite_options(settings),
+                routing,
+            )?),
+            StorageBackend::Postgres => Backend::Postgres(
+                postgres::PgStore::open(
+                    postgres_url(settings)?,
+                    settings.pool_size,
+                    routing,
+                    postgres::Open::Serve,
+                )
+                .await?,
+            ),
+        };
         Ok(Self {
-            backend: Arc::new(Backend::Sqlite(sqlite::SqliteStore::open(
-                options, routing,
-            )?)),
+            backend: Arc::new(backend),
         })
     }
 
-    /// Where the database is, for messages.
+    /// Opens a database `serve` has made, for a command: never creates
+    /// one, and says where it looked when there is none.
+    pub async fn open_existing(settings: &StorageSettings) -> Result<Self, StoreError> {
+        let backend = match settings.backend {
+            StorageBackend::Sqlite => {
+                if !settings.path.exists() {
+                    return Err(StoreError::NoDatabase(format!(
+                        "there is no database at {} (storage.path); has `steerhook serve` run with this configuration?",
+                        settings.path.display()
+                    )));
+                }
+                Backend::Sqlite(sqlite::SqliteStore::open(
+                    sqlite_options(settings),
+                    Routing::default(),
+                )?)
+            }
+            StorageBackend::Postgres => Backend::Postgres(
+                postgres::PgStore::open(
+                    postgres_url(settings)?,
+                    settings.pool_size.min(4),
+                    Routing::default(),
+                    postgres::Open::Existing,
+                )
+                .await?,
+            ),
+        };
+        Ok(Self {
+            backend: Arc::new(backend),
+        })
+    }
+
+    /// Where the database is, for messages (a URL's password hidden).
     pub fn location(&self) -> String {
-        on_backend!(self, s => s.path().display().to_string())
+        match &*self.backend {
+            Backend::Sqlite(s) => s.path().display().to_string(),
+            Backend::Postgres(s) => s.location().to_owned(),
+        }
     }
 
     /// The SQLite file, when the backend is SQLite.
     pub fn sqlite_path(&self) -> Option<&Path> {
-        on_backend!(self, s => Some(s.path()))
+        match &*self.backend {
+            Backend::Sqlite(s) => Some(s.path()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Whether several daemons may share this database.
+    pub fn is_shared(&self) -> bool {
+        matches!(&*self.backend, Backend::Postgres(_))
     }
 
     /// Lets the calling thread receive the answers of one group commit as one
@@ -101,7 +179,46 @@ impl Store {
     /// single-threaded runtime with a `LocalSet`. Call it from inside that
     /// `LocalSet`. Elsewhere answers come one by one, which always works.
     pub fn serve_answers_on_this_thread(&self) {
-        on_backend!(self, s => s.serve_answers_on_this_thread())
+        if let Backend::Sqlite(s) = &*self.backend {
+            s.serve_answers_on_this_thread();
+        }
+    }
+
+    /// Wakes `wake` when another daemon queues work (PostgreSQL's
+    /// `LISTEN`), until `stop`. A single SQLite daemon wakes itself.
+    pub fn watch_for_work(&self, wake: Arc<Notify>, stop: CancellationToken) {
+        if let Backend::Postgres(s) = &*self.backend {
+            s.watch_for_work(wake, stop);
+        }
+    }
+
+    /// Renews the leases of the jobs this daemon runs until `until` (unix ms).
+    pub async fn extend_leases(&self, ids: Vec<i64>, until: i64) -> Result<(), StoreError> {
+        on_backend!(self, s => s.extend_leases(ids, until).await)
+    }
+
+    /// Makes every daemon on the database wait before its next fetch until
+    /// `until` (the API asked us to slow down). One SQLite daemon keeps the
+    /// pause in memory only.
+    pub async fn pause_fetches_until(&self, until: i64) -> Result<(), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(s) => s.pause_fetches_until(until).await,
+        }
+    }
+
+    /// Records the hooks this daemon runs, under its `identity`, and returns
+    /// how they differ from what other daemons on the database run.
+    pub async fn register_hooks(
+        &self,
+        hooks: Vec<HookConfig>,
+        identity: String,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(s) => s.register_hooks(hooks, identity, now).await,
+        }
     }
 
     /// Stores a new event and its jobs; returns after the commit.
@@ -153,8 +270,10 @@ impl Store {
         on_backend!(self, s => s.record_attempt(job, rec, next, now).await)
     }
 
-    /// Puts jobs left running by a previous process back in the queue,
-    /// recording the interrupted attempt, and makes waiting fetches due now.
+    /// At start: with SQLite (one daemon), puts jobs left running by the
+    /// previous process back in the queue, recording the interrupted attempt;
+    /// with PostgreSQL, leases decide that. Either way, fetches waiting out
+    /// an upstream fault are made due now (a restart says it is fixed).
     /// Returns the number of interrupted jobs.
     pub async fn recover_interrupted(&self, now: i64) -> Result<usize, StoreError> {
         on_backend!(self, s => s.recover_interrupted(now).await)
@@ -254,8 +373,29 @@ impl Store {
 
     /// Deletes events received before `cutoff` (unix ms) whose work is
     /// finished, with their jobs, attempts and logs, and quarantined bodies
-    /// as old. Never deletes an event with an unfinished job.
-    pub async fn prune(&self, cutoff: i64) -> Result<Pruned, StoreError> {
-        on_backend!(self, s => s.prune(cutoff).await)
+    /// as old. Never deletes an event with an unfinished job. One daemon
+    /// prunes at a time: with `wait` false a daemon that finds another at it
+    /// skips (the timer), with `wait` true it waits (the `prune` command).
+    pub async fn prune(&self, cutoff: i64, wait: bool) -> Result<Pruned, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.prune(cutoff).await,
+            Backend::Postgres(s) => s.prune(cutoff, wait).await,
+        }
     }
+}
+
+fn sqlite_options(settings: &StorageSettings) -> StoreOptions {
+    StoreOptions {
+        path: settings.path.clone(),
+        synchronous: settings.synchronous,
+        busy_timeout: settings.busy_timeout,
+    }
+}
+
+fn postgres_url(settings: &StorageSettings) -> Result<&str, StoreError> {
+    settings
+        .url
+        .as_ref()
+        .map(|u| u.expose())
+        .ok_or_else(|| StoreError::Database("storage.url is not set".into()))
 }

@@ -189,6 +189,15 @@ pub struct ClaimedJob {
     pub attempt: u32,
 }
 
+/// A hook as this daemon configured it, for comparing daemons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookConfig {
+    /// Its name.
+    pub name: String,
+    /// A digest of everything that decides what it does.
+    pub config_hash: String,
+}
+
 /// What the claim may take.
 #[derive(Debug, Clone)]
 pub struct ClaimFilter {
@@ -207,6 +216,9 @@ pub struct ClaimFilter {
     /// Jobs this process is running: never reclaimed as expired, even if the
     /// wall clock jumped past their lease.
     pub in_flight: Vec<i64>,
+    /// The hooks this daemon runs and their `concurrency`, which a shared
+    /// database enforces across daemons.
+    pub hook_limits: Vec<(String, usize)>,
 }
 
 /// What happened in one attempt.

@@ -4,14 +4,13 @@
 //! by about a page, not by a multiple of the whole log.
 //! `scripts/memory-drill.sh` does the same with 100 MB against a release build.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 const PAGES: usize = 4;
 const ENTRIES_PER_PAGE: usize = 4096;
@@ -67,73 +66,40 @@ async fn delivering_16_mib_of_logs_grows_the_daemons_peak_memory_by_about_a_page
         .await;
 
     let sandbox = Sandbox::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let addr = free_addr();
     let bytes_file = sandbox.path("stdin-bytes");
-    let rest = format!(
-        "[log]\nlevel = \"warn\"\n\
-         [opensteer]\nbase_url = {}\napi_key = \"osk_memory\"\nlog_page_size = {ENTRIES_PER_PAGE}\n\
-         [[hook]]\nname = \"etl\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\n\
-         command = [\"/bin/sh\", \"-c\", \"wc -c > \\\"$BYTES\\\"\"]\nenv = {{ BYTES = {} }}\n",
-        toml_str(&api.uri()),
-        toml_str(&bytes_file.display().to_string()),
+    let hook = sandbox.shell_hook_with(
+        "etl",
+        &["run.succeeded"],
+        &["/bin/sh", "-c", "wc -c > \"$BYTES\""],
+        &[("BYTES", &bytes_file.display().to_string())],
+        "",
     );
-    let config = sandbox.path("steerhook.toml");
-    std::fs::write(
-        &config,
-        sandbox.config(&format!("127.0.0.1:{port}"), "", &rest),
-    )
-    .unwrap();
-    let mut daemon = Command::new(steerhook_bin())
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .env_remove("STEERHOOK_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start steerhook serve");
-    let client = http_client();
-    let health = format!("http://127.0.0.1:{port}/healthz");
-    wait_for_async(
-        Duration::from_secs(15),
-        "the daemon to answer /healthz",
-        || {
-            let probe = client.get(&health).send();
-            async move {
-                probe
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(drop)
-            }
-        },
-    )
-    .await;
-    let pid = daemon.id();
+    let config = Config::default()
+        .listen(addr)
+        .lines("log", "level = \"warn\"")
+        .opensteer(&api.uri())
+        .set("opensteer", "log_page_size", ENTRIES_PER_PAGE.to_string())
+        .hook(&hook);
+    let config = sandbox.write_config(&config);
+    let daemon = Daemon::spawn(serve_command(&config));
+    wait_healthy(addr, Duration::from_secs(15)).await;
+    let pid = daemon.pid();
     let peak_before = kib(pid, "VmHWM:");
 
-    let url = format!("http://127.0.0.1:{port}{WEBHOOK_PATH}");
-    let (status, _, text) = post_signed(&client, &url, &run_body("run.succeeded", "run_big"))
-        .await
-        .expect("the webhook answers");
-    assert_eq!(status, 202, "{text}");
+    Webhook::to(&format!("http://{addr}{WEBHOOK_PATH}"))
+        .post_accepted(run_event("run.succeeded", "evt_run_big", "run_big"))
+        .await;
     let db = sandbox.db();
     wait_for(Duration::from_secs(60), "the delivery to finish", || {
-        (count(&db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'") == 2).then_some(())
+        (db.count("SELECT count(*) FROM jobs WHERE state = 'succeeded'") == 2).then_some(())
     })
     .await;
     let peak_after = kib(pid, "VmHWM:");
     let rss_after = kib(pid, "VmRSS:");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(daemon.wait().unwrap().success(), "exit 0 on SIGTERM");
+    daemon.sigterm();
+    let mut daemon = daemon;
+    assert!(daemon.0.wait().unwrap().success(), "exit 0 on SIGTERM");
 
     let delivered: u64 = std::fs::read_to_string(&bytes_file)
         .expect("the hook ran")

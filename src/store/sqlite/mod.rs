@@ -93,8 +93,6 @@ const IDLE_CHECKPOINT_COMMITS: u32 = 50;
 const WRITER_QUEUE_LEN: usize = 8_192;
 /// Read connections kept open.
 const MAX_IDLE_READERS: usize = 4;
-/// Chunks of a streamed log read ahead of the writer (each some 64 KiB).
-const LOG_CHUNKS_AHEAD: usize = 4;
 
 /// Whether a write must be on disk (`fsync`ed) before it is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +366,16 @@ impl SqliteStore {
             .await
     }
 
+    /// Renews leases (relaxed: a lost renewal costs at worst a job that a
+    /// restart runs again, as it would anyway).
+    pub async fn extend_leases(&self, ids: Vec<i64>, until: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write_relaxed(move |tx| queries::extend_leases(tx, &ids, until))
+            .await
+    }
+
     /// Puts jobs left running by the previous process back in the queue.
     pub async fn recover_interrupted(&self, now: i64) -> Result<usize, StoreError> {
         self.write(move |tx| queries::recover_interrupted(tx, now))
@@ -381,7 +389,7 @@ impl SqliteStore {
 
     /// The event's logs as a JSON array, streamed from a blocking thread.
     pub fn stream_logs_json(&self, seq: i64) -> LogChunks {
-        let (tx, rx) = mpsc::channel(LOG_CHUNKS_AHEAD);
+        let (tx, rx) = mpsc::channel(super::logs::LOG_CHUNKS_AHEAD);
         let inner = self.inner.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {

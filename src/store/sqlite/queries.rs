@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::domain::{Enrichment, EnrichmentError, EnrichmentStatus};
+use crate::store::logs::{ChunkedArray, Newest};
 use crate::store::{
     event_id_candidates, AttemptRecord, ClaimFilter, ClaimedJob, InsertOutcome, JobKind, JobNext,
     JobState, LogPage, NewEvent, NewestLogs, Pruned, QuarantinedBody, QueueCounts, Routing,
@@ -104,8 +105,8 @@ pub(super) fn claim_due_job(
     tx: &Connection,
     f: &ClaimFilter,
 ) -> Result<Option<ClaimedJob>, StoreError> {
-    let busy = serde_json::to_string(&f.busy_hooks).unwrap_or_else(|_| "[]".into());
-    let in_flight = serde_json::to_string(&f.in_flight).unwrap_or_else(|_| "[]".into());
+    let busy = json_list(&f.busy_hooks);
+    let in_flight = json_list(&f.in_flight);
     let job = tx
         .prepare_cached(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1,
@@ -159,6 +160,25 @@ pub(super) fn claim_due_job(
         )
         .optional()?;
     Ok(job)
+}
+
+/// A list as a JSON array, for `json_each(?)`: SQLite's way of taking a
+/// list as one parameter.
+// Strings and integers always serialise.
+#[allow(clippy::expect_used)]
+fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).expect("a list of strings or integers serialises")
+}
+
+/// Sets the lease of the running jobs `ids`.
+pub(super) fn extend_leases(tx: &Connection, ids: &[i64], until: i64) -> Result<(), StoreError> {
+    let ids = json_list(ids);
+    tx.prepare_cached(
+        "UPDATE jobs SET lease_until = ?2
+         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'running'",
+    )?
+    .execute(params![ids, until])?;
+    Ok(())
 }
 
 /// The earliest time a pending job becomes due, unix ms.
@@ -364,7 +384,7 @@ fn stored_pages(conn: &Connection, seq: i64) -> Result<i64, StoreError> {
 
 /// The log entries of event `seq` as one JSON array, oldest first in the
 /// order of SPEC §5, handed to `emit` in chunks of about
-/// [`LOG_CHUNK_BYTES`] (or one entry, if larger). Rows are read one by one
+/// 64 KiB (or one entry, if larger). Rows are read one by one
 /// inside one read transaction (one snapshot): never the whole log in memory,
 /// and no sort, since both orders are index orders. Stops early, without
 /// error, when `emit` returns false (nobody reads any more).
@@ -374,14 +394,20 @@ pub(super) fn write_logs_json(
     emit: &mut dyn FnMut(Vec<u8>) -> bool,
 ) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction()?;
-    let mut out = ChunkedArray::new(emit);
+    let mut out = ChunkedArray::new();
+    let mut push = |row: &rusqlite::Row<'_>| -> Result<bool, StoreError> {
+        Ok(match out.push(entry_bytes(row)?) {
+            Some(chunk) => emit(chunk),
+            None => true,
+        })
+    };
     if every_entry_has_a_timestamp(&tx, seq)? {
         let mut stmt = tx.prepare_cached(
             "SELECT entry FROM log_entries WHERE event_seq = ?1 ORDER BY ts, page DESC, pos",
         )?;
         let mut rows = stmt.query([seq])?;
         while let Some(row) = rows.next()? {
-            if !out.push(entry_bytes(row)?) {
+            if !push(row)? {
                 return Ok(());
             }
         }
@@ -392,13 +418,13 @@ pub(super) fn write_logs_json(
         for page in (0..stored_pages(&tx, seq)?).rev() {
             let mut rows = stmt.query(params![seq, page])?;
             while let Some(row) = rows.next()? {
-                if !out.push(entry_bytes(row)?) {
+                if !push(row)? {
                     return Ok(());
                 }
             }
         }
     }
-    out.finish();
+    emit(out.finish());
     tx.commit()?;
     Ok(())
 }
@@ -408,50 +434,6 @@ fn entry_bytes<'r>(row: &'r rusqlite::Row<'_>) -> Result<&'r [u8], StoreError> {
     row.get_ref(0)?
         .as_bytes()
         .map_err(|e| StoreError::Database(format!("a log entry is not text: {e}")))
-}
-
-/// Bytes of JSON gathered before they are handed on by [`write_logs_json`].
-pub(super) const LOG_CHUNK_BYTES: usize = 64 * 1024;
-
-/// A JSON array written in chunks.
-struct ChunkedArray<'a> {
-    buf: Vec<u8>,
-    first: bool,
-    open: bool,
-    emit: &'a mut dyn FnMut(Vec<u8>) -> bool,
-}
-
-impl<'a> ChunkedArray<'a> {
-    fn new(emit: &'a mut dyn FnMut(Vec<u8>) -> bool) -> Self {
-        let mut buf = Vec::with_capacity(LOG_CHUNK_BYTES);
-        buf.push(b'[');
-        Self {
-            buf,
-            first: true,
-            open: true,
-            emit,
-        }
-    }
-
-    /// Adds an element; false once nobody reads any more.
-    fn push(&mut self, element: &[u8]) -> bool {
-        if !self.first {
-            self.buf.push(b',');
-        }
-        self.first = false;
-        self.buf.extend_from_slice(element);
-        if self.buf.len() >= LOG_CHUNK_BYTES {
-            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(LOG_CHUNK_BYTES));
-            self.open = (self.emit)(full);
-        }
-        self.open
-    }
-
-    fn finish(mut self) {
-        self.buf.push(b']');
-        let last = std::mem::take(&mut self.buf);
-        (self.emit)(last);
-    }
 }
 
 /// The newest entries of event `seq`, oldest first, within `bounds`, and
@@ -466,20 +448,19 @@ pub(super) fn newest_logs(
     let total: i64 = tx
         .prepare_cached("SELECT count(*) FROM log_entries WHERE event_seq = ?1")?
         .query_row([seq], |r| r.get(0))?;
-    let mut newest = Newest {
-        entries: Vec::new(),
-        bytes: 0,
-        bounds,
-    };
-    let wanted = bounds.entries as i64;
-    if wanted > 0 && total > 0 {
+    let mut newest = Newest::new(bounds);
+    if newest.wanted() > 0 && total > 0 {
         if every_entry_has_a_timestamp(&tx, seq)? {
             let mut stmt = tx.prepare_cached(
                 "SELECT CASE WHEN octet_length(entry) <= ?3 THEN entry END, octet_length(entry)
                  FROM log_entries WHERE event_seq = ?1
                  ORDER BY ts DESC, page, pos DESC LIMIT ?2",
             )?;
-            let mut rows = stmt.query(params![seq, wanted, bounds.entry_bytes as i64])?;
+            let mut rows = stmt.query(params![
+                seq,
+                newest.wanted() as i64,
+                bounds.entry_bytes as i64
+            ])?;
             while let Some(row) = rows.next()? {
                 if !newest.add(row.get(0)?, row.get(1)?) {
                     break;
@@ -492,8 +473,12 @@ pub(super) fn newest_logs(
                  ORDER BY pos DESC LIMIT ?3",
             )?;
             'pages: for page in 0..stored_pages(&tx, seq)? {
-                let left = wanted - newest.entries.len() as i64;
-                let mut rows = stmt.query(params![seq, page, left, bounds.entry_bytes as i64])?;
+                let mut rows = stmt.query(params![
+                    seq,
+                    page,
+                    newest.wanted() as i64,
+                    bounds.entry_bytes as i64
+                ])?;
                 while let Some(row) = rows.next()? {
                     if !newest.add(row.get(0)?, row.get(1)?) {
                         break 'pages;
@@ -503,37 +488,10 @@ pub(super) fn newest_logs(
         }
     }
     tx.commit()?;
-    let mut entries = newest.entries;
-    entries.reverse();
     Ok(NewestLogs {
-        entries,
+        entries: newest.oldest_first(),
         total: total as u64,
     })
-}
-
-/// The entries [`newest_logs`] has gathered, newest first.
-struct Newest<'a> {
-    entries: Vec<String>,
-    bytes: usize,
-    bounds: &'a SummaryBounds,
-}
-
-impl Newest<'_> {
-    /// Adds one (`None`: too large to read); false when there is no room for more.
-    fn add(&mut self, entry: Option<String>, len: i64) -> bool {
-        let entry = entry.unwrap_or_else(|| {
-            serde_json::Value::String(format!(
-                "(a log entry of {len} bytes, too large for a summary)"
-            ))
-            .to_string()
-        });
-        if self.bytes + entry.len() > self.bounds.total_bytes && !self.entries.is_empty() {
-            return false;
-        }
-        self.bytes += entry.len();
-        self.entries.push(entry);
-        self.entries.len() < self.bounds.entries && self.bytes < self.bounds.total_bytes
-    }
 }
 
 /// Makes the event's enrichment partial for `why`, unless it already is for
