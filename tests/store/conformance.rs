@@ -355,6 +355,32 @@ crate::backends! {
         assert_eq!(db.count("SELECT count(*) FROM events"), 2);
     }
 
+    /// Many runs sent at once under one id (a batch on PostgreSQL, a group
+    /// commit on SQLite): each is stored once, each under an id of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_runs_sharing_one_id_each_get_an_id_of_their_own(backend) {
+        let db = TestDb::fresh(backend);
+        let store = db.open(routing(true, &["etl"])).await;
+        let calls = (0..40).map(|i| {
+            let store = store.clone();
+            let mut ev = event(i % 20);
+            ev.event.id = "evt_shared".into();
+            ev.event.sender_id = Some("evt_shared".into());
+            tokio::spawn(async move { store.insert_event(ev).await.unwrap() })
+        });
+        let outcomes = futures_util::future::join_all(calls).await;
+        let mut accepted = std::collections::HashSet::new();
+        for o in outcomes {
+            if let InsertOutcome::Accepted { id } = o.unwrap() {
+                assert!(accepted.insert(id.clone()), "{id} given twice");
+            }
+        }
+        assert_eq!(accepted.len(), 20, "one 202 per run");
+        assert!(accepted.contains("evt_shared"));
+        assert_eq!(db.count("SELECT count(DISTINCT id) FROM events"), 20);
+        assert_eq!(db.count("SELECT count(*) FROM jobs"), 40, "a fetch and a delivery each");
+    }
+
     /// SPEC §5: logs oldest first, by timestamp when every entry has one
     /// (ties oldest page first), else oldest page first as sent; the newest
     /// for a summary the same way round.

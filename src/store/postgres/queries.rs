@@ -13,16 +13,28 @@ use crate::store::{
     SummaryBounds,
 };
 
-/// Inserts a batch of events and their jobs in one transaction; the answers
-/// are in the order of `events`, and only valid once this returns `Ok`
-/// (the commit has happened).
+/// Inserts a batch of events and their jobs in one statement (atomic, so no
+/// explicit transaction: one round trip); the answers are in the order of
+/// `events`, and only valid once this returns `Ok` (the commit has happened).
+/// An event whose id another stored event holds (SPEC §5) is then inserted
+/// alone, under the first free id derived from it.
 pub(super) async fn insert_batch(
     client: &mut Client,
     events: &[&NewEvent],
     routing: &Routing,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
-    let tx = client.transaction().await.map_err(pg_error)?;
-    let n = events.len();
+    // The first event of each dedupe key goes to the database; a later one
+    // in the same batch is its duplicate.
+    let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut unique = Vec::with_capacity(events.len());
+    for (i, ev) in events.iter().enumerate() {
+        let key = (ev.event.event_type.as_str(), ev.event.run_id.as_str());
+        if let std::collections::hash_map::Entry::Vacant(v) = first_of.entry(key) {
+            v.insert(i);
+            unique.push(*ev);
+        }
+    }
+    let n = unique.len();
     let mut ids = Vec::with_capacity(n);
     let mut senders = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
@@ -32,9 +44,10 @@ pub(super) async fn insert_batch(
     let mut clients = Vec::with_capacity(n);
     let mut bodies = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
-    for ev in events {
+    let (mut job_type, mut job_run, mut job_kind, mut job_hook, mut job_state) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ev in &unique {
         let e = &ev.event;
-        let has_jobs = routing.enrich || routing.hooks_for(e.event_type).next().is_some();
         ids.push(e.id.as_str());
         senders.push(e.sender_id.as_deref());
         types.push(e.event_type.as_str());
@@ -43,190 +56,212 @@ pub(super) async fn insert_batch(
         received.push(ev.received_at);
         clients.push(ev.client_addr.as_deref());
         bodies.push(e.body.as_slice());
+        let jobs = new_jobs(e.event_type, routing);
         // Nothing to do for this event: it is finished as soon as it is stored.
-        statuses.push(if has_jobs { "pending" } else { "done" });
+        statuses.push(if jobs.is_empty() { "done" } else { "pending" });
+        for (kind, hook, state) in jobs {
+            job_type.push(e.event_type.as_str());
+            job_run.push(e.run_id.as_str());
+            job_kind.push(kind);
+            job_hook.push(hook);
+            job_state.push(state);
+        }
     }
-    // One statement for the whole batch. ON CONFLICT DO NOTHING (on any
-    // unique index: the dedupe key, or the id) also settles a race with
-    // another daemon inserting the same event: the later transaction waits
-    // for the earlier one, then inserts nothing.
-    let insert = tx
+    // The events, their jobs and the wake-up of idle daemons in one
+    // statement. ON CONFLICT DO NOTHING also settles a race with another
+    // daemon inserting the same event: the later statement waits for the
+    // earlier one's commit, then inserts nothing. It is on any unique index,
+    // the id's too: an event whose id is taken is left out here, not an
+    // error that would fail the batch. Rows go in key order, so two
+    // statements sharing events take the keys' locks in the same order and
+    // wait for each other instead of deadlocking.
+    let insert = client
         .prepare_cached(
-            "INSERT INTO events (id, sender_id, event_type, run_id, signed_at, received_at, client_addr, body, status)
-             SELECT * FROM unnest($1::text[], $9::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                                  $6::text[], $7::bytea[], $8::text[])
-                 AS t(id, sender_id, event_type, run_id, signed_at, received_at, client_addr, body, status)
-             -- Every transaction takes the keys' locks in the same order, so
-             -- two batches sharing events (the same event sent to two
-             -- daemons) wait for each other instead of deadlocking.
-             ORDER BY event_type, run_id
-             ON CONFLICT DO NOTHING
-             RETURNING seq, event_type, run_id, id",
+            "WITH ins AS (
+                 INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body, status, sender_id)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                                      $6::text[], $7::bytea[], $8::text[], $14::text[])
+                     AS t(id, event_type, run_id, signed_at, received_at, client_addr, body, status, sender_id)
+                 ORDER BY event_type, run_id
+                 ON CONFLICT DO NOTHING
+                 RETURNING seq, event_type, run_id, received_at
+             ), new_jobs AS (
+                 INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
+                 SELECT ins.seq, j.kind, j.hook, j.state, ins.received_at, ins.received_at, ins.received_at
+                 FROM ins JOIN unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+                     AS j(event_type, run_id, kind, hook, state)
+                   ON j.event_type = ins.event_type AND j.run_id = ins.run_id
+                 ORDER BY ins.seq
+                 RETURNING 1
+             ), woke AS (
+                 SELECT pg_notify('steerhook_work', '') FROM (SELECT 1 FROM new_jobs LIMIT 1) AS any_job
+             )
+             SELECT event_type, run_id, (SELECT count(*) FROM woke) FROM ins",
         )
         .await
         .map_err(pg_error)?;
-    let rows = tx
+    let rows = client
         .query(
             &insert,
             &[
-                &ids, &types, &runs, &signed, &received, &clients, &bodies, &statuses, &senders,
+                &ids, &types, &runs, &signed, &received, &clients, &bodies, &statuses, &job_type,
+                &job_run, &job_kind, &job_hook, &job_state, &senders,
             ],
         )
         .await
         .map_err(pg_error)?;
-    // The key's row and the id it was stored under (of the copies of an
-    // event in one batch, whichever the statement inserted).
-    let mut inserted: HashMap<(String, String), (i64, String)> = rows
+    // The id each key was stored under by this call.
+    let mut inserted: HashMap<(String, String), String> = HashMap::new();
+    let batch: std::collections::HashSet<(String, String)> = rows
         .iter()
-        .map(|r| {
-            (
-                (r.get::<_, String>(1), r.get::<_, String>(2)),
-                (r.get(0), r.get(3)),
-            )
-        })
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect();
-    for (i, ev) in events.iter().enumerate() {
-        let e = &ev.event;
-        let key = (e.event_type.as_str().to_owned(), e.run_id.clone());
-        if !inserted.contains_key(&key) && !stored_key(&tx, e).await? {
-            // Neither stored nor a duplicate: its id is another event's
-            // (SPEC §5). It gets the first free id derived from it.
-            if let Some(stored) = insert_with_derived_id(&tx, ev, statuses[i]).await? {
-                inserted.insert(key, stored);
-            }
+    for ev in &unique {
+        let key = (
+            ev.event.event_type.as_str().to_owned(),
+            ev.event.run_id.clone(),
+        );
+        if batch.contains(&key) {
+            inserted.insert(key, ev.event.id.clone());
         }
     }
-
-    // The event that got the row answers 202; any other with its key (sent
-    // earlier, by another daemon, or twice in this batch) is a duplicate.
-    let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; n];
-    let mut claimed_keys = std::collections::HashSet::new();
-    let mut job_event = Vec::new();
-    let mut job_kind = Vec::new();
-    let mut job_hook = Vec::new();
-    let mut job_state = Vec::new();
-    let mut job_due = Vec::new();
-    let mut duplicates = Vec::new();
-    for (i, ev) in events.iter().enumerate() {
-        let e = &ev.event;
-        let key = (e.event_type.as_str().to_owned(), e.run_id.clone());
-        match inserted.get(&key) {
-            Some((seq, id)) if claimed_keys.insert(key.clone()) => {
-                let seq = *seq;
-                outcomes[i] = Some(InsertOutcome::Accepted { id: id.clone() });
-                let deliver_state = if routing.enrich {
-                    job_event.push(seq);
-                    job_kind.push(JobKind::Fetch.as_str());
-                    job_hook.push("");
-                    job_state.push(JobState::Pending.as_str());
-                    job_due.push(ev.received_at);
-                    JobState::Blocked
-                } else {
-                    JobState::Pending
-                };
-                for hook in routing.hooks_for(e.event_type) {
-                    job_event.push(seq);
-                    job_kind.push(JobKind::Deliver.as_str());
-                    job_hook.push(hook);
-                    job_state.push(deliver_state.as_str());
-                    job_due.push(ev.received_at);
-                }
+    // Keys another statement stored first: their stored ids (committed,
+    // since ours waited for them).
+    let taken: Vec<&NewEvent> = unique
+        .iter()
+        .filter(|ev| {
+            !inserted.contains_key(&(
+                ev.event.event_type.as_str().to_owned(),
+                ev.event.run_id.clone(),
+            ))
+        })
+        .copied()
+        .collect();
+    let mut stored = find_stored_ids(client, &taken).await?;
+    // Neither stored by us nor by anyone: the event's id is another event's.
+    for ev in taken {
+        let key = (
+            ev.event.event_type.as_str().to_owned(),
+            ev.event.run_id.clone(),
+        );
+        if stored.contains_key(&key) {
+            continue;
+        }
+        match insert_with_derived_id(client, ev, routing).await? {
+            Some(id) => {
+                inserted.insert(key, id);
             }
-            _ => duplicates.push(i),
+            // Its key was stored meanwhile, by another daemon.
+            None => stored.extend(find_stored_ids(client, &[ev]).await?),
         }
     }
-    if !duplicates.is_empty() {
-        let dup_types: Vec<&str> = duplicates
-            .iter()
-            .map(|&i| events[i].event.event_type.as_str())
-            .collect();
-        let dup_runs: Vec<&str> = duplicates
-            .iter()
-            .map(|&i| events[i].event.run_id.as_str())
-            .collect();
-        let rows = tx
-            .query(
-                "SELECT e.event_type, e.run_id, e.id FROM events e
-                 JOIN unnest($1::text[], $2::text[]) AS k(event_type, run_id)
-                   ON e.event_type = k.event_type AND e.run_id = k.run_id",
-                &[&dup_types, &dup_runs],
-            )
-            .await
-            .map_err(pg_error)?;
-        let stored: HashMap<(String, String), String> = rows
-            .iter()
-            .map(|r| ((r.get::<_, String>(0), r.get::<_, String>(1)), r.get(2)))
-            .collect();
-        for i in duplicates {
-            let e = &events[i].event;
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            let e = &ev.event;
             let key = (e.event_type.as_str().to_owned(), e.run_id.clone());
-            let id = stored.get(&key).cloned().ok_or_else(|| {
-                StoreError::Database(format!(
-                    "event {} was neither stored nor found stored",
-                    e.id
-                ))
-            })?;
-            outcomes[i] = Some(InsertOutcome::Duplicate { id });
-        }
-    }
-    if !job_event.is_empty() {
-        let jobs = tx
-            .prepare_cached(
-                "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
-                 SELECT s, k, h, st, d, d, d
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[])
-                      AS t(s, k, h, st, d)",
-            )
-            .await
-            .map_err(pg_error)?;
-        tx.execute(
-            &jobs,
-            &[&job_event, &job_kind, &job_hook, &job_state, &job_due],
-        )
-        .await
-        .map_err(pg_error)?;
-        notify_work(&tx).await?;
-    }
-    tx.commit().await.map_err(pg_error)?;
-    outcomes
-        .into_iter()
-        .map(|o| o.ok_or_else(|| StoreError::Database("an insert got no answer".into())))
+            let first = first_of[&(e.event_type.as_str(), e.run_id.as_str())];
+            match inserted.get(&key) {
+                Some(id) if first == i => Ok(InsertOutcome::Accepted { id: id.clone() }),
+                Some(id) => Ok(InsertOutcome::Duplicate { id: id.clone() }),
+                None => stored
+                    .get(&key)
+                    .map(|id| InsertOutcome::Duplicate { id: id.clone() })
+                    .ok_or_else(|| {
+                        StoreError::Database(format!(
+                            "event {} was neither stored nor found stored",
+                            e.id
+                        ))
+                    }),
+            }
+        })
         .collect()
 }
 
-/// Whether an event with `e`'s dedupe key is stored (in this transaction's view).
-async fn stored_key(
-    tx: &deadpool_postgres::Transaction<'_>,
-    e: &crate::domain::IncomingEvent,
-) -> Result<bool, StoreError> {
-    Ok(tx
-        .query_opt(
-            "SELECT 1 FROM events WHERE event_type = $1 AND run_id = $2",
-            &[&e.event_type.as_str(), &e.run_id],
-        )
-        .await
-        .map_err(pg_error)?
-        .is_some())
+/// The jobs a new event of `event_type` gets: (kind, hook, state).
+fn new_jobs(
+    event_type: crate::domain::EventType,
+    routing: &Routing,
+) -> Vec<(&'static str, &str, &'static str)> {
+    let mut jobs = Vec::new();
+    let deliver_state = if routing.enrich {
+        jobs.push((JobKind::Fetch.as_str(), "", JobState::Pending.as_str()));
+        JobState::Blocked
+    } else {
+        JobState::Pending
+    };
+    for hook in routing.hooks_for(event_type) {
+        jobs.push((JobKind::Deliver.as_str(), hook, deliver_state.as_str()));
+    }
+    jobs
 }
 
-/// Inserts `ev` under the first free id derived from its own (SPEC §5);
-/// `None` when, meanwhile, its dedupe key was stored (a duplicate).
+/// The ids the events stored under the dedupe keys of `events` have.
+async fn find_stored_ids(
+    client: &Client,
+    events: &[&NewEvent],
+) -> Result<HashMap<(String, String), String>, StoreError> {
+    if events.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let types: Vec<&str> = events.iter().map(|e| e.event.event_type.as_str()).collect();
+    let runs: Vec<&str> = events.iter().map(|e| e.event.run_id.as_str()).collect();
+    let rows = client
+        .query(
+            "SELECT e.event_type, e.run_id, e.id FROM events e
+             JOIN unnest($1::text[], $2::text[]) AS k(event_type, run_id)
+               ON e.event_type = k.event_type AND e.run_id = k.run_id",
+            &[&types, &runs],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get::<_, String>(0), r.get::<_, String>(1)), r.get(2)))
+        .collect())
+}
+
+/// Inserts `ev` and its jobs, in one statement, under the first free id
+/// derived from its own (SPEC §5); `None` when its dedupe key is stored
+/// meanwhile (a duplicate).
 async fn insert_with_derived_id(
-    tx: &deadpool_postgres::Transaction<'_>,
+    client: &Client,
     ev: &NewEvent,
-    status: &str,
-) -> Result<Option<(i64, String)>, StoreError> {
+    routing: &Routing,
+) -> Result<Option<String>, StoreError> {
     let e = &ev.event;
+    let jobs = new_jobs(e.event_type, routing);
+    let status = if jobs.is_empty() { "done" } else { "pending" };
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.0).collect();
+    let hooks: Vec<&str> = jobs.iter().map(|j| j.1).collect();
+    let states: Vec<&str> = jobs.iter().map(|j| j.2).collect();
+    let insert = client
+        .prepare_cached(
+            "WITH ins AS (
+                 INSERT INTO events (id, sender_id, event_type, run_id, signed_at, received_at, client_addr, body, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT DO NOTHING
+                 RETURNING seq, received_at
+             ), new_jobs AS (
+                 INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
+                 SELECT ins.seq, j.kind, j.hook, j.state, ins.received_at, ins.received_at, ins.received_at
+                 FROM ins, unnest($10::text[], $11::text[], $12::text[]) AS j(kind, hook, state)
+                 RETURNING 1
+             ), woke AS (
+                 SELECT pg_notify('steerhook_work', '') FROM (SELECT 1 FROM new_jobs LIMIT 1) AS any_job
+             )
+             SELECT seq, (SELECT count(*) FROM woke) FROM ins",
+        )
+        .await
+        .map_err(pg_error)?;
     for id in event_id_candidates(&e.id, e.event_type.as_str(), &e.run_id)
         .into_iter()
         .skip(1)
     {
-        let row = tx
+        let row = client
             .query_opt(
-                "INSERT INTO events (id, sender_id, event_type, run_id, signed_at, received_at, client_addr, body, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT DO NOTHING
-                 RETURNING seq",
+                &insert,
                 &[
                     &id,
                     &e.sender_id,
@@ -237,14 +272,24 @@ async fn insert_with_derived_id(
                     &ev.client_addr,
                     &e.body,
                     &status,
+                    &kinds,
+                    &hooks,
+                    &states,
                 ],
             )
             .await
             .map_err(pg_error)?;
-        if let Some(row) = row {
-            return Ok(Some((row.get(0), id)));
+        if row.is_some() {
+            return Ok(Some(id));
         }
-        if stored_key(tx, e).await? {
+        let stored = client
+            .query_opt(
+                "SELECT 1 FROM events WHERE event_type = $1 AND run_id = $2",
+                &[&e.event_type.as_str(), &e.run_id],
+            )
+            .await
+            .map_err(pg_error)?;
+        if stored.is_some() {
             return Ok(None);
         }
     }
@@ -423,6 +468,15 @@ pub(super) async fn record_attempt(
     daemon: &str,
 ) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
+    // The event's row first: two deliveries of one event finishing on two
+    // daemons at once each recompute the event's status from its jobs; the
+    // second waits here, so its statements see the first one's job.
+    tx.execute(
+        "SELECT 1 FROM events WHERE seq = $1 FOR UPDATE",
+        &[&job.event_seq],
+    )
+    .await
+    .map_err(pg_error)?;
     tx.execute(
         "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
