@@ -14,6 +14,7 @@
 //! message ([`SqliteStore::serve_answers_on_this_thread`]), not one
 //! cross-thread wake each.
 
+mod checkpointer;
 mod inspect;
 mod queries;
 mod schema;
@@ -76,19 +77,6 @@ impl From<rusqlite_migration::Error> for StoreError {
 
 /// Most commands (inserts and other writes) the writer commits in one transaction.
 pub const MAX_BATCH_EVENTS: usize = 512;
-/// WAL pages after which a commit checkpoints at once, however busy the
-/// writer is (SQLite's `wal_autocheckpoint`; SQLite's default is 1,000). With
-/// 4 KiB pages the WAL file grows to about 64 MiB and stays that size.
-/// Few, large checkpoints write each page that many commits changed once,
-/// where small ones write it again and again: with ids in random order, as
-/// real ones are, each event changes a page of each id index (figures in
-/// docs/PERFORMANCE.md, "Checkpoints").
-pub const CHECKPOINT_PAGES: u32 = 16_000;
-/// Commits after which the writer checkpoints as soon as it is idle: it has
-/// just committed a single command and nothing is waiting. A light load
-/// (a paced 1,000 events/s) thus keeps its checkpoints small and short, and
-/// only a writer that never idles waits for [`CHECKPOINT_PAGES`].
-const IDLE_CHECKPOINT_COMMITS: u32 = 50;
 /// Commands waiting for the writer before senders have to wait.
 const WRITER_QUEUE_LEN: usize = 8_192;
 /// Read connections kept open.
@@ -172,7 +160,9 @@ fn open_connection(options: &StoreOptions, read_only: bool) -> Result<Connection
         // WAL lets readers (the CLI, /healthz) work while the writer commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", sync_pragma(options.synchronous))?;
-        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+        // No connection checkpoints when it commits: the checkpointer does,
+        // on its own thread (see [`checkpointer`]).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     }
     Ok(conn)
 }
@@ -183,8 +173,9 @@ impl SqliteStore {
     pub fn open(options: StoreOptions, routing: Routing) -> Result<Self, StoreError> {
         let mut conn = open_connection(&options, false)?;
         schema::migrations().to_latest(&mut conn)?;
+        let nudge = checkpointer::spawn(open_connection(&options, false)?, options.busy_timeout)?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_LEN);
-        writer::spawn(conn, rx, routing, options.synchronous)?;
+        writer::spawn(conn, rx, routing, options.synchronous, nudge)?;
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
                 options,
@@ -563,53 +554,78 @@ mod tests {
         std::fs::metadata(dir.path().join("t.db")).unwrap().len()
     }
 
+    /// Polls `done` every 10 ms for up to 10 s (unit tests cannot reach
+    /// tests/support).
+    async fn within_10s(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     #[tokio::test]
-    async fn an_idle_writer_checkpoints_the_wal_into_the_database_file() {
+    async fn the_writer_never_checkpoints_and_the_checkpointer_moves_its_pages_into_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir, Synchronous::Full);
         let autocheckpoint: i64 = s
             .write(|tx| Ok(tx.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?))
             .await
             .unwrap();
-        assert_eq!(autocheckpoint, i64::from(CHECKPOINT_PAGES));
+        assert_eq!(autocheckpoint, 0, "no commit may include a checkpoint");
         let before = db_file_len(&dir);
-        // One write at a time: each batch holds one command, nothing waits.
-        for _ in 0..IDLE_CHECKPOINT_COMMITS {
+        for _ in 0..50 {
             s.write(add_page).await.unwrap();
         }
-        // The checkpoint comes after the last answer, once the writer sees
-        // nothing waiting (a next write sent quickly enough can postpone it
-        // to the next idle moment): poll for it, with a deadline.
-        let pages = u64::from(IDLE_CHECKPOINT_COMMITS) * 4096;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut after = db_file_len(&dir);
-        while after < before + pages && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            after = db_file_len(&dir);
-        }
+        let grown = within_10s(|| db_file_len(&dir) >= before + 50 * 4096).await;
         assert!(
-            after >= before + pages,
-            "the database file went from {before} to {after} bytes: the pages stayed in the WAL"
+            grown,
+            "the database file went from {before} to {} bytes: the pages stayed in the WAL",
+            db_file_len(&dir)
         );
     }
 
     #[tokio::test]
-    async fn a_busy_writer_leaves_checkpoints_to_the_wal_limit() {
+    async fn a_reader_holding_an_old_snapshot_past_the_wal_bound_stalls_writes_only_briefly() {
         let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir, Synchronous::Full);
-        s.write(|_| Ok(())).await.unwrap();
-        let before = db_file_len(&dir);
-        // Every batch has company: two writes queue while the writer is held.
-        for _ in 0..2 * IDLE_CHECKPOINT_COMMITS {
-            let (a, b) = in_one_batch(&s, s.write(add_page), s.write(add_page)).await;
-            a.unwrap();
-            b.unwrap();
+        let s = store(&dir, Synchronous::Normal);
+        s.write(add_page).await.unwrap();
+        // A reader in the middle of a long read: the WAL cannot start over
+        // while it may still read from it, so it grows past its bound and the
+        // checkpointer starts waiting for readers (which makes writers wait).
+        let reader = Connection::open(dir.path().join("t.db")).unwrap();
+        reader
+            .execute_batch("BEGIN; SELECT count(*) FROM quarantine;")
+            .unwrap();
+        let batches = checkpointer::MAX_WAL_PAGES as usize / 256 + 2;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..batches + 20 {
+            let started = std::time::Instant::now();
+            s.write(|tx| {
+                for _ in 0..256 {
+                    add_page(tx)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+            slowest = slowest.max(started.elapsed());
         }
-        assert_eq!(
-            db_file_len(&dir),
-            before,
-            "a checkpoint ran while writes were waiting"
+        let wal = std::fs::metadata(dir.path().join("t.db-wal"))
+            .unwrap()
+            .len();
+        assert!(
+            wal > checkpointer::MAX_WAL_PAGES as u64 * 4096,
+            "the reader kept the WAL from starting over ({wal} bytes)"
         );
+        assert!(
+            slowest < Duration::from_secs(2),
+            "a write waited {slowest:?} for a reader it cannot hurry"
+        );
+        reader.execute_batch("COMMIT").unwrap();
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{queries, sync_pragma, Durability, IDLE_CHECKPOINT_COMMITS, MAX_BATCH_EVENTS};
+use super::checkpointer::Nudge;
+use super::{queries, sync_pragma, Durability, MAX_BATCH_EVENTS};
 use crate::config::Synchronous;
 use crate::store::{InsertOutcome, NewEvent, Routing, StoreError};
 
@@ -123,6 +124,7 @@ pub(super) fn spawn(
     rx: mpsc::Receiver<Command>,
     routing: Routing,
     synchronous: Synchronous,
+    checkpoints: Nudge,
 ) -> Result<(), StoreError> {
     let sync = SyncMode {
         configured: synchronous,
@@ -130,7 +132,7 @@ pub(super) fn spawn(
     };
     std::thread::Builder::new()
         .name("steerhook-writer".into())
-        .spawn(move || run(conn, rx, routing, sync))
+        .spawn(move || run(conn, rx, routing, sync, checkpoints))
         .map(|_| ())
         .map_err(|e| StoreError::Task(format!("cannot start the writer thread: {e}")))
 }
@@ -138,16 +140,16 @@ pub(super) fn spawn(
 /// Takes whatever is waiting (up to [`MAX_BATCH_EVENTS`] commands), runs it
 /// in arrival order in one transaction, commits once, and only then answers
 /// each command (group commit). Inserts and the worker's writes share the
-/// commit, so one fsync covers them all. Checkpoints when idle (see
-/// [`IDLE_CHECKPOINT_COMMITS`]), after the answers have gone.
+/// commit, so one fsync covers them all. Checkpoints are the checkpointer's,
+/// nudged after each commit.
 fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Command>,
     routing: Routing,
     mut sync: SyncMode,
+    checkpoints: Nudge,
 ) {
     let mut batch: Vec<Command> = Vec::new();
-    let mut commits_since_checkpoint = 0u32;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH_EVENTS {
@@ -156,29 +158,10 @@ fn run(
                 Err(_) => break,
             }
         }
-        let commands = batch.len();
         flush(&mut conn, &mut batch, &routing, &mut sync);
-        commits_since_checkpoint += 1;
-        if commits_since_checkpoint >= IDLE_CHECKPOINT_COMMITS && commands == 1 && rx.is_empty() {
-            checkpoint(&conn);
-            commits_since_checkpoint = 0;
-        }
+        checkpoints.committed();
     }
     tracing::debug!("database writer stopped");
-}
-
-/// Copies the WAL's committed pages into the database file, without waiting
-/// for readers (PASSIVE). A failure (a full disk) is only logged: the next
-/// idle moment, or SQLite's own checkpoint at [`super::CHECKPOINT_PAGES`],
-/// tries again, and the WAL keeps everything meanwhile.
-fn checkpoint(conn: &Connection) {
-    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-    });
-    match done {
-        Ok((frames, copied)) => tracing::debug!(frames, copied, "idle checkpoint"),
-        Err(e) => tracing::warn!(error = %e, "idle checkpoint failed; the WAL keeps the data"),
-    }
 }
 
 /// How each command of a batch is answered after the commit.
