@@ -234,9 +234,10 @@ pub(super) async fn claim_due_job(
     };
     if expired {
         tx.execute(
-            "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error)
+            "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, replay)
              SELECT id, attempts, updated_at, greatest(0, $2 - updated_at), 'interrupted', 'INTERRUPTED',
-                    'the daemon running this attempt stopped renewing its lease (' || coalesce(claimed_by, '?') || '); it runs again'
+                    'the daemon running this attempt stopped renewing its lease (' || coalesce(claimed_by, '?') || '); it runs again',
+                    replays
              FROM jobs WHERE id = $1",
             &[&id, &now],
         )
@@ -339,8 +340,8 @@ pub(super) async fn record_attempt(
 ) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.execute(
-        "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr, replay)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, (SELECT replays FROM jobs WHERE id = $1))",
         &[
             &job.id,
             &(job.attempt as i32),
@@ -359,6 +360,7 @@ pub(super) async fn record_attempt(
     let (state, due, finished) = match next {
         JobNext::Succeeded => (JobState::Succeeded, None, Some(now)),
         JobNext::Failed => (JobState::Failed, None, Some(now)),
+        JobNext::Skipped => (JobState::Skipped, None, Some(now)),
         JobNext::RetryAt(at) => (JobState::Pending, Some(at), None),
     };
     let moved = tx
@@ -415,7 +417,9 @@ pub(super) async fn record_attempt(
     tx.commit().await.map_err(pg_error)
 }
 
-/// Sets the event's status from its jobs (SPEC §2).
+/// Sets the event's status from its jobs (SPEC §2): pending while any is
+/// unfinished, else failed if a delivery failed (a fetch that gave up does
+/// not fail the event), else done.
 pub(super) async fn refresh_event_status(
     tx: &impl GenericClient,
     event_seq: i64,
@@ -423,7 +427,7 @@ pub(super) async fn refresh_event_status(
     tx.execute(
         "UPDATE events SET status = CASE
             WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = $1 AND state IN ('blocked','pending','running')) THEN 'pending'
-            WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = $1 AND state = 'failed') THEN 'failed'
+            WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = $1 AND kind = 'deliver' AND state = 'failed') THEN 'failed'
             ELSE 'done' END
          WHERE seq = $1",
         &[&event_seq],

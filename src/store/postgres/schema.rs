@@ -51,8 +51,9 @@ CREATE TABLE jobs (
     event_seq       BIGINT  NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
     kind            TEXT    NOT NULL,          -- fetch | deliver
     hook            TEXT    NOT NULL DEFAULT '',
-    state           TEXT    NOT NULL,          -- blocked | pending | running | succeeded | failed
+    state           TEXT    NOT NULL,          -- blocked | pending | running | succeeded | failed | skipped
     attempts        INTEGER NOT NULL DEFAULT 0,
+    replays         INTEGER NOT NULL DEFAULT 0, -- times `replay` queued it again
     due_at          BIGINT  NOT NULL,          -- unix ms
     lease_until     BIGINT,                    -- unix ms, while running
     claimed_by      TEXT,                      -- the daemon running it
@@ -74,12 +75,13 @@ CREATE TABLE attempts (
     attempt     INTEGER NOT NULL,
     started_at  BIGINT  NOT NULL,
     duration_ms BIGINT  NOT NULL,
-    outcome     TEXT    NOT NULL,              -- ok | retry | failed | interrupted
+    outcome     TEXT    NOT NULL,              -- ok | retry | failed | interrupted | skipped
     error_code  TEXT,
     error       TEXT,
     exit_code   INTEGER,
     stdout      BYTEA,
-    stderr      BYTEA
+    stderr      BYTEA,
+    replay      INTEGER NOT NULL DEFAULT 0     -- 0 the first run of the job, n its n-th replay
 );
 CREATE INDEX attempts_by_job ON attempts (job_id);
 
@@ -93,7 +95,8 @@ CREATE TABLE quarantine (
 );
 
 -- One row per hook any daemon has configured: the row every claim of that
--- hook locks (so `concurrency` holds across daemons) and its pause switch.
+-- hook locks (so `concurrency` holds across daemons) and its pause switch
+-- (`hooks pause`, read by every daemon's claims).
 CREATE TABLE hooks (
     name   TEXT    PRIMARY KEY,
     paused BOOLEAN NOT NULL DEFAULT false

@@ -1,0 +1,281 @@
+//! `events list` and `events show`.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+
+use crate::clock::format_rfc3339_ms;
+use crate::store::{EventDetail, EventFilter, JobDetail, JobKind, JobState, Store};
+use crate::terminal::{escape, escape_lines};
+
+/// `events list`.
+pub async fn events_list(
+    store: &Store,
+    filter: EventFilter,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let events = store
+        .list_events(filter)
+        .await
+        .context("cannot read events")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if events.is_empty() {
+        println!("no events");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Escaped first (one line per event, nothing the terminal obeys), then
+    // measured in characters, which is what the padding counts.
+    let rows: Vec<[String; 4]> = events
+        .iter()
+        .map(|e| [&e.id, &e.event_type, &e.run_id, &e.status].map(|text| escape(text).into_owned()))
+        .collect();
+    let width = |column: usize, min: usize| {
+        rows.iter()
+            .map(|r| r[column].chars().count())
+            .max()
+            .unwrap_or(min)
+            .max(min)
+    };
+    let (w_id, w_run) = (width(0, 2), width(2, 6));
+    println!(
+        "{:<w_id$}  {:<13}  {:<w_run$}  {:<24}  STATUS",
+        "ID", "TYPE", "RUN ID", "RECEIVED"
+    );
+    for (e, [id, event_type, run_id, status]) in events.iter().zip(&rows) {
+        println!(
+            "{:<w_id$}  {:<13}  {:<w_run$}  {:<24}  {}",
+            id,
+            event_type,
+            run_id,
+            format_rfc3339_ms(e.received_at_ms),
+            status
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn field<'a>(v: &'a serde_json::Value, keys: &[&str]) -> Option<&'a serde_json::Value> {
+    keys.iter().find_map(|k| v.get(*k)).filter(|v| !v.is_null())
+}
+
+fn show_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => escape(s).into_owned(),
+        other => escape(&other.to_string()).into_owned(),
+    }
+}
+
+/// How much of the run and its logs the event's hooks got (SPEC §6),
+/// and why not more: shown beside the status, which only the deliveries
+/// decide (SPEC §2).
+pub fn enrichment(ev: &EventDetail) -> (&'static str, Option<String>) {
+    let fetch = ev.jobs.iter().find(|j| j.kind == JobKind::Fetch.as_str());
+    match fetch {
+        None => (
+            "none",
+            Some("no [opensteer] was configured when it arrived".into()),
+        ),
+        Some(f) if is_unfinished(&f.state) => {
+            ("pending", Some("the fetch has not finished".into()))
+        }
+        Some(_) => match (&ev.run, &ev.enrichment_error) {
+            (Some(_), None) if ev.logs_complete => ("complete", None),
+            (Some(_), error) => (
+                "partial",
+                Some(
+                    error
+                        .clone()
+                        .unwrap_or_else(|| "log paging stopped early".into()),
+                ),
+            ),
+            (None, error) => ("none", error.clone()),
+        },
+    }
+}
+
+fn is_unfinished(state: &str) -> bool {
+    state.parse::<JobState>().is_ok_and(JobState::is_unfinished)
+}
+
+/// The job's heading: its state, in words where the word alone says too little.
+fn job_heading(job: &JobDetail, fetch: Option<&JobDetail>) -> String {
+    let state = escape(&job.state);
+    let attempts = super::count(job.attempts as usize, "attempt", "attempts");
+    match job.state.parse::<JobState>() {
+        Ok(JobState::Blocked) => {
+            let when = match fetch {
+                Some(f) if f.state == JobState::Running.as_str() => {
+                    "the fetch is running now".to_owned()
+                }
+                Some(f) => match f.due_at_ms {
+                    Some(due) => format!("next fetch attempt at {}", format_rfc3339_ms(due)),
+                    None => format!("the fetch is {}", escape(&f.state)),
+                },
+                None => "no fetch is queued; `steerhook replay` queues it again".to_owned(),
+            };
+            format!("blocked: waits for the run and its logs to be fetched ({when})")
+        }
+        Ok(JobState::Skipped) => format!(
+            "skipped, the hook was not started: {}",
+            escape(
+                job.last_error
+                    .as_deref()
+                    .unwrap_or("its match did not hold")
+            )
+        ),
+        Ok(JobState::Pending) if job.attempts == 0 => match job.due_at_ms {
+            Some(due) => format!("pending, due at {}", format_rfc3339_ms(due)),
+            None => "pending".to_owned(),
+        },
+        Ok(JobState::Pending) => match job.due_at_ms {
+            Some(due) => format!(
+                "{state} after {attempts}, next at {}",
+                format_rfc3339_ms(due)
+            ),
+            None => format!("{state} after {attempts}"),
+        },
+        _ => format!("{state} after {attempts}"),
+    }
+}
+
+/// Renders `events show` for a terminal. Every text that came from outside
+/// is escaped ([`escape`]): a payload must not drive the terminal.
+pub fn render_event(ev: &EventDetail) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "event     {}", escape(&ev.id));
+    let _ = writeln!(s, "type      {}", escape(&ev.event_type));
+    let _ = writeln!(s, "run       {}", escape(&ev.run_id));
+    let (enriched, why) = enrichment(ev);
+    let _ = writeln!(
+        s,
+        "status    {}  (enrichment {enriched}{})",
+        escape(&ev.status),
+        why.map(|w| format!(": {}", escape(&w))).unwrap_or_default()
+    );
+    let _ = writeln!(
+        s,
+        "received  {} from {}",
+        format_rfc3339_ms(ev.received_at_ms),
+        escape(ev.client_addr.as_deref().unwrap_or("?"))
+    );
+    let _ = writeln!(s, "signed    t={}", ev.signed_at);
+    match &ev.run {
+        Some(run) => {
+            let _ = writeln!(s, "\nrun (from the API)");
+            for (label, keys) in [
+                ("status", &["status"][..]),
+                ("scraper", &["scraper", "scraperName", "scraperId", "name"]),
+                ("started", &["startedAt"]),
+                ("finished", &["finishedAt", "completedAt"]),
+                ("error", &["error"]),
+            ] {
+                if let Some(v) = field(run, keys) {
+                    let _ = writeln!(s, "  {label:<9} {}", show_value(v));
+                }
+            }
+            let _ = writeln!(s, "  logs      {} entries", ev.log_count);
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\nrun       not fetched{}",
+                match &ev.enrichment_error {
+                    Some(e) => format!(" ({})", escape(e)),
+                    None => String::new(),
+                }
+            );
+        }
+    }
+    // Pretty JSON escapes C0 controls inside strings, but not DEL, C1 or
+    // bidirectional controls.
+    let _ = writeln!(
+        s,
+        "\npayload\n{}",
+        escape_lines(&serde_json::to_string_pretty(&ev.payload).unwrap_or_default())
+    );
+    if ev.jobs.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nno deliveries (no hook receives {})",
+            escape(&ev.event_type)
+        );
+    }
+    let fetch = ev.jobs.iter().find(|j| j.kind == JobKind::Fetch.as_str());
+    for job in &ev.jobs {
+        let name = if job.kind == JobKind::Fetch.as_str() {
+            "fetch run and logs".to_owned()
+        } else {
+            format!("hook {}", escape(&job.hook))
+        };
+        let _ = writeln!(s, "\n{name}: {}", job_heading(job, fetch));
+        if job.replays > 0 {
+            let _ = writeln!(
+                s,
+                "  replayed {}",
+                super::count(job.replays as usize, "time", "times")
+            );
+        }
+        for a in &job.attempt_log {
+            // Each replay numbers its attempts from 1 again: say which run an attempt was.
+            let run = if a.replay > 0 {
+                format!(" (replay {})", a.replay)
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                s,
+                "  #{}{run} {} {} ms  {}",
+                a.attempt,
+                format_rfc3339_ms(a.started_at_ms),
+                a.duration_ms,
+                escape(&a.outcome)
+            );
+            if let Some(code) = &a.exit_code {
+                let _ = write!(s, " exit={code}");
+            }
+            if let Some(c) = &a.error_code {
+                let _ = write!(s, " {}", escape(c));
+            }
+            if let Some(e) = &a.error {
+                let _ = write!(s, ": {}", escape(e));
+            }
+            let _ = writeln!(s);
+        }
+        if let Some(last) = job.attempt_log.last() {
+            for (label, out) in [("stdout", &last.stdout), ("stderr", &last.stderr)] {
+                if let Some(out) = out.as_deref().filter(|o| !o.trim().is_empty()) {
+                    let tail: Vec<&str> = out.lines().rev().take(10).collect();
+                    let _ = writeln!(s, "  {label} (last lines):");
+                    for line in tail.iter().rev() {
+                        let _ = writeln!(s, "    {}", escape(line));
+                    }
+                }
+            }
+        }
+    }
+    s
+}
+
+/// `events show`.
+pub async fn events_show(store: &Store, id: String, json: bool) -> anyhow::Result<ExitCode> {
+    let ev = store
+        .find_event(id.clone())
+        .await
+        .context("cannot read the event")?;
+    let Some(ev) = ev else {
+        bail!("no event with id {id:?}; `steerhook events list` shows the stored ids");
+    };
+    if json {
+        let mut value = serde_json::to_value(&ev)?;
+        let (status, error) = enrichment(&ev);
+        value["enrichment"] = serde_json::json!({"status": status, "reason": error});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", render_event(&ev));
+    }
+    Ok(ExitCode::SUCCESS)
+}
