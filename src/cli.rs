@@ -53,10 +53,10 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         hook: Option<String>,
         /// With --status: only events received within this long, e.g. 2h, 7d.
-        #[arg(long, value_name = "DURATION", requires = "status")]
+        #[arg(long, value_name = "DURATION", conflicts_with = "id")]
         since: Option<humantime::Duration>,
         /// With --status: count what would be queued; change nothing.
-        #[arg(long, requires = "status")]
+        #[arg(long, conflicts_with = "id")]
         dry_run: bool,
     },
     /// The configured hooks: list them, pause or resume one.

@@ -11,6 +11,7 @@ mod helpers;
 mod logs;
 mod monitoring;
 mod operate;
+mod operator_day;
 mod readme_tour;
 mod shutdown;
 mod storage;
