@@ -78,7 +78,11 @@ fn key_verdict(p: &ProbeResult, base_url: &str) -> Result<String, String> {
             .unwrap_or_default()
     );
     let said = match &p.message {
-        Some(m) => format!(" ({})", escape(m)),
+        // An HTML error page, flattened to one line.
+        Some(m) => format!(
+            " ({})",
+            escape(&m.split_whitespace().collect::<Vec<_>>().join(" "))
+        ),
         None => " (empty body)".to_owned(),
     };
     match p.key {

@@ -424,9 +424,13 @@ async fn doctor_prints_a_line_per_check_and_fails_on_an_unsafe_hook_program() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
     let bad = AppOptions {
         tail: format!(
-            "{}{}",
+            "{}{}{}working_dir = {}\n",
             hook("writable", &script.display().to_string()),
-            hook("missing", "/nonexistent/etl.sh")
+            hook("missing", "/nonexistent/etl.sh"),
+            // The shape of the shipped example hook: the interpreter exists,
+            // the script it is given does not.
+            "[[hook]]\nname = \"script\"\nkind = \"shell\"\nevents = [\"run.failed\"]\ncommand = [\"/bin/sh\", \"does-not-exist.sh\"]\n",
+            toml_string(&dir.path().display().to_string())
         ),
         secrets: vec!["whsec_with_a_newline\n".into()],
         ..AppOptions::default()
@@ -444,6 +448,8 @@ async fn doctor_prints_a_line_per_check_and_fails_on_an_unsafe_hook_program() {
     };
     fail("hook writable", "writable by group or others");
     fail("hook missing", "No such file");
+    fail("hook script", "does-not-exist.sh: No such file");
+    fail("hook script", "relative to working_dir");
     fail("webhook secrets", "whitespace");
     assert!(
         !stdout.contains("whsec_with_a_newline"),

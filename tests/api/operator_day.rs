@@ -103,7 +103,11 @@ async fn a_hook_with_match_gets_only_its_runs_and_the_others_show_skipped() {
             1.0,
         ),
     ] {
-        assert_eq!(metric(&metrics, series), Some(want), "{series} in\n{metrics}");
+        assert_eq!(
+            metric(&metrics, series),
+            Some(want),
+            "{series} in\n{metrics}"
+        );
     }
 
     let (code, stdout, _) = cli(&config, &["hooks", "list", "--json"]);
@@ -150,8 +154,15 @@ async fn a_paused_hook_waits_while_serve_runs_and_its_deliveries_start_on_resume
         .find(|l| l.starts_with("warehouse"))
         .unwrap_or_else(|| panic!("{stdout}"));
     let columns: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(columns[..5], ["warehouse", "shell", "yes", "2", "0"], "{stdout}");
-    assert!(runs_of(out.path(), "warehouse").is_empty(), "a paused hook ran");
+    assert_eq!(
+        columns[..5],
+        ["warehouse", "shell", "yes", "2", "0"],
+        "{stdout}"
+    );
+    assert!(
+        runs_of(out.path(), "warehouse").is_empty(),
+        "a paused hook ran"
+    );
     assert_eq!(status_of(&app, "evt_1").as_deref(), Some("pending"));
 
     let (code, stdout, _) = cli(&config, &["hooks", "resume", "warehouse"]);
@@ -160,9 +171,11 @@ async fn a_paused_hook_waits_while_serve_runs_and_its_deliveries_start_on_resume
         stdout.contains("hook warehouse resumed: 2 waiting deliveries start"),
         "{stdout}"
     );
-    poll_until(DEADLINE, "the resumed hook's deliveries, in arrival order", || {
-        runs_of(out.path(), "warehouse").len() == 2
-    })
+    poll_until(
+        DEADLINE,
+        "the resumed hook's deliveries, in arrival order",
+        || runs_of(out.path(), "warehouse").len() == 2,
+    )
     .await;
     assert_eq!(runs_of(out.path(), "warehouse"), ["evt_1 1", "evt_2 1"]);
 
@@ -189,10 +202,7 @@ async fn failed_deliveries_are_replayed_in_one_command_once_the_hook_is_fixed() 
     .await;
     let config = config_file(&opts, &app);
 
-    let (code, stdout, stderr) = cli(
-        &config,
-        &["replay", "--status", "failed", "--dry-run"],
-    );
+    let (code, stdout, stderr) = cli(&config, &["replay", "--status", "failed", "--dry-run"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains("would queue 3 failed deliveries (3 events) again")
@@ -218,7 +228,10 @@ async fn failed_deliveries_are_replayed_in_one_command_once_the_hook_is_fixed() 
     assert!(stdout.contains("  replayed 1 time\n"), "{stdout}");
     // Two attempts numbered #1: the first run's, and the replay's, marked.
     assert_eq!(
-        stdout.lines().filter(|l| l.starts_with("  #1 2026-")).count(),
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("  #1 2026-"))
+            .count(),
         1,
         "{stdout}"
     );
@@ -232,7 +245,10 @@ async fn failed_deliveries_are_replayed_in_one_command_once_the_hook_is_fixed() 
     );
 
     let (_, stdout, _) = cli(&config, &["replay", "--status", "failed"]);
-    assert!(stdout.contains("no failed deliveries; nothing to replay"), "{stdout}");
+    assert!(
+        stdout.contains("no failed deliveries; nothing to replay"),
+        "{stdout}"
+    );
 
     for usage in [
         &["replay"][..],
@@ -260,10 +276,19 @@ async fn the_quarantine_lists_and_shows_refused_bodies_with_controls_escaped() {
     let list: Value = serde_json::from_str(&stdout).unwrap();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
-    let (newest, oldest) = (list[0]["id"].as_i64().unwrap(), list[1]["id"].as_i64().unwrap());
+    let (newest, oldest) = (
+        list[0]["id"].as_i64().unwrap(),
+        list[1]["id"].as_i64().unwrap(),
+    );
     assert!(newest > oldest, "newest first: {stdout}");
     assert_eq!(list[1]["size"], body.len());
-    assert!(list[1]["reason"].as_str().unwrap().contains("not valid JSON"), "{stdout}");
+    assert!(
+        list[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{stdout}"
+    );
 
     let (code, stdout, _) = cli(&config, &["quarantine", "list"]);
     assert_eq!(code, 0);
@@ -272,18 +297,27 @@ async fn the_quarantine_lists_and_shows_refused_bodies_with_controls_escaped() {
 
     let (code, stdout, _) = cli(&config, &["quarantine", "show", &oldest.to_string()]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("\"note\": \"\\u{1b}[2J\""), "escaped: {stdout}");
+    assert!(
+        stdout.contains("\"note\": \"\\u{1b}[2J\""),
+        "escaped: {stdout}"
+    );
     assert!(!stdout.contains('\x1b'), "{stdout:?}");
     assert!(stdout.contains("from 127.0.0.1"), "{stdout}");
 
-    let (_, stdout, _) = cli(&config, &["quarantine", "show", &newest.to_string(), "--json"]);
+    let (_, stdout, _) = cli(
+        &config,
+        &["quarantine", "show", &newest.to_string(), "--json"],
+    );
     let shown: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(shown["body"], Value::Null, "not UTF-8");
     assert_eq!(shown["bodyBase64"], "//4gbm90IGpzb24=", "the exact bytes");
 
     let (code, _, stderr) = cli(&config, &["quarantine", "show", "999999"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("no quarantined body with id 999999"), "{stderr}");
+    assert!(
+        stderr.contains("no quarantined body with id 999999"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +344,10 @@ async fn prune_dry_run_counts_and_prune_names_the_failed_deliveries_it_deletes()
     // The manual clock stands at 2026-01-01: long past one day.
     let (code, stdout, stderr) = cli(&config, &["prune", "--older-than", "1d", "--dry-run"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("would delete 2 finished events"), "{stdout}");
+    assert!(
+        stdout.starts_with("would delete 2 finished events"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("1 of those events had a delivery that failed and was never replayed; `steerhook replay --status failed` first"),
         "{stdout}"
@@ -320,7 +357,8 @@ async fn prune_dry_run_counts_and_prune_names_the_failed_deliveries_it_deletes()
     assert_eq!(code, 0);
     assert!(
         stdout.starts_with("deleted 2 finished events")
-            && stdout.contains("1 of those events had a delivery that failed and was never replayed"),
+            && stdout
+                .contains("1 of those events had a delivery that failed and was never replayed"),
         "{stdout}"
     );
     assert_eq!(app.event_count(), 0);
@@ -365,7 +403,11 @@ fn reading_commands_on_a_missing_database_name_it_and_create_nothing() {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(left, [std::ffi::OsString::from("steerhook.toml")], "{args:?} created a file");
+        assert_eq!(
+            left,
+            [std::ffi::OsString::from("steerhook.toml")],
+            "{args:?} created a file"
+        );
     }
 }
 
@@ -392,7 +434,10 @@ fn usage_errors_exit_2_and_help_lists_the_accepted_values() {
         assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
     }
     for (args, values) in [
-        (&["events", "list", "--help"][..], &["pending", "done", "failed", "run.succeeded", "run.failed"][..]),
+        (
+            &["events", "list", "--help"][..],
+            &["pending", "done", "failed", "run.succeeded", "run.failed"][..],
+        ),
         (&["send-test", "--help"], &["run.succeeded", "run.failed"]),
         (&["replay", "--help"], &["failed"]),
     ] {
@@ -402,5 +447,58 @@ fn usage_errors_exit_2_and_help_lists_the_accepted_values() {
         for v in values {
             assert!(help.contains(v), "{args:?} lists {v}: {help}");
         }
+    }
+}
+
+/// `serve` with the example secret warns when others can reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_when_the_example_secret_is_used_on_a_public_address() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    for (host, warned) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("steerhook.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"{host}:{port}\"\n[webhook]\nsecrets = [\"{}\"]\n[storage]\npath = {}\n",
+                steerhook::config::EXAMPLE_WEBHOOK_SECRET,
+                toml_string(&dir.path().join("steerhook.db").display().to_string())
+            ),
+        )
+        .unwrap();
+        let mut serve = Daemon(
+            steerhook_command()
+                .arg("--config")
+                .arg(&config)
+                .arg("serve")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let client = reqwest::Client::new();
+        wait_for_async(DEADLINE, "serve to come up", || {
+            let probe = client
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send();
+            async move { probe.await.ok().map(drop) }
+        })
+        .await;
+        kill(Pid::from_raw(serve.0.id() as i32), Signal::SIGTERM).unwrap();
+        // Read to the end (the daemon's exit closes it), then reap.
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut serve.0.stderr.take().unwrap(), &mut log).unwrap();
+        assert_eq!(serve.0.wait().unwrap().code(), Some(0), "{log}");
+        assert_eq!(
+            log.contains("example secret of config.example.toml"),
+            warned,
+            "{host}: {log}"
+        );
+        assert!(
+            !log.contains(steerhook::config::EXAMPLE_WEBHOOK_SECRET),
+            "the secret itself is not logged: {log}"
+        );
     }
 }

@@ -12,6 +12,7 @@ mod idle;
 mod load;
 mod panics;
 mod retry;
+mod routing;
 mod secrets;
 mod storage_fault;
 #[path = "../support/mod.rs"]

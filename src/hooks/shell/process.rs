@@ -392,7 +392,7 @@ impl ProcessGroup {
             // ESRCH: every process of the group is already gone.
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(err) => {
-                tracing::warn!(%pgid, ?signal, error = %err, "signalling the hook's process group failed")
+                tracing::warn!(%pgid, signal = signal.as_str(), error = %err, "signalling the hook's process group failed")
             }
         }
     }
