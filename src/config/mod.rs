@@ -734,6 +734,25 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_match_of_the_example_config_is_valid() {
+        let example = include_str!("../../config.example.toml");
+        let line = example
+            .lines()
+            .find(|l| l.starts_with("# match = "))
+            .expect("a commented match in config.example.toml");
+        let text = format!("{MINIMAL}{SHELL_HOOK}{}\n", &line[2..]);
+        let s = Settings::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            s.hooks[0]
+                .route
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("/run/scraper = products")
+        );
+    }
+
+    #[test]
     fn unknown_key_message_names_the_field() {
         let err = Settings::from_toml(&format!("{MINIMAL}bogus = 1\n")).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");

@@ -6,6 +6,7 @@
 
 mod cli;
 mod config_cli;
+mod doc_configs;
 mod doctor;
 mod helpers;
 mod logs;
