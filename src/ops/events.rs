@@ -149,11 +149,13 @@ pub fn render_event(ev: &EventDetail) -> String {
     let _ = writeln!(s, "event     {}", escape(&ev.id));
     let _ = writeln!(s, "type      {}", escape(&ev.event_type));
     let _ = writeln!(s, "run       {}", escape(&ev.run_id));
+    // The status is the deliveries' (SPEC §2); what the hooks got of the
+    // run is beside it, not part of it.
     let (enriched, why) = enrichment(ev);
+    let _ = writeln!(s, "status    {}", escape(&ev.status));
     let _ = writeln!(
         s,
-        "status    {}  (enrichment {enriched}{})",
-        escape(&ev.status),
+        "enrichment {enriched}{}",
         why.map(|w| format!(": {}", escape(&w))).unwrap_or_default()
     );
     let _ = writeln!(
@@ -180,14 +182,7 @@ pub fn render_event(ev: &EventDetail) -> String {
             let _ = writeln!(s, "  logs      {} entries", ev.log_count);
         }
         None => {
-            let _ = writeln!(
-                s,
-                "\nrun       not fetched{}",
-                match &ev.enrichment_error {
-                    Some(e) => format!(" ({})", escape(e)),
-                    None => String::new(),
-                }
-            );
+            let _ = writeln!(s, "\nrun       not fetched (see enrichment above)");
         }
     }
     // Pretty JSON escapes C0 controls inside strings, but not DEL, C1 or
@@ -278,4 +273,112 @@ pub async fn events_show(store: &Store, id: String, json: bool) -> anyhow::Resul
         print!("{}", render_event(&ev));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(kind: &str, state: &str) -> JobDetail {
+        JobDetail {
+            kind: kind.into(),
+            hook: if kind == "fetch" {
+                String::new()
+            } else {
+                "etl".into()
+            },
+            state: state.into(),
+            replays: 0,
+            attempts: 1,
+            due_at_ms: None,
+            last_error_code: None,
+            last_error: None,
+            attempt_log: Vec::new(),
+        }
+    }
+
+    fn event(jobs: Vec<JobDetail>) -> EventDetail {
+        EventDetail {
+            seq: 1,
+            id: "evt_1".into(),
+            event_type: "run.succeeded".into(),
+            run_id: "run_1".into(),
+            received_at_ms: 0,
+            signed_at: 0,
+            client_addr: None,
+            status: "done".into(),
+            payload: serde_json::json!({}),
+            run: None,
+            log_count: 0,
+            enrichment_error: None,
+            logs_complete: false,
+            jobs,
+        }
+    }
+
+    #[test]
+    fn the_enrichment_says_what_the_hooks_got_and_why_not_more() {
+        let mut ev = event(vec![job("fetch", "succeeded")]);
+        ev.run = Some(serde_json::json!({"status": "succeeded"}));
+        ev.logs_complete = true;
+        assert_eq!(enrichment(&ev), ("complete", None));
+        ev.logs_complete = false;
+        assert_eq!(
+            enrichment(&ev),
+            ("partial", Some("log paging stopped early".into()))
+        );
+        ev.enrichment_error = Some("HTTP 500 on page 3".into());
+        assert_eq!(enrichment(&ev).1.as_deref(), Some("HTTP 500 on page 3"));
+        ev.run = None;
+        assert_eq!(enrichment(&ev).0, "none");
+        assert_eq!(
+            enrichment(&event(vec![job("fetch", "running")])).0,
+            "pending"
+        );
+        assert_eq!(
+            enrichment(&event(vec![job("deliver", "succeeded")])).0,
+            "none"
+        );
+    }
+
+    #[test]
+    fn a_skipped_delivery_says_why_and_a_replayed_attempt_says_which_replay() {
+        let mut skipped = job("deliver", "skipped");
+        skipped.last_error =
+            Some("run did not match /run/scraper = products (it is \"news\")".into());
+        let mut replayed = job("deliver", "succeeded");
+        replayed.hook = "mail".into();
+        replayed.replays = 1;
+        for (n, replay) in [(1, 0), (1, 1)] {
+            replayed.attempt_log.push(crate::store::AttemptDetail {
+                attempt: n,
+                started_at_ms: 0,
+                duration_ms: 5,
+                outcome: "ok".into(),
+                replay,
+                error_code: None,
+                error: None,
+                exit_code: Some(0),
+                stdout: None,
+                stderr: None,
+            });
+        }
+        let text = render_event(&event(vec![skipped, replayed]));
+        assert!(
+            text.contains("hook etl: skipped, the hook was not started: run did not match /run/scraper = products (it is \"news\")\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hook mail: succeeded after 1 attempt\n  replayed 1 time\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  #1 1970-01-01T00:00:00.000Z 5 ms  ok exit=0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  #1 (replay 1) 1970-01-01T00:00:00.000Z 5 ms  ok exit=0\n"),
+            "{text}"
+        );
+    }
 }

@@ -502,3 +502,97 @@ async fn serve_warns_when_the_example_secret_is_used_on_a_public_address() {
         );
     }
 }
+
+/// SPEC §2: the fetch giving up does not fail the event; `events show` puts
+/// the enrichment beside the status, and explains a delivery still waiting
+/// for its fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_delivery() {
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let api = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/runs/run_gone"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(serde_json::json!({
+            "error": "the run belongs to another contract", "code": "CLOUD_CONTRACT_MISMATCH"
+        })))
+        .mount(&api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/runs/run_busy"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(serde_json::json!({
+            "error": "busy", "code": "CLOUD_CAPACITY_FULL"
+        })))
+        .mount(&api)
+        .await;
+    let out = tempfile::tempdir().unwrap();
+    let opts = AppOptions {
+        tail: format!(
+            "[opensteer]\nbase_url = {}\napi_key = \"osk_test\"\n[queue]\nbackoff_base_secs = 600\nbackoff_max_secs = 600\n{}",
+            toml_string(&api.uri()),
+            hook(out.path(), "etl", "")
+        ),
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(opts.clone()).await;
+    post(&app, "evt_gone", "run_gone").await;
+    post(&app, "evt_busy", "run_busy").await;
+    poll_until(DEADLINE, "the hook ran without the run", || {
+        status_of(&app, "evt_gone").as_deref() == Some("done")
+    })
+    .await;
+    poll_until(
+        DEADLINE,
+        "the busy run's fetch to wait for its retry",
+        || {
+            app.db()
+                .query_row(
+                    "SELECT attempts FROM jobs j JOIN events e ON e.seq = j.event_seq
+                 WHERE e.id = 'evt_busy' AND j.kind = 'fetch' AND j.state = 'pending'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .is_ok_and(|n| n >= 1)
+        },
+    )
+    .await;
+    let config = config_file(&opts, &app);
+
+    let (code, stdout, stderr) = cli(&config, &["events", "show", "evt_gone"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("status    done\nenrichment none: ")
+            && stdout.contains("CLOUD_CONTRACT_MISMATCH"),
+        "done, with the reason for no enrichment: {stdout}"
+    );
+    assert!(
+        stdout.contains("fetch run and logs: failed after 1 attempt"),
+        "{stdout}"
+    );
+    assert_eq!(runs_of(out.path(), "etl"), ["evt_gone 1"]);
+
+    let (code, stdout, _) = cli(&config, &["events", "show", "evt_busy"]);
+    assert_eq!(code, 0);
+    let due: i64 = app
+        .db()
+        .query_row(
+            "SELECT due_at FROM jobs WHERE kind = 'fetch' AND state = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "hook etl: blocked: waits for the run and its logs to be fetched (next fetch attempt at {})",
+            steerhook::clock::format_rfc3339_ms(due)
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("status    pending\nenrichment pending: the fetch has not finished"),
+        "{stdout}"
+    );
+    let (_, json, _) = cli(&config, &["events", "show", "evt_gone", "--json"]);
+    let ev: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(ev["enrichment"]["status"], "none", "{json}");
+}

@@ -249,3 +249,53 @@ async fn two_daemons_taking_the_same_events_in_opposite_orders_never_deadlock() 
     }
     assert_eq!(accepted, 200);
 }
+
+/// `hooks pause` on one daemon's database pauses the hook for every daemon;
+/// `hooks resume` wakes the idle ones (NOTIFY) instead of waiting for a poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_paused_through_one_daemon_is_paused_for_all_and_resume_wakes_them() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(false, &["etl"])).await;
+    let b = db.open(routing(false, &["etl"])).await;
+    register(&a, &["etl"]).await;
+    a.insert_event(event(1)).await.unwrap();
+    // What the CLI does: its own store on the database.
+    let cli = db.open(routing(false, &[])).await;
+    assert!(cli.set_hook_paused("etl".into(), true).await.unwrap());
+    for daemon in [&a, &b] {
+        assert!(
+            daemon
+                .claim_due_job(claim_at(T0, &["etl"]))
+                .await
+                .unwrap()
+                .is_none(),
+            "a paused hook's delivery was started"
+        );
+    }
+    let wake = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    b.watch_for_work(wake.clone(), stop.clone());
+    // The listener may not be listening yet: resume until one is heard.
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            cli.set_hook_paused("etl".into(), false).await.unwrap();
+            if tokio::time::timeout(Duration::from_millis(500), wake.notified())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    stop.cancel();
+    assert!(heard.is_ok(), "resume woke no idle daemon within 10 s");
+    let job = b
+        .claim_due_job(claim_at(T0, &["etl"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.hook, "etl");
+}
