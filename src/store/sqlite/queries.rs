@@ -95,6 +95,8 @@ pub(super) fn claim_due_job(
                 -- skips the deliveries' walk, which would otherwise step over
                 -- every waiting delivery of a busy hook on each claim. Running
                 -- jobs are few (at most the concurrency, plus a crash's).
+                -- Busy hooks and paused hooks (`hooks pause`) are one list:
+                -- two NOT IN lists cost a third more per claim.
                 SELECT id FROM (
                     SELECT id FROM jobs INDEXED BY jobs_pending_by_kind
                     WHERE state = 'pending' AND kind = 'fetch' AND ?4 AND due_at <= ?1
@@ -103,8 +105,8 @@ pub(super) fn claim_due_job(
                 SELECT id FROM (
                     SELECT id FROM jobs INDEXED BY jobs_pending_by_kind
                     WHERE state = 'pending' AND kind = 'deliver' AND ?6 AND due_at <= ?1
-                      AND hook NOT IN (SELECT value FROM json_each(?3))
-                      AND hook NOT IN (SELECT name FROM hooks WHERE paused)
+                      AND hook NOT IN (SELECT value FROM json_each(?3)
+                                       UNION ALL SELECT name FROM hooks WHERE paused)
                     ORDER BY id LIMIT 1)
                 UNION ALL
                 SELECT id FROM (
@@ -112,8 +114,8 @@ pub(super) fn claim_due_job(
                     WHERE state = 'running' AND lease_until <= ?1
                       AND id NOT IN (SELECT value FROM json_each(?5))
                       AND (kind <> 'fetch' OR ?4)
-                      AND (kind <> 'deliver' OR (hook NOT IN (SELECT value FROM json_each(?3))
-                                                 AND hook NOT IN (SELECT name FROM hooks WHERE paused)))
+                      AND (kind <> 'deliver' OR hook NOT IN (SELECT value FROM json_each(?3)
+                                                             UNION ALL SELECT name FROM hooks WHERE paused))
                     ORDER BY id LIMIT 1)
                 ORDER BY id LIMIT 1)
              RETURNING id, event_seq, kind, hook, attempts",
