@@ -8,13 +8,13 @@
 //! polls with deadlines.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-#[path = "support/tools.rs"]
-mod tools;
-
-use tools::{require_tool, skip_or_fail};
+use support::daemon::{describe, read_repo, repo_path};
+use support::tools::{require_tool, skip_or_fail};
 
 const UNIT: &str = "systemd/steerhook.service";
 const SYSUSERS: &str = "systemd/steerhook.sysusers";
@@ -24,23 +24,6 @@ const INSTALLED_EXEC_START: &str =
 const MAX_EXPOSURE: f64 = 2.0;
 /// `systemd-analyze security --offline=` appeared in systemd 250.
 const MIN_SYSTEMD_FOR_OFFLINE: u32 = 250;
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn read_repo(path: &str) -> String {
-    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The unit as shipped, but starting the binary cargo just built, written
 /// as `steerhook.service` in a temp dir (verify insists the program exists).
@@ -272,7 +255,7 @@ fn nginx_proxy_passes_webhooks_byte_for_byte() {
         return;
     }
     let out = Command::new("bash")
-        .arg(repo("scripts/nginx-proxy-test.sh"))
+        .arg(repo_path("scripts/nginx-proxy-test.sh"))
         .env("STEERHOOK_BIN", env!("CARGO_BIN_EXE_steerhook"))
         .env(
             "PATH",

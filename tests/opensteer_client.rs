@@ -2,6 +2,8 @@
 //! socket (wiremock). No sleeps: slowness is the fake's `set_delay`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,12 +13,13 @@ use steerhook::opensteer::{
     ClientSettings, ErrorClass, KeyCheck, LogsPage, OpensteerClient, OpensteerError, MAX_BODY_BYTES,
 };
 use steerhook::secret::Secret;
+use support::prelude::*;
 use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "osk_test_s3cr3t_0123456789";
 
-fn settings(base_url: &str) -> ClientSettings {
+fn client_settings(base_url: &str) -> ClientSettings {
     ClientSettings {
         base_url: base_url.to_owned(),
         api_key: Secret::new(KEY),
@@ -28,7 +31,7 @@ fn settings(base_url: &str) -> ClientSettings {
 }
 
 fn client_for(server: &MockServer) -> OpensteerClient {
-    OpensteerClient::new(settings(&server.uri())).expect("valid settings")
+    OpensteerClient::new(client_settings(&server.uri())).expect("valid settings")
 }
 
 /// A mock of `GET path` that insists on the API key.
@@ -38,17 +41,9 @@ fn get(p: &str) -> wiremock::MockBuilder {
         .and(header("x-api-key", KEY))
 }
 
-fn api_error(status: u16, code: &str, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status)
-        .set_body_json(json!({"error": message, "code": code, "details": {}}))
-}
-
 /// A port nothing listens on: bound, then released.
 fn refused_base_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
+    format!("http://{}", free_addr())
 }
 
 async fn run_error(server: &MockServer, response: ResponseTemplate) -> OpensteerError {
@@ -127,7 +122,7 @@ async fn fetch_run_tolerates_a_trailing_slash_and_a_path_prefix_in_base_url() {
         (format!("{}/api/v1/", server.uri()), 2),
         (format!("{}/api/v1", server.uri()), 2),
     ] {
-        let client = OpensteerClient::new(settings(&base)).expect("valid settings");
+        let client = OpensteerClient::new(client_settings(&base)).expect("valid settings");
         let response = client
             .fetch_run("r1")
             .await
@@ -306,7 +301,7 @@ async fn errors_are_classified_by_code_first_then_status() {
     for (status, code, class, expected_code) in cases {
         let server = MockServer::start().await;
         let response = match code {
-            Some(code) => api_error(status, code, "something happened"),
+            Some(code) => api_error_saying(status, code, "something happened"),
             None => ResponseTemplate::new(status),
         };
         let err = run_error(&server, response).await;
@@ -329,7 +324,7 @@ async fn auth_failure_tells_the_operator_to_check_the_api_key() {
     let server = MockServer::start().await;
     let err = run_error(
         &server,
-        api_error(401, "CLOUD_AUTH_FAILED", "invalid API key"),
+        api_error_saying(401, "CLOUD_AUTH_FAILED", "invalid API key"),
     )
     .await;
 
@@ -347,7 +342,7 @@ async fn contract_mismatch_says_steerhook_may_need_upgrading() {
     let server = MockServer::start().await;
     let err = run_error(
         &server,
-        api_error(409, "CLOUD_CONTRACT_MISMATCH", "unsupported contract"),
+        api_error_saying(409, "CLOUD_CONTRACT_MISMATCH", "unsupported contract"),
     )
     .await;
 
@@ -365,7 +360,7 @@ async fn contract_mismatch_says_steerhook_may_need_upgrading() {
 async fn rate_limit_with_retry_after_seconds_is_retry_after_that_long() {
     let server = MockServer::start().await;
     let response =
-        api_error(429, "CLOUD_RATE_LIMITED", "slow down").insert_header("retry-after", "2");
+        api_error_saying(429, "CLOUD_RATE_LIMITED", "slow down").insert_header("retry-after", "2");
     let err = run_error(&server, response).await;
 
     assert_eq!(
@@ -387,8 +382,9 @@ async fn rate_limit_with_retry_after_date_is_resolved_against_the_clock() {
         )
         .mount(&server)
         .await;
-    let client = OpensteerClient::with_clock(settings(&server.uri()), Arc::new(clock.clone()))
-        .expect("client");
+    let client =
+        OpensteerClient::with_clock(client_settings(&server.uri()), Arc::new(clock.clone()))
+            .expect("client");
 
     let err = client.fetch_run("r1").await.expect_err("429");
     assert_eq!(
@@ -409,7 +405,11 @@ async fn rate_limit_with_retry_after_date_is_resolved_against_the_clock() {
 #[tokio::test]
 async fn rate_limit_without_retry_after_leaves_the_delay_to_the_caller() {
     let server = MockServer::start().await;
-    let err = run_error(&server, api_error(400, "CLOUD_RATE_LIMITED", "slow down")).await;
+    let err = run_error(
+        &server,
+        api_error_saying(400, "CLOUD_RATE_LIMITED", "slow down"),
+    )
+    .await;
 
     assert_eq!(err.class(), ErrorClass::RetryAfter(None));
 }
@@ -507,7 +507,7 @@ async fn a_hanging_api_is_a_retryable_timeout() {
         )
         .mount(&server)
         .await;
-    let mut s = settings(&server.uri());
+    let mut s = client_settings(&server.uri());
     s.request_timeout = Duration::from_millis(300);
     let client = OpensteerClient::new(s).expect("client");
 
@@ -528,7 +528,7 @@ async fn a_hanging_api_is_a_retryable_timeout() {
 
 #[tokio::test]
 async fn a_refused_connection_is_a_retryable_connect_error() {
-    let client = OpensteerClient::new(settings(&refused_base_url())).expect("client");
+    let client = OpensteerClient::new(client_settings(&refused_base_url())).expect("client");
 
     let err = client.fetch_run("r1").await.expect_err("refused");
 
@@ -564,39 +564,21 @@ async fn redirects_are_not_followed_so_the_key_stays_home() {
     assert!(err.to_string().contains("opensteer.base_url"), "{err}");
 }
 
-/// Records when each request arrived; answers after a fixed delay.
-struct ArrivalRecorder {
-    arrivals: Arc<Mutex<Vec<Instant>>>,
-    delay: Duration,
-}
-
-impl Respond for ArrivalRecorder {
-    fn respond(&self, _request: &Request) -> ResponseTemplate {
-        // wiremock calls this when a request arrives and applies the delay after.
-        self.arrivals
-            .lock()
-            .expect("not poisoned")
-            .push(Instant::now());
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"id": "r"}))
-            .set_delay(self.delay)
-    }
-}
-
 #[tokio::test]
 async fn in_flight_requests_are_bounded_across_clones() {
     let server = MockServer::start().await;
     let delay = Duration::from_millis(200);
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     get("/runs/r")
-        .respond_with(ArrivalRecorder {
-            arrivals: arrivals.clone(),
+        .respond_with(Arrivals {
+            at: arrivals.clone(),
             delay,
+            answer: ResponseTemplate::new(200).set_body_json(json!({"id": "r"})),
         })
         .expect(10)
         .mount(&server)
         .await;
-    let mut s = settings(&server.uri());
+    let mut s = client_settings(&server.uri());
     s.max_concurrent_requests = 2;
     let client = OpensteerClient::new(s).expect("client");
 
@@ -614,16 +596,7 @@ async fn in_flight_requests_are_bounded_across_clones() {
     // arrival of request `a` are those that arrived less than `delay` before.
     let arrivals = arrivals.lock().expect("not poisoned").clone();
     let window = delay * 9 / 10;
-    let most = arrivals
-        .iter()
-        .map(|a| {
-            arrivals
-                .iter()
-                .filter(|b| **b >= *a && **b - *a < window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0);
+    let most = most_in_flight(&arrivals, window);
     assert_eq!(arrivals.len(), 10);
     assert_eq!(
         most, 2,
@@ -637,7 +610,7 @@ async fn the_api_key_never_appears_in_error_messages() {
 
     let server = MockServer::start().await;
     get("/runs/auth")
-        .respond_with(api_error(
+        .respond_with(api_error_saying(
             401,
             "CLOUD_AUTH_FAILED",
             &format!("key {KEY} is revoked"),
@@ -656,15 +629,15 @@ async fn the_api_key_never_appears_in_error_messages() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
         .mount(&server)
         .await;
-    let mut s = settings(&server.uri());
+    let mut s = client_settings(&server.uri());
     s.request_timeout = Duration::from_millis(300);
     let client = OpensteerClient::new(s).expect("client");
     for run in ["auth", "gone", "bad", "slow"] {
         errors.push(client.fetch_run(run).await.expect_err(run));
     }
-    let refused = OpensteerClient::new(settings(&refused_base_url())).expect("client");
+    let refused = OpensteerClient::new(client_settings(&refused_base_url())).expect("client");
     errors.push(refused.fetch_run("r1").await.expect_err("refused"));
-    let mut bad_key = settings(&server.uri());
+    let mut bad_key = client_settings(&server.uri());
     bad_key.api_key = Secret::new(format!("{KEY}\n"));
     errors.push(OpensteerClient::new(bad_key).expect_err("a newline cannot be sent"));
 
@@ -693,7 +666,7 @@ async fn probe_reports_an_accepted_key_and_the_server_date_on_404() {
     let date = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     get("/runs/steerhook-doctor-probe")
         .respond_with(
-            api_error(404, "CLOUD_NOT_FOUND", "no such run")
+            api_error_saying(404, "CLOUD_NOT_FOUND", "no such run")
                 .insert_header("date", httpdate::fmt_http_date(date).as_str()),
         )
         .expect(1)
@@ -711,18 +684,18 @@ async fn probe_reports_an_accepted_key_and_the_server_date_on_404() {
 async fn probe_reports_a_rejected_key_no_verdict_and_answers_that_are_not_opensteers() {
     let cases = [
         (
-            api_error(401, "CLOUD_AUTH_FAILED", "bad key"),
+            api_error_saying(401, "CLOUD_AUTH_FAILED", "bad key"),
             401,
             KeyCheck::Rejected,
         ),
         (ResponseTemplate::new(403), 403, KeyCheck::Rejected),
         (
-            api_error(500, "CLOUD_AUTH_FAILED", "bad key"),
+            api_error_saying(500, "CLOUD_AUTH_FAILED", "bad key"),
             500,
             KeyCheck::Rejected,
         ),
         (
-            api_error(503, "CLOUD_CAPACITY_FULL", "busy"),
+            api_error_saying(503, "CLOUD_CAPACITY_FULL", "busy"),
             503,
             KeyCheck::Unknown,
         ),
@@ -757,7 +730,7 @@ async fn probe_reports_a_rejected_key_no_verdict_and_answers_that_are_not_openst
 
 #[tokio::test]
 async fn probe_fails_when_the_api_cannot_be_reached() {
-    let client = OpensteerClient::new(settings(&refused_base_url())).expect("client");
+    let client = OpensteerClient::new(client_settings(&refused_base_url())).expect("client");
 
     let err = client.probe().await.expect_err("refused");
 
@@ -767,34 +740,37 @@ async fn probe_fails_when_the_api_cannot_be_reached() {
 #[test]
 fn new_rejects_settings_that_cannot_work_and_names_the_key() {
     let cases: [(ClientSettings, &str); 7] = [
-        (settings("not a url"), "opensteer.base_url"),
-        (settings("ftp://api.example.com"), "opensteer.base_url"),
+        (client_settings("not a url"), "opensteer.base_url"),
         (
-            settings("https://user:pw@api.example.com"),
+            client_settings("ftp://api.example.com"),
             "opensteer.base_url",
         ),
         (
-            settings("https://api.example.com/?x=1"),
+            client_settings("https://user:pw@api.example.com"),
+            "opensteer.base_url",
+        ),
+        (
+            client_settings("https://api.example.com/?x=1"),
             "opensteer.base_url",
         ),
         (
             ClientSettings {
                 api_key: Secret::new(""),
-                ..settings("https://api.example.com")
+                ..client_settings("https://api.example.com")
             },
             "opensteer.api_key",
         ),
         (
             ClientSettings {
                 log_page_size: 0,
-                ..settings("https://api.example.com")
+                ..client_settings("https://api.example.com")
             },
             "opensteer.log_page_size",
         ),
         (
             ClientSettings {
                 max_concurrent_requests: 0,
-                ..settings("https://api.example.com")
+                ..client_settings("https://api.example.com")
             },
             "concurrency",
         ),
@@ -836,7 +812,7 @@ async fn a_chunked_body_without_length_is_cut_off_at_the_cap() {
             *sent_by_server.lock().expect("not poisoned") += 64 * 1024;
         }
     });
-    let client = OpensteerClient::new(settings(&base)).expect("client");
+    let client = OpensteerClient::new(client_settings(&base)).expect("client");
 
     let err = client.fetch_run("r1").await.expect_err("too large");
 

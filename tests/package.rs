@@ -14,16 +14,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use clap::CommandFactory;
 
-#[path = "support/tools.rs"]
-mod tools;
+mod support;
 
-use tools::{require_tool, skip_or_fail};
+use support::daemon::{describe, read_repo, repo_path, steerhook_command};
+use support::tools::{require_tool, skip_or_fail};
 
 const UNIT: &str = "systemd/steerhook.service";
 const PACKAGED_CONFIG: &str = "deploy/debian/steerhook.toml";
@@ -33,37 +33,12 @@ const DEPLOY: &str = "docs/DEPLOY.md";
 const FILE_TABLE_HEADING: &str = "### What the package installs";
 const CREDENTIALS_DIR: &str = "/etc/steerhook/credentials";
 
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn read_repo(rel: &str) -> String {
-    std::fs::read_to_string(repo(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run(cmd: &mut Command) -> Output {
+fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?} failed:\n{}", describe(&out));
     out
-}
-
-/// The binary, with no `STEERHOOK*` variable of ours leaking in.
-fn steerhook() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerhook"));
-    cmd.env_remove("STEERHOOK_CONFIG")
-        .env_remove("CREDENTIALS_DIRECTORY");
-    cmd
 }
 
 /// One line of `dpkg-deb -c`.
@@ -144,12 +119,14 @@ fn deb(test: &str) -> Option<&'static Deb> {
 
 fn build_deb() -> Deb {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = run(Command::new("bash")
-        .arg(repo("scripts/package.sh"))
-        .args(["--fast", "--quiet", "--output"])
-        .arg(dir.path().join("deb/"))
-        .env("CARGO_TARGET_DIR", dir.path().join("target"))
-        .env("STEERHOOK_BIN", env!("CARGO_BIN_EXE_steerhook")));
+    let out = run_ok(
+        Command::new("bash")
+            .arg(repo_path("scripts/package.sh"))
+            .args(["--fast", "--quiet", "--output"])
+            .arg(dir.path().join("deb/"))
+            .env("CARGO_TARGET_DIR", dir.path().join("target"))
+            .env("STEERHOOK_BIN", env!("CARGO_BIN_EXE_steerhook")),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
     assert!(
@@ -157,10 +134,11 @@ fn build_deb() -> Deb {
         "scripts/package.sh should print the .deb's path last:\n{}",
         describe(&out)
     );
-    let info = String::from_utf8_lossy(&run(Command::new("dpkg-deb").arg("-I").arg(&path)).stdout)
-        .into_owned();
+    let info =
+        String::from_utf8_lossy(&run_ok(Command::new("dpkg-deb").arg("-I").arg(&path)).stdout)
+            .into_owned();
     let listing =
-        String::from_utf8_lossy(&run(Command::new("dpkg-deb").arg("-c").arg(&path)).stdout)
+        String::from_utf8_lossy(&run_ok(Command::new("dpkg-deb").arg("-c").arg(&path)).stdout)
             .into_owned();
     let entries = listing
         .lines()
@@ -175,9 +153,9 @@ fn build_deb() -> Deb {
         })
         .collect();
     let root = dir.path().join("root");
-    run(Command::new("dpkg-deb").arg("-x").arg(&path).arg(&root));
+    run_ok(Command::new("dpkg-deb").arg("-x").arg(&path).arg(&root));
     let control = dir.path().join("control");
-    run(Command::new("dpkg-deb").arg("-e").arg(&path).arg(&control));
+    run_ok(Command::new("dpkg-deb").arg("-e").arg(&path).arg(&control));
     Deb {
         _dir: dir,
         path,
@@ -397,7 +375,7 @@ fn the_binary_in_the_deb_is_stripped_and_ships_its_own_completions_and_man_pages
         kept.is_empty(),
         "/usr/bin/steerhook is not stripped: it has {kept:?}"
     );
-    let out = run(Command::new(deb.file("/usr/bin/steerhook")).arg("--version"));
+    let out = run_ok(Command::new(deb.file("/usr/bin/steerhook")).arg("--version"));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("steerhook {}", env!("CARGO_PKG_VERSION"))
@@ -410,7 +388,7 @@ fn the_binary_in_the_deb_is_stripped_and_ships_its_own_completions_and_man_pages
             "fish",
         ),
     ] {
-        let made = run(steerhook().args(["completions", shell])).stdout;
+        let made = run_ok(steerhook_command().args(["completions", shell])).stdout;
         assert!(
             deb.read(installed) == made,
             "{installed} is not `steerhook completions {shell}`"
@@ -476,9 +454,9 @@ fn the_packaged_config_passes_check_config_once_the_webhook_secret_is_in_the_cre
     let secrets = creds.path().join("webhook_secrets");
     std::fs::write(&secrets, "").expect("placeholder");
     let check = || {
-        steerhook()
+        steerhook_command()
             .arg("--config")
-            .arg(repo(PACKAGED_CONFIG))
+            .arg(repo_path(PACKAGED_CONFIG))
             .arg("check-config")
             .env("CREDENTIALS_DIRECTORY", creds.path())
             .output()
@@ -691,7 +669,7 @@ fn completions_for_bash_zsh_and_fish_offer_every_subcommand() {
     let subcommands = visible_subcommands();
     assert!(subcommands.len() >= 9, "{subcommands:?}");
     for shell in ["bash", "zsh", "fish"] {
-        let out = run(steerhook().args(["completions", shell]));
+        let out = run_ok(steerhook_command().args(["completions", shell]));
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(script.len() > 1000, "{shell}: {script}");
         for sub in &subcommands {
@@ -701,12 +679,12 @@ fn completions_for_bash_zsh_and_fish_offer_every_subcommand() {
             );
         }
     }
-    let bash = run(steerhook().args(["completions", "bash"])).stdout;
+    let bash = run_ok(steerhook_command().args(["completions", "bash"])).stdout;
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("steerhook.bash");
     std::fs::write(&file, bash).expect("write");
-    run(Command::new("bash").arg("-n").arg(&file));
-    let out = steerhook()
+    run_ok(Command::new("bash").arg("-n").arg(&file));
+    let out = steerhook_command()
         .args(["completions", "tcsh"])
         .output()
         .expect("run");
@@ -724,7 +702,7 @@ fn every_man_page_renders_without_warnings() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = run(steerhook().arg("man").arg("--out").arg(dir.path()));
+    let out = run_ok(steerhook_command().arg("man").arg("--out").arg(dir.path()));
     let pages: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(PathBuf::from)
@@ -745,12 +723,14 @@ fn every_man_page_renders_without_warnings() {
         "nested commands get pages: {names:?}"
     );
     for page in &pages {
-        let out = run(Command::new(&man)
-            .args(["--warnings", "-l"])
-            .arg(page)
-            .env("MANWIDTH", "80")
-            .env("LC_ALL", "C.UTF-8")
-            .env_remove("MAN_KEEP_FORMATTING"));
+        let out = run_ok(
+            Command::new(&man)
+                .args(["--warnings", "-l"])
+                .arg(page)
+                .env("MANWIDTH", "80")
+                .env("LC_ALL", "C.UTF-8")
+                .env_remove("MAN_KEEP_FORMATTING"),
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let warnings = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -760,7 +740,7 @@ fn every_man_page_renders_without_warnings() {
         );
         assert!(warnings.trim().is_empty(), "{}: {warnings}", page.display());
     }
-    let top = run(steerhook().arg("man")).stdout;
+    let top = run_ok(steerhook_command().arg("man")).stdout;
     assert!(
         top.starts_with(b".ie") || top.starts_with(b".TH"),
         "`steerhook man` prints steerhook(1) in roff"

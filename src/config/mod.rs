@@ -757,4 +757,46 @@ mod tests {
         let err = Settings::from_toml(&format!("{MINIMAL}bogus = 1\n")).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }
+
+    #[test]
+    fn storage_settings_name_the_key_for_each_backend_mistake() {
+        let cases = [
+            ("[storage]\nbackend = \"postgres\"\n", "storage.url"),
+            (
+                "[storage]\nbackend = \"postgres\"\nurl = \"postgres://u@h/db\"\npath = \"x.db\"\n",
+                "storage.path",
+            ),
+            ("[storage]\nurl = \"postgres://u@h/db\"\n", "storage.url"),
+            (
+                "[storage]\nbackend = \"postgres\"\nurl = \"postgres://u:hunter2@h/db?sslmode=require\"\n",
+                "storage.url",
+            ),
+            ("[storage]\nbackend = \"postgres\"\nurl = \"not a url at all\"\n", "storage.url"),
+            ("[storage]\nbackend = \"mysql\"\n", "storage.backend"),
+        ];
+        for (storage, key) in cases {
+            let text = format!("{MINIMAL}{storage}");
+            let err = Settings::from_toml(&text).expect_err(&text);
+            assert_eq!(err.key, key, "{text}: {err}");
+            assert!(
+                !err.to_string().contains("hunter2"),
+                "the password leaked: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_postgres_summary_hides_the_password() {
+        let s = Settings::from_toml(&format!(
+            "{MINIMAL}[storage]\nbackend = \"postgres\"\nurl = \"postgres://steerhook:hunter2@db.internal:5432/steerhook\"\n"
+        ))
+        .unwrap();
+        let summary = s.summary();
+        assert!(
+            summary.contains("postgres postgres://steerhook:[redacted]@db.internal:5432/steerhook"),
+            "{summary}"
+        );
+        assert!(!summary.contains("hunter2"), "{summary}");
+        assert!(!format!("{s:?}").contains("hunter2"), "Debug leaks it");
+    }
 }

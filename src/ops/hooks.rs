@@ -138,6 +138,19 @@ pub async fn hooks_set_paused(
             escape(&name)
         );
     }
+    // Counted before the resume: a daemon may start them the moment it is done.
+    let waiting = if paused {
+        0
+    } else {
+        let since = now_ms() - HOOK_ACTIVITY_WINDOW.as_millis() as i64;
+        store
+            .hook_activity(since)
+            .await
+            .context("cannot read the hook's deliveries")?
+            .into_iter()
+            .find(|a| a.name == name)
+            .map_or(0, |a| a.pending)
+    };
     let changed = store
         .set_hook_paused(name.clone(), paused)
         .await
@@ -153,30 +166,18 @@ pub async fn hooks_set_paused(
              running ones finish, and events are still accepted and queued"
         ),
         (true, false) => println!("hook {name} was already paused"),
-        (false, changed) => {
-            let since = now_ms() - HOOK_ACTIVITY_WINDOW.as_millis() as i64;
-            let waiting = store
-                .hook_activity(since)
-                .await
-                .ok()
-                .and_then(|a| a.into_iter().find(|a| a.name == name))
-                .map_or(0, |a| a.pending);
-            if changed {
-                println!(
-                    "hook {name} resumed: {} within a second, oldest first",
-                    super::count(
-                        waiting as usize,
-                        "waiting delivery starts",
-                        "waiting deliveries start"
-                    )
-                );
-            } else {
-                println!(
-                    "hook {name} was not paused ({} waiting)",
-                    super::count(waiting as usize, "delivery", "deliveries")
-                );
-            }
-        }
+        (false, true) => println!(
+            "hook {name} resumed: {} within a second, oldest first",
+            super::count(
+                waiting as usize,
+                "waiting delivery starts",
+                "waiting deliveries start"
+            )
+        ),
+        (false, false) => println!(
+            "hook {name} was not paused ({} waiting)",
+            super::count(waiting as usize, "delivery", "deliveries")
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

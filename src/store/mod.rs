@@ -12,7 +12,10 @@ mod postgres;
 mod sqlite;
 
 pub use model::*;
-pub use postgres::{check_url as check_postgres_url, redacted_url as redacted_postgres_url};
+pub use postgres::{
+    check_url as check_postgres_url, redacted_url as redacted_postgres_url,
+    LOCK_MIGRATE as POSTGRES_MIGRATE_LOCK, LOCK_PRUNE as POSTGRES_PRUNE_LOCK,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,19 +4,10 @@ use std::process::Output;
 
 use steerhook::clock::ManualClock;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn shown(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -32,7 +23,7 @@ fn sign_then_verify_round_trips_and_refuses_a_tampered_body_or_a_far_clock() {
         .arg(&body_path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let header = stdout(&out);
     assert_eq!(
         header,
@@ -50,7 +41,7 @@ fn sign_then_verify_round_trips_and_refuses_a_tampered_body_or_a_far_clock() {
             .unwrap()
     };
     let out = verify(&body_path, t);
-    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(stdout(&out), "ok");
 
     let tampered = dir.path().join("tampered.json");
@@ -58,7 +49,7 @@ fn sign_then_verify_round_trips_and_refuses_a_tampered_body_or_a_far_clock() {
     changed[10] ^= 1;
     std::fs::write(&tampered, &changed).unwrap();
     let out = verify(&tampered, t);
-    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(stdout(&out), "SIGNATURE_MISMATCH");
 
     // `verify` runs offline: its words are about the command line.
@@ -69,7 +60,7 @@ fn sign_then_verify_round_trips_and_refuses_a_tampered_body_or_a_far_clock() {
     );
 
     let out = verify(&body_path, "1767236400"); // three hours later
-    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(stdout(&out), "TIMESTAMP_OUT_OF_TOLERANCE");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
@@ -89,7 +80,7 @@ fn sign_reads_stdin_when_no_file_is_given() {
         .unwrap();
     child.stdin.take().unwrap().write_all(b"{}").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(
         stdout(&out),
         steerhook::signature::sign(SECRET, NOW_SECS, b"{}")
@@ -106,17 +97,16 @@ fn verify_prints_the_code_of_a_malformed_header() {
         .arg(&body_path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(stdout(&out), "SIGNATURE_MALFORMED");
 }
 
 /// `send-test` signs with the system clock, so the app's manual clock is set to it.
 async fn app_at_system_time() -> TestApp {
-    spawn_app_with(AppOptions {
-        clock: ManualClock::at_unix_secs(system_now_secs()),
-        ..AppOptions::default()
-    })
-    .await
+    TestApp::builder()
+        .clock(ManualClock::at_unix_secs(system_now_secs()))
+        .spawn()
+        .await
 }
 
 #[tokio::test]
@@ -129,13 +119,11 @@ async fn send_test_delivers_a_sample_that_the_app_accepts() {
         .output()
         .await
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
-    assert!(stdout(&out).contains("202"), "{}", shown(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(stdout(&out).contains("202"), "{}", describe(&out));
     let (event_type, run_id): (String, String) = app
         .db()
-        .query_row("SELECT event_type, run_id FROM events", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_opt("SELECT event_type, run_id FROM events", &[])
         .expect("the sample is stored");
     assert_eq!(
         (event_type.as_str(), run_id.as_str()),
@@ -153,11 +141,11 @@ async fn send_test_exits_non_zero_when_the_secret_is_wrong() {
         .output()
         .await
         .unwrap();
-    assert_ne!(out.status.code(), Some(0), "{}", shown(&out));
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("SIGNATURE_MISMATCH"),
         "the answer is printed: {}",
-        shown(&out)
+        describe(&out)
     );
-    assert_eq!(app.event_count(), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
 }

@@ -4,37 +4,28 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 const CONFIG_SECRET: &str = "whsec_must_never_be_printed_4242";
 
 /// A valid configuration with `extra` lines appended to `[webhook]` and
 /// `tail` after everything else.
-fn config(dir: &Path, listen: &str, webhook: &str, tail: &str) -> String {
+fn config_text(dir: &Path, listen: &str, webhook: &str, tail: &str) -> String {
     format!(
         "[server]\nlisten = {}\n[webhook]\n{webhook}\n[storage]\npath = {}\n{tail}\n",
-        toml_string(listen),
-        toml_string(&dir.join("steerhook.db").display().to_string()),
+        toml_str(listen),
+        toml_str(&dir.join("steerhook.db").display().to_string()),
     )
 }
 
 fn secrets_line() -> String {
-    format!("secrets = [{}]", toml_string(CONFIG_SECRET))
+    format!("secrets = [{}]", toml_str(CONFIG_SECRET))
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("steerhook.toml");
     std::fs::write(&path, text).expect("write the config");
     path
-}
-
-fn run(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = steerhook_command();
-    cmd.args(args).arg("--config").arg(config);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run steerhook")
 }
 
 fn text(out: &Output) -> String {
@@ -49,7 +40,7 @@ fn text(out: &Output) -> String {
 fn assert_config_error(text_of_config: &str, env: &[(&str, &str)], key: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), text_of_config);
-    let out = run(&["check-config"], &path, env);
+    let out = run_cli(&path, &["check-config"], env);
     let shown = text(&out);
     assert_eq!(
         out.status.code(),
@@ -76,32 +67,32 @@ fn check_config_exits_78_naming_the_key_for_each_invalid_configuration() {
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "listen unparsable",
-            config(d, "localhost-ish", &s, ""),
+            config_text(d, "localhost-ish", &s, ""),
             "server.listen",
         ),
         (
             "no secrets",
-            config(d, "127.0.0.1:0", "", ""),
+            config_text(d, "127.0.0.1:0", "", ""),
             "webhook.secrets",
         ),
         (
             "tolerance 0",
-            config(d, "127.0.0.1:0", &format!("{s}\ntolerance_secs = 0"), ""),
+            config_text(d, "127.0.0.1:0", &format!("{s}\ntolerance_secs = 0"), ""),
             "webhook.tolerance_secs",
         ),
         (
             "tolerance 3601",
-            config(d, "127.0.0.1:0", &format!("{s}\ntolerance_secs = 3601"), ""),
+            config_text(d, "127.0.0.1:0", &format!("{s}\ntolerance_secs = 3601"), ""),
             "webhook.tolerance_secs",
         ),
         (
             "unknown key",
-            config(d, "127.0.0.1:0", &format!("{s}\nsecretz = [\"x\"]"), ""),
+            config_text(d, "127.0.0.1:0", &format!("{s}\nsecretz = [\"x\"]"), ""),
             "secretz",
         ),
         (
             "duplicate hook names",
-            config(
+            config_text(
                 d,
                 "127.0.0.1:0",
                 &s,
@@ -113,7 +104,7 @@ fn check_config_exits_78_naming_the_key_for_each_invalid_configuration() {
         ),
         (
             "secrets_file missing",
-            config(
+            config_text(
                 d,
                 "127.0.0.1:0",
                 "secrets_file = \"/nonexistent/steerhook/secrets\"",
@@ -123,7 +114,7 @@ fn check_config_exits_78_naming_the_key_for_each_invalid_configuration() {
         ),
         (
             "api_key_file missing",
-            config(
+            config_text(
                 d,
                 "127.0.0.1:0",
                 &s,
@@ -141,7 +132,7 @@ fn check_config_exits_78_naming_the_key_for_each_invalid_configuration() {
 #[test]
 fn check_config_exits_78_when_the_file_does_not_exist() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&["check-config"], &dir.path().join("absent.toml"), &[]);
+    let out = run_cli(&dir.path().join("absent.toml"), &["check-config"], &[]);
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
 }
@@ -150,17 +141,17 @@ fn check_config_exits_78_when_the_file_does_not_exist() {
 fn check_config_accepts_a_valid_file_and_redacts_the_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let api_key = "osk_also_never_printed_777";
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:8787",
         &secrets_line(),
         &format!(
             "[opensteer]\napi_key = {}\n[[hook]]\nname = \"etl\"\n{SHELL_HOOK}",
-            toml_string(api_key)
+            toml_str(api_key)
         ),
     );
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(&["check-config"], &path, &[]);
+    let out = run_cli(&path, &["check-config"], &[]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("127.0.0.1:8787"), "a summary: {shown}");
@@ -175,14 +166,14 @@ fn check_config_accepts_a_valid_file_and_redacts_the_secrets() {
 #[test]
 fn serve_exits_78_naming_the_key_on_a_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
         &format!("{}\ntolerance_secs = 0", secrets_line()),
         "",
     );
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(&["serve"], &path, &[]);
+    let out = run_cli(&path, &["serve"], &[]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(78), "{shown}");
     assert!(shown.contains("webhook.tolerance_secs"), "{shown}");
@@ -192,7 +183,7 @@ fn serve_exits_78_naming_the_key_on_a_bad_configuration() {
 #[test]
 fn an_environment_override_is_validated_like_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(dir.path(), "127.0.0.1:0", &secrets_line(), "");
+    let text_of_config = config_text(dir.path(), "127.0.0.1:0", &secrets_line(), "");
     assert_config_error(
         &text_of_config,
         &[("STEERHOOK__SERVER__LISTEN", "bogus")],
@@ -203,11 +194,11 @@ fn an_environment_override_is_validated_like_the_file() {
 #[test]
 fn an_environment_override_replaces_the_file_value() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(dir.path(), "127.0.0.1:0", &secrets_line(), "");
+    let text_of_config = config_text(dir.path(), "127.0.0.1:0", &secrets_line(), "");
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(
-        &["check-config"],
+    let out = run_cli(
         &path,
+        &["check-config"],
         &[
             ("STEERHOOK__SERVER__LISTEN", "127.0.0.1:9911"),
             ("STEERHOOK__WEBHOOK__TOLERANCE_SECS", "60"),
@@ -229,16 +220,16 @@ fn a_relative_secrets_file_is_read_from_the_credentials_directory() {
         format!("{CONFIG_SECRET}\nwhsec_second_never_printed\n"),
     )
     .unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
         "secrets_file = \"webhook_secrets\"",
         "",
     );
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(
-        &["check-config"],
+    let out = run_cli(
         &path,
+        &["check-config"],
         &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
     );
     let shown = text(&out);
@@ -248,7 +239,7 @@ fn a_relative_secrets_file_is_read_from_the_credentials_directory() {
     assert!(!shown.contains("whsec_second_never_printed"), "{shown}");
 
     // Without $CREDENTIALS_DIRECTORY the relative path is not found: 78.
-    let out = run(&["check-config"], &path, &[]);
+    let out = run_cli(&path, &["check-config"], &[]);
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("webhook.secrets_file"));
 }
@@ -258,10 +249,10 @@ fn a_relative_secrets_file_is_read_from_the_credentials_directory() {
 #[test]
 fn a_mistyped_secret_is_not_echoed_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
-        &format!("secrets = {}", toml_string(CONFIG_SECRET)),
+        &format!("secrets = {}", toml_str(CONFIG_SECRET)),
         "",
     );
     assert_config_error(&text_of_config, &[], "webhook.secrets");
@@ -272,7 +263,7 @@ fn a_mistyped_secret_is_not_echoed_in_the_error() {
 #[test]
 fn an_all_digit_secret_from_the_environment_is_accepted_and_not_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
         &secrets_line(),
@@ -280,9 +271,9 @@ fn an_all_digit_secret_from_the_environment_is_accepted_and_not_printed() {
     );
     let path = write_config(dir.path(), &text_of_config);
     let digits = "918273645546372819";
-    let out = run(
-        &["check-config"],
+    let out = run_cli(
         &path,
+        &["check-config"],
         &[("STEERHOOK__OPENSTEER__API_KEY", digits)],
     );
     let shown = text(&out);
@@ -295,7 +286,7 @@ fn an_all_digit_secret_from_the_environment_is_accepted_and_not_printed() {
 #[test]
 fn hook_env_names_keep_their_case_through_settings_load() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:0",
         &secrets_line(),
@@ -314,11 +305,11 @@ fn hook_env_names_keep_their_case_through_settings_load() {
 #[test]
 fn webhook_secrets_from_the_environment_are_a_comma_separated_list() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(dir.path(), "127.0.0.1:0", &secrets_line(), "");
+    let text_of_config = config_text(dir.path(), "127.0.0.1:0", &secrets_line(), "");
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(
-        &["check-config"],
+    let out = run_cli(
         &path,
+        &["check-config"],
         &[("STEERHOOK__WEBHOOK__SECRETS", "whsec_env_one,whsec_env_two")],
     );
     let shown = text(&out);
@@ -332,7 +323,7 @@ fn webhook_secrets_from_the_environment_are_a_comma_separated_list() {
 fn a_toml_syntax_error_does_not_quote_a_secret() {
     let text_of_config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[webhook]\nsecrets = [{} \"x\"]\n",
-        toml_string(CONFIG_SECRET)
+        toml_str(CONFIG_SECRET)
     );
     assert_config_error(&text_of_config, &[], "line 4");
 }
@@ -342,7 +333,7 @@ fn a_toml_syntax_error_does_not_quote_a_secret() {
 #[test]
 fn check_config_prints_every_value_as_a_user_writes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let text_of_config = config(
+    let text_of_config = config_text(
         dir.path(),
         "127.0.0.1:8787",
         &secrets_line(),
@@ -354,7 +345,7 @@ fn check_config_prints_every_value_as_a_user_writes_it() {
          [[hook]]\nname = \"airflow\"\nkind = \"http\"\nevents = [\"run.succeeded\"]\nurl = \"https://airflow.internal/api\"\n",
     );
     let path = write_config(dir.path(), &text_of_config);
-    let out = run(&["check-config"], &path, &[]);
+    let out = run_cli(&path, &["check-config"], &[]);
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     for written in [
@@ -381,7 +372,7 @@ fn check_config_prints_every_value_as_a_user_writes_it() {
 fn a_match_pointer_that_is_not_rfc_6901_exits_78_naming_it() {
     let d = Path::new("/tmp/unused");
     assert_config_error(
-        &config(
+        &config_text(
             d,
             "127.0.0.1:0",
             &secrets_line(),

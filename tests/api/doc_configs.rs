@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 /// A TOML block of a document: where it starts and its text.
 struct Block {
@@ -51,19 +51,27 @@ fn documents() -> Vec<PathBuf> {
     docs
 }
 
-/// The names `*_file = "name"` keys give, for placeholder credential files.
-fn credential_names(text: &str) -> Vec<String> {
+/// The `*_file = "name"` keys of `text`: (key, name), for placeholder
+/// credential files.
+fn credential_files(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| {
             let (key, value) = l.split_once('=')?;
-            if !key.trim().ends_with("_file") {
-                return None;
-            }
+            let key = key.trim().strip_suffix("_file")?;
             let value = value.trim().strip_prefix('"')?;
-            Some(value[..value.find('"')?].to_owned())
+            Some((key.to_owned(), value[..value.find('"')?].to_owned()))
         })
-        .filter(|name| !name.starts_with('/'))
+        .filter(|(_, name)| !name.starts_with('/'))
         .collect()
+}
+
+/// A value the secret `key` accepts.
+fn placeholder(key: &str) -> &'static str {
+    match key {
+        "url" => "postgres://steerhook@db.internal:5432/steerhook",
+        // Valid for every other secret (a Standard Webhooks key is base64).
+        _ => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    }
 }
 
 /// A whole configuration (it has `[server]`) as it is; a fragment (a hook,
@@ -78,7 +86,7 @@ fn as_config(block: &Block, dir: &Path) -> String {
     }
     format!(
         "[server]\nlisten = \"127.0.0.1:8787\"\n[webhook]\nsecrets = [\"whsec_docs\"]\n[storage]\npath = {}\n{}",
-        toml_string(&dir.join("steerhook.db").display().to_string()),
+        toml_str(&dir.join("steerhook.db").display().to_string()),
         block.text
     )
 }
@@ -92,10 +100,8 @@ fn every_config_block_in_the_readme_and_docs_passes_check_config() {
             let dir = tempfile::tempdir().unwrap();
             let creds = dir.path().join("credentials");
             std::fs::create_dir(&creds).unwrap();
-            for name in credential_names(&block.text) {
-                // Valid for every kind of secret (a Standard Webhooks key is base64).
-                std::fs::write(creds.join(name), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n")
-                    .unwrap();
+            for (key, name) in credential_files(&block.text) {
+                std::fs::write(creds.join(name), format!("{}\n", placeholder(&key))).unwrap();
             }
             let config = dir.path().join("steerhook.toml");
             std::fs::write(&config, as_config(&block, dir.path())).unwrap();
@@ -118,7 +124,7 @@ fn every_config_block_in_the_readme_and_docs_passes_check_config() {
             }
         }
     }
-    assert!(checked >= 2, "the blocks were found ({checked})");
+    assert!(checked >= 3, "the blocks were found ({checked})");
     assert!(
         refused.is_empty(),
         "check-config refuses:\n{}",

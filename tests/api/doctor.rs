@@ -7,39 +7,27 @@ use std::time::{Duration, SystemTime};
 use wiremock::matchers::{header, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 use crate::support::smtp::SmtpServer;
 
-fn doctor(config_text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("steerhook.toml");
-    std::fs::write(
-        &config,
-        config_text.replace(
-            "DB_PATH",
-            &toml_string(&dir.path().join("steerhook.db").display().to_string()),
-        ),
-    )
-    .unwrap();
-    let out = steerhook_command()
-        .arg("--config")
-        .arg(&config)
-        .arg("doctor")
-        .output()
-        .unwrap();
+fn doctor(config: &Config) -> (i32, String) {
+    let sandbox = Sandbox::new();
+    let out = run_cli(&sandbox.write_config(config), &["doctor"], &[]);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
 
-fn config(api: &str, smtp_port: u16) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[webhook]\nsecrets = [\"whsec_doctor\"]\n[storage]\npath = DB_PATH\n\
-         [opensteer]\nbase_url = {}\napi_key = \"osk_doctor_key\"\nrequest_timeout_secs = 5\n\
-         [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n",
-        toml_string(api)
-    )
+fn doctor_config(api: &str, smtp_port: u16) -> Config {
+    Config::default()
+        .secrets(&["whsec_doctor"])
+        .opensteer(api)
+        .lines(
+            "opensteer",
+            "api_key = \"osk_doctor_key\"\nrequest_timeout_secs = 5",
+        )
+        .smtp(smtp_port)
 }
 
 fn line<'a>(stdout: &'a str, check: &str) -> &'a str {
@@ -66,7 +54,7 @@ async fn doctor_passes_with_an_accepted_key_a_close_clock_and_an_answering_smtp_
         .await;
     let smtp = SmtpServer::start().await;
     let (code, stdout) = tokio::task::spawn_blocking({
-        let cfg = config(&api.uri(), smtp.port());
+        let cfg = doctor_config(&api.uri(), smtp.port());
         move || doctor(&cfg)
     })
     .await
@@ -104,7 +92,7 @@ async fn doctor_fails_on_a_rejected_key_a_skewed_clock_and_a_silent_smtp_port() 
         .await;
     let closed_port = free_port();
     let (code, stdout) = tokio::task::spawn_blocking({
-        let cfg = config(&api.uri(), closed_port);
+        let cfg = doctor_config(&api.uri(), closed_port);
         move || doctor(&cfg)
     })
     .await
@@ -138,7 +126,7 @@ async fn doctor_fails_when_the_base_url_answers_an_empty_404_to_everything() {
         .await;
     let smtp = SmtpServer::start().await;
     let (code, stdout) = tokio::task::spawn_blocking({
-        let cfg = config(&api.uri(), smtp.port());
+        let cfg = doctor_config(&api.uri(), smtp.port());
         move || doctor(&cfg)
     })
     .await
@@ -159,10 +147,9 @@ async fn doctor_fails_when_the_base_url_answers_an_empty_404_to_everything() {
 #[test]
 fn doctor_fails_on_the_example_secret_on_a_public_address() {
     let config = |listen: &str| {
-        format!(
-            "[server]\nlisten = \"{listen}\"\n[webhook]\nsecrets = [\"{}\"]\n[storage]\npath = DB_PATH\n",
-            steerhook::config::EXAMPLE_WEBHOOK_SECRET
-        )
+        Config::default()
+            .listen(listen)
+            .secrets(&[steerhook::config::EXAMPLE_WEBHOOK_SECRET])
     };
     let (code, stdout) = doctor(&config("0.0.0.0:8787"));
     assert_eq!(code, 1, "{stdout}");
@@ -189,7 +176,10 @@ fn doctor_fails_on_the_example_secret_on_a_public_address() {
 /// A configuration that does not load is a failed check: exit 1 (SPEC §2).
 #[test]
 fn doctor_exits_1_with_a_fail_line_when_the_configuration_is_invalid() {
-    let (code, stdout) = doctor("[server]\nlisten = \"nope\"\n");
+    let sandbox = Sandbox::new();
+    let config = sandbox.path("steerhook.toml");
+    std::fs::write(&config, "[server]\nlisten = \"nope\"\n").unwrap();
+    let (code, stdout, _) = cli(&config, &["doctor"]);
     assert_eq!(code, 1, "{stdout}");
     assert!(line(&stdout, "config").starts_with("FAIL"), "{stdout}");
     assert!(stdout.contains("server.listen"), "{stdout}");

@@ -8,18 +8,18 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_have_a_line_per_request_and_no_secret_or_signature() {
-    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new();
     let port = free_port();
-    let (config, _) = write_serve_config(
-        dir.path(),
-        port,
-        "[log]\nformat = \"json\"\nlevel = \"info\"\n",
+    let config = sandbox.write_config(
+        &Config::default()
+            .listen(format!("127.0.0.1:{port}"))
+            .lines("log", "format = \"json\"\nlevel = \"info\""),
     );
-    let log_path = dir.path().join("serve.log");
+    let log_path = sandbox.path("serve.log");
     let mut child = Daemon(
         steerhook_command()
             .args(["serve", "--config"])

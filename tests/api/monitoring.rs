@@ -9,14 +9,14 @@
 //! `promtool` checks the rules' syntax and runs their unit tests.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::*;
+use crate::support::daemon::read_repo;
+use crate::support::prelude::*;
 use crate::support::tools::require_tool;
 
 const RULES: &str = "deploy/prometheus/steerhook.rules.yml";
@@ -29,14 +29,6 @@ const TARGET_LABELS: [&str; 2] = ["job", "instance"];
 /// Series Prometheus makes itself for every target: `up` (0 when the
 /// scrape failed), which SteerhookDown and SteerhookAbsent read.
 const SYNTHETIC_METRICS: [&str; 1] = ["up"];
-
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn read_repo(rel: &str) -> String {
-    std::fs::read_to_string(repo(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
-}
 
 /// One scrape: metric (sample) name -> the label sets of its series.
 #[derive(Debug, Default)]
@@ -425,7 +417,7 @@ fn scrape() -> &'static Scrape {
 }
 
 async fn drive_traffic_and_scrape() -> Scrape {
-    let out = tempfile::tempdir().expect("temp dir");
+    let sandbox = Sandbox::new();
     let api = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/runs/run_ok"))
@@ -446,7 +438,7 @@ async fn drive_traffic_and_scrape() -> Scrape {
         ))
         .mount(&api)
         .await;
-    let dir = toml_string(&out.path().display().to_string());
+    let dir = toml_str(&sandbox.out().display().to_string());
     // `gate` runs until the test creates `release` (bounded at 30 s, so a
     // failed test leaves no hook behind), so a delivery is `running` at the
     // scrape; it writes `started` first so the test knows when.
@@ -457,13 +449,13 @@ async fn drive_traffic_and_scrape() -> Scrape {
          [[hook]]\nname = \"gate\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\n\
          command = [\"/bin/sh\", \"-c\", \"touch \\\"$OUT/started\\\"; i=0; while [ ! -e \\\"$OUT/release\\\" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\"]\n\
          env = {{ OUT = {dir} }}\n",
-        toml_string(&api.uri())
+        toml_str(&api.uri())
     );
-    let app = spawn_app_with(AppOptions {
-        tail,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .tail(&tail)
+        .spawn()
+        .await;
 
     let ok = run_event("run.succeeded", "evt_ok", "run_ok");
     assert_eq!(app.post_signed(&ok).await.status(), 202, "accepted");
@@ -481,21 +473,17 @@ async fn drive_traffic_and_scrape() -> Scrape {
         "too old"
     );
     // Sabotage, as tests/api/storage.rs does: the next insert fails like a full disk.
-    app.db()
-        .execute_batch(
-            "CREATE TRIGGER sabotage BEFORE INSERT ON events
+    app.db().execute_batch(
+        "CREATE TRIGGER sabotage BEFORE INSERT ON events
              BEGIN SELECT RAISE(FAIL, 'disk full (sabotage)'); END;",
-        )
-        .expect("create the trigger");
+    );
     let refused = run_event("run.succeeded", "evt_503", "run_503");
     assert_eq!(
         app.post_signed(&refused).await.status(),
         503,
         "storage unavailable"
     );
-    app.db()
-        .execute_batch("DROP TRIGGER sabotage")
-        .expect("drop the trigger");
+    app.db().execute_batch("DROP TRIGGER sabotage");
 
     poll_until(
         DEADLINE,
@@ -503,14 +491,11 @@ async fn drive_traffic_and_scrape() -> Scrape {
         || {
             let db = app.db();
             let state = |hook: &str| -> Option<String> {
-                db.query_row("SELECT state FROM jobs WHERE hook = ?1", [hook], |r| {
-                    r.get(0)
-                })
-                .ok()
+                db.query_opt("SELECT state FROM jobs WHERE hook = $1", &[&hook])
             };
             state("etl").as_deref() == Some("succeeded")
                 && state("failing").as_deref() == Some("failed")
-                && out.path().join("started").exists()
+                && sandbox.out().join("started").exists()
         },
     )
     .await;
@@ -550,7 +535,7 @@ async fn drive_traffic_and_scrape() -> Scrape {
         },
     )
     .await;
-    std::fs::write(out.path().join("release"), b"").expect("release the gate hook");
+    std::fs::write(sandbox.out().join("release"), b"").expect("release the gate hook");
     app.stop().await;
     Scrape::parse(&text)
 }

@@ -2,67 +2,43 @@
 //! server, `replay` while the server runs, retention, `/metrics`, `doctor`,
 //! and the client address behind a trusted proxy.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
-/// A hook that records each attempt in `dir/attempts` and prints a line.
-pub(crate) fn recording_hook(dir: &Path, name: &str, extra: &str) -> String {
-    format!(
-        "[[hook]]\nname = \"{name}\"\nkind = \"shell\"\nevents = [\"run.succeeded\", \"run.failed\"]\n\
-         command = [\"/bin/sh\", \"-c\", \"echo \\\"$STEERHOOK_EVENT_ID $STEERHOOK_ATTEMPT\\\" >> \\\"$OUT/attempts\\\"; echo delivered $STEERHOOK_EVENT_ID\"]\n\
-         env = {{ OUT = {} }}\n{extra}\n",
-        toml_string(&dir.display().to_string())
+/// A hook that records each attempt in `$OUT/attempts` and prints a line.
+fn recording_hook(sandbox: &Sandbox, name: &str, events: &[&str], extra: &str) -> String {
+    sandbox.shell_hook_with(
+        name,
+        events,
+        &[
+            "/bin/sh",
+            "-c",
+            "echo \"$STEERHOOK_EVENT_ID $STEERHOOK_ATTEMPT\" >> \"$OUT/attempts\"; echo delivered $STEERHOOK_EVENT_ID",
+        ],
+        &[],
+        extra,
     )
 }
 
-/// Writes the app's configuration to a file for the CLI.
-pub(crate) fn config_file(opts: &AppOptions, app: &TestApp) -> PathBuf {
-    let path = app.db_path.with_file_name("steerhook.toml");
-    std::fs::write(&path, config_toml(opts, &app.db_path)).expect("write config");
-    path
-}
-
-pub(crate) fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = steerhook_command()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run steerhook");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-pub(crate) fn status_of(app: &TestApp, id: &str) -> Option<String> {
-    app.db()
-        .query_row("SELECT status FROM events WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .ok()
-}
-
-pub(crate) fn attempts_file(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("attempts"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+/// The default app with the recording hook `etl` for both run events.
+async fn recording_app(sandbox: &Sandbox) -> TestApp {
+    TestApp::builder()
+        .sandbox(sandbox)
+        .hook(&recording_hook(
+            sandbox,
+            "etl",
+            &["run.succeeded", "run.failed"],
+            "",
+        ))
+        .spawn()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_list_and_show_describe_what_the_server_stored_and_delivered() {
-    let out = tempfile::tempdir().unwrap();
-    let opts = AppOptions {
-        tail: recording_hook(out.path(), "etl", ""),
-        ..AppOptions::default()
-    };
-    let app = spawn_app_with(opts.clone()).await;
+    let sandbox = Sandbox::new();
+    let app = recording_app(&sandbox).await;
     for (ty, id, run) in [
         ("run.succeeded", "evt_a", "run_a"),
         ("run.failed", "evt_b", "run_b"),
@@ -70,11 +46,11 @@ async fn events_list_and_show_describe_what_the_server_stored_and_delivered() {
         assert_eq!(app.post_signed(&run_event(ty, id, run)).await.status(), 202);
     }
     poll_until(DEADLINE, "both delivered", || {
-        status_of(&app, "evt_a").as_deref() == Some("done")
-            && status_of(&app, "evt_b").as_deref() == Some("done")
+        app.db().event_status_opt("evt_a").as_deref() == Some("done")
+            && app.db().event_status_opt("evt_b").as_deref() == Some("done")
     })
     .await;
-    let config = config_file(&opts, &app);
+    let config = app.write_config();
 
     let (code, stdout, stderr) = cli(&config, &["events", "list", "--json"]);
     assert_eq!(code, 0, "{stderr}");
@@ -146,12 +122,8 @@ fn raw_terminal_controls(text: &str) -> Vec<char> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_list_and_show_print_control_characters_from_a_signed_payload_as_visible_escapes() {
-    let out = tempfile::tempdir().unwrap();
-    let opts = AppOptions {
-        tail: recording_hook(out.path(), "etl", ""),
-        ..AppOptions::default()
-    };
-    let app = spawn_app_with(opts.clone()).await;
+    let sandbox = Sandbox::new();
+    let app = recording_app(&sandbox).await;
     // Clear the screen, retitle the window, break the table's line; the
     // hook echoes the id, so its output tail carries the same bytes.
     let id = "evt_\u{1b}[2J\u{1b}]0;owned\u{7}\nsecond line";
@@ -168,11 +140,11 @@ async fn events_list_and_show_print_control_characters_from_a_signed_payload_as_
     let plain = run_event("run.succeeded", "evt_plain", "run_plain");
     assert_eq!(app.post_signed(&plain).await.status(), 202);
     poll_until(DEADLINE, "both delivered", || {
-        status_of(&app, id).as_deref() == Some("done")
-            && status_of(&app, "evt_plain").as_deref() == Some("done")
+        app.db().event_status_opt(id).as_deref() == Some("done")
+            && app.db().event_status_opt("evt_plain").as_deref() == Some("done")
     })
     .await;
-    let config = config_file(&opts, &app);
+    let config = app.write_config();
 
     let (code, stdout, stderr) = cli(&config, &["events", "list"]);
     assert_eq!(code, 0, "{stderr}");
@@ -217,12 +189,8 @@ async fn events_list_and_show_print_control_characters_from_a_signed_payload_as_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_while_the_server_runs_delivers_the_event_again() {
-    let out = tempfile::tempdir().unwrap();
-    let opts = AppOptions {
-        tail: recording_hook(out.path(), "etl", ""),
-        ..AppOptions::default()
-    };
-    let app = spawn_app_with(opts.clone()).await;
+    let sandbox = Sandbox::new();
+    let app = recording_app(&sandbox).await;
     assert_eq!(
         app.post_signed(&run_event("run.succeeded", "evt_r", "run_r"))
             .await
@@ -230,25 +198,25 @@ async fn replay_while_the_server_runs_delivers_the_event_again() {
         202
     );
     poll_until(DEADLINE, "first delivery", || {
-        attempts_file(out.path()).len() == 1
+        sandbox.out_lines("attempts").len() == 1
     })
     .await;
-    let config = config_file(&opts, &app);
+    let config = app.write_config();
 
     let (code, stdout, stderr) = cli(&config, &["replay", "evt_r"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("queued evt_r for hook etl"), "{stdout}");
     poll_until(DEADLINE, "the replayed delivery", || {
-        attempts_file(out.path()).len() == 2
+        sandbox.out_lines("attempts").len() == 2
     })
     .await;
     assert_eq!(
-        attempts_file(out.path()),
+        sandbox.out_lines("attempts"),
         ["evt_r 1", "evt_r 1"],
         "replay starts a fresh attempt count"
     );
     poll_until(DEADLINE, "done again", || {
-        status_of(&app, "evt_r").as_deref() == Some("done")
+        app.db().event_status_opt("evt_r").as_deref() == Some("done")
     })
     .await;
 
@@ -259,19 +227,19 @@ async fn replay_while_the_server_runs_delivers_the_event_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_never_removes_an_event_with_unfinished_deliveries() {
-    let out = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new();
     // The failing hook's retry is due after the manual clock's now, which
     // never moves: its delivery stays pending.
-    let failing = format!(
-        "[[hook]]\nname = \"flaky\"\nkind = \"shell\"\nevents = [\"run.failed\"]\ncommand = [\"/bin/false\"]\nmax_attempts = 5\n\
-         [queue]\nbackoff_base_secs = 60\n{}",
-        recording_hook(out.path(), "etl", "").replace("\"run.succeeded\", \"run.failed\"", "\"run.succeeded\"")
-    );
-    let opts = AppOptions {
-        tail: failing,
-        ..AppOptions::default()
-    };
-    let app = spawn_app_with(opts.clone()).await;
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .hook(
+            "[[hook]]\nname = \"flaky\"\nkind = \"shell\"\nevents = [\"run.failed\"]\n\
+             command = [\"/bin/false\"]\nmax_attempts = 5\n",
+        )
+        .queue("backoff_base_secs = 60")
+        .hook(&recording_hook(&sandbox, "etl", &["run.succeeded"], ""))
+        .spawn()
+        .await;
     assert_eq!(
         app.post_signed(&run_event("run.succeeded", "evt_done", "run_1"))
             .await
@@ -285,32 +253,30 @@ async fn prune_never_removes_an_event_with_unfinished_deliveries() {
         202
     );
     poll_until(DEADLINE, "one done, one retrying", || {
-        status_of(&app, "evt_done").as_deref() == Some("done")
+        app.db().event_status_opt("evt_done").as_deref() == Some("done")
             && app
                 .db()
-                .query_row("SELECT attempts FROM jobs WHERE hook = 'flaky'", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .is_ok_and(|n| n >= 1)
+                .query_opt::<i64>("SELECT attempts FROM jobs WHERE hook = 'flaky'", &[])
+                .is_some_and(|n| n >= 1)
     })
     .await;
-    let config = config_file(&opts, &app);
+    let config = app.write_config();
     // Both were received at the manual clock's 2026-01-01: long past one day.
     let (code, stdout, stderr) = cli(&config, &["prune", "--older-than", "1d"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("deleted 1 finished event"), "{stdout}");
     assert_eq!(
-        status_of(&app, "evt_done"),
+        app.db().event_status_opt("evt_done"),
         None,
         "the finished event is gone"
     );
     assert_eq!(
-        status_of(&app, "evt_waiting").as_deref(),
+        app.db().event_status_opt("evt_waiting").as_deref(),
         Some("pending"),
         "unfinished work is kept"
     );
     assert_eq!(
-        count_rows(&app.db(), "attempts"),
+        app.db().count_rows("attempts"),
         1,
         "the deleted event's attempts went with it; the waiting one's stay"
     );
@@ -325,12 +291,8 @@ pub(crate) fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_webhooks_by_outcome_and_deliveries_by_hook() {
-    let out = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(AppOptions {
-        tail: recording_hook(out.path(), "etl", ""),
-        ..AppOptions::default()
-    })
-    .await;
+    let sandbox = Sandbox::new();
+    let app = recording_app(&sandbox).await;
     let body = run_event("run.succeeded", "evt_m", "run_m");
     assert_eq!(app.post_signed(&body).await.status(), 202);
     assert_eq!(app.post_signed(&body).await.status(), 200);
@@ -341,11 +303,11 @@ async fn metrics_count_webhooks_by_outcome_and_deliveries_by_hook() {
     );
     assert_eq!(app.post_signed(b"not json").await.status(), 400);
     poll_until(DEADLINE, "delivered", || {
-        attempts_file(out.path()).len() == 1
+        sandbox.out_lines("attempts").len() == 1
     })
     .await;
     poll_until(DEADLINE, "recorded", || {
-        status_of(&app, "evt_m").as_deref() == Some("done")
+        app.db().event_status_opt("evt_m").as_deref() == Some("done")
     })
     .await;
 
@@ -394,16 +356,13 @@ async fn doctor_prints_a_line_per_check_and_fails_on_an_unsafe_hook_program() {
     let hook = |name: &str, program: &str| {
         format!(
             "[[hook]]\nname = \"{name}\"\nkind = \"shell\"\nevents = [\"run.failed\"]\ncommand = [{}]\n",
-            toml_string(program)
+            toml_str(program)
         )
     };
     let config = dir.path().join("steerhook.toml");
     let db = dir.path().join("steerhook.db");
-    let good = AppOptions {
-        tail: hook("good", &script.display().to_string()),
-        ..AppOptions::default()
-    };
-    std::fs::write(&config, config_toml(&good, &db)).unwrap();
+    let good = Config::default().hook(&hook("good", &script.display().to_string()));
+    std::fs::write(&config, good.toml_at(&db)).unwrap();
     let (code, stdout, stderr) = cli(&config, &["doctor"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     for check in [
@@ -422,20 +381,18 @@ async fn doctor_prints_a_line_per_check_and_fails_on_an_unsafe_hook_program() {
     }
 
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let bad = AppOptions {
-        tail: format!(
-            "{}{}{}working_dir = {}\n",
-            hook("writable", &script.display().to_string()),
-            hook("missing", "/nonexistent/etl.sh"),
-            // The shape of the shipped example hook: the interpreter exists,
-            // the script it is given does not.
-            "[[hook]]\nname = \"script\"\nkind = \"shell\"\nevents = [\"run.failed\"]\ncommand = [\"/bin/sh\", \"does-not-exist.sh\"]\n",
-            toml_string(&dir.path().display().to_string())
-        ),
-        secrets: vec!["whsec_with_a_newline\n".into()],
-        ..AppOptions::default()
-    };
-    std::fs::write(&config, config_toml(&bad, &db)).unwrap();
+    let bad = Config::default()
+        .hook(&hook("writable", &script.display().to_string()))
+        .hook(&hook("missing", "/nonexistent/etl.sh"))
+        // The shape of the shipped example hook: the interpreter exists,
+        // the script it is given does not.
+        .hook(&format!(
+            "[[hook]]\nname = \"script\"\nkind = \"shell\"\nevents = [\"run.failed\"]\n\
+             command = [\"/bin/sh\", \"does-not-exist.sh\"]\nworking_dir = {}\n",
+            toml_str(&dir.path().display().to_string())
+        ))
+        .secrets(&["whsec_with_a_newline\n"]);
+    std::fs::write(&config, bad.toml_at(&db)).unwrap();
     let (code, stdout, _) = cli(&config, &["doctor"]);
     assert_eq!(code, 1, "{stdout}");
     let fail = |what: &str, why: &str| {
@@ -460,11 +417,10 @@ async fn doctor_prints_a_line_per_check_and_fails_on_an_unsafe_hook_program() {
 #[tokio::test]
 async fn the_logged_client_is_the_forwarded_one_only_behind_a_trusted_proxy() {
     for (trusted, want_forwarded) in [("[\"127.0.0.1\"]", true), ("[]", false)] {
-        let app = spawn_app_with(AppOptions {
-            server: format!("trusted_proxies = {trusted}"),
-            ..AppOptions::default()
-        })
-        .await;
+        let app = TestApp::builder()
+            .server(&format!("trusted_proxies = {trusted}"))
+            .spawn()
+            .await;
         let body = run_event("run.succeeded", "evt_x", "run_x");
         let resp = app
             .client
@@ -476,10 +432,7 @@ async fn the_logged_client_is_the_forwarded_one_only_behind_a_trusted_proxy() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);
-        let client: String = app
-            .db()
-            .query_row("SELECT client_addr FROM events", [], |r| r.get(0))
-            .unwrap();
+        let client: String = app.db().query_one("SELECT client_addr FROM events", &[]);
         if want_forwarded {
             assert_eq!(client, "203.0.113.9", "the entry our proxy added");
         } else {

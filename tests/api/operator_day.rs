@@ -3,31 +3,25 @@
 //! deliveries replayed in bulk after the fix, the quarantine read, prune's
 //! dry run, and reading commands on a database that does not exist.
 
-use std::path::Path;
-
 use serde_json::Value;
 
-use crate::helpers::*;
-use crate::operate::{cli, config_file, metric, status_of};
+use crate::operate::metric;
+use crate::support::prelude::*;
 
-/// A shell hook appending "<event id> <attempt>" to `dir/<name>` on every
-/// attempt; it fails (exit 3) while `dir/broken` exists.
-fn hook(dir: &Path, name: &str, extra: &str) -> String {
-    format!(
-        "[[hook]]\nname = \"{name}\"\nkind = \"shell\"\nevents = [\"run.succeeded\", \"run.failed\"]\n\
-         command = [\"/bin/sh\", \"-c\", \"echo \\\"$STEERHOOK_EVENT_ID $STEERHOOK_ATTEMPT\\\" >> \\\"$OUT/$STEERHOOK_HOOK\\\"; test ! -e \\\"$OUT/broken\\\" || exit 3\"]\n\
-         env = {{ OUT = {} }}\n{extra}\n",
-        toml_string(&dir.display().to_string())
+/// A shell hook appending "<event id> <attempt>" to `$OUT/<name>` on every
+/// attempt; it fails (exit 3) while `$OUT/broken` exists.
+fn hook(sandbox: &Sandbox, name: &str, extra: &str) -> String {
+    sandbox.shell_hook(
+        name,
+        &["run.succeeded", "run.failed"],
+        "echo \"$STEERHOOK_EVENT_ID $STEERHOOK_ATTEMPT\" >> \"$OUT/$STEERHOOK_HOOK\"; test ! -e \"$OUT/broken\" || exit 3",
+        extra,
     )
 }
 
 /// The lines hook `name` appended.
-fn runs_of(dir: &Path, name: &str) -> Vec<String> {
-    std::fs::read_to_string(dir.join(name))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+fn runs_of(sandbox: &Sandbox, name: &str) -> Vec<String> {
+    sandbox.out_lines(name)
 }
 
 async fn post(app: &TestApp, id: &str, run: &str) {
@@ -35,39 +29,37 @@ async fn post(app: &TestApp, id: &str, run: &str) {
     assert_eq!(resp.status(), 202, "posting {id}");
 }
 
+crate::backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hook_with_match_gets_only_its_runs_and_the_others_show_skipped() {
-    let out = tempfile::tempdir().unwrap();
-    let opts = AppOptions {
+async fn a_hook_with_match_gets_only_its_runs_and_the_others_show_skipped(backend) {
+    let sandbox = Sandbox::with_backend(backend);
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
         // `hooks list` counts the last 24 h of the wall clock.
-        clock: steerhook::clock::ManualClock::at_unix_secs(system_now_secs()),
-        tail: format!(
-            "{}{}",
-            hook(out.path(), "every", ""),
-            hook(
-                out.path(),
-                "products",
-                "match = { \"/event/payload/data/run/id\" = [\"run_a\", \"run_c\"], \"/event/type\" = \"run.succeeded\" }"
-            )
-        ),
-        ..AppOptions::default()
-    };
-    let app = spawn_app_with(opts.clone()).await;
+        .clock(steerhook::clock::ManualClock::at_unix_secs(system_now_secs()))
+        .hook(&hook(&sandbox, "every", ""))
+        .hook(&hook(
+            &sandbox,
+            "products",
+            "match = { \"/event/payload/data/run/id\" = [\"run_a\", \"run_c\"], \"/event/type\" = \"run.succeeded\" }",
+        ))
+        .spawn()
+        .await;
     post(&app, "evt_a", "run_a").await;
     post(&app, "evt_b", "run_b").await;
     poll_until(DEADLINE, "both events done", || {
-        status_of(&app, "evt_a").as_deref() == Some("done")
-            && status_of(&app, "evt_b").as_deref() == Some("done")
+        app.db().event_status_opt("evt_a").as_deref() == Some("done")
+            && app.db().event_status_opt("evt_b").as_deref() == Some("done")
     })
     .await;
-    assert_eq!(runs_of(out.path(), "every"), ["evt_a 1", "evt_b 1"]);
+    assert_eq!(runs_of(&sandbox, "every"), ["evt_a 1", "evt_b 1"]);
     assert_eq!(
-        runs_of(out.path(), "products"),
+        runs_of(&sandbox, "products"),
         ["evt_a 1"],
         "the hook was never started for run_b"
     );
 
-    let config = config_file(&opts, &app);
+    let config = app.write_config();
     let (code, stdout, stderr) = cli(&config, &["events", "show", "evt_b"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -118,18 +110,15 @@ async fn a_hook_with_match_gets_only_its_runs_and_the_others_show_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_hook_waits_while_serve_runs_and_its_deliveries_start_on_resume() {
-    let out = tempfile::tempdir().unwrap();
-    let opts = AppOptions {
-        tail: format!(
-            "{}{}",
-            hook(out.path(), "warehouse", ""),
-            hook(out.path(), "audit", "")
-        ),
-        ..AppOptions::default()
-    };
-    let app = spawn_app_with(opts.clone()).await;
-    let config = config_file(&opts, &app);
+async fn a_paused_hook_waits_while_serve_runs_and_its_deliveries_start_on_resume(backend) {
+    let sandbox = Sandbox::with_backend(backend);
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .hook(&hook(&sandbox, "warehouse", ""))
+        .hook(&hook(&sandbox, "audit", ""))
+        .spawn()
+        .await;
+    let config = app.write_config();
     let (code, stdout, stderr) = cli(&config, &["hooks", "pause", "warehouse"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -144,7 +133,7 @@ async fn a_paused_hook_waits_while_serve_runs_and_its_deliveries_start_on_resume
     // The other hook is the clock: once it has both, the worker has been
     // round the queue with the paused hook's deliveries in it.
     poll_until(DEADLINE, "the other hook delivered both", || {
-        runs_of(out.path(), "audit").len() == 2
+        runs_of(&sandbox, "audit").len() == 2
     })
     .await;
     let (code, stdout, _) = cli(&config, &["hooks", "list"]);
@@ -160,10 +149,10 @@ async fn a_paused_hook_waits_while_serve_runs_and_its_deliveries_start_on_resume
         "{stdout}"
     );
     assert!(
-        runs_of(out.path(), "warehouse").is_empty(),
+        runs_of(&sandbox, "warehouse").is_empty(),
         "a paused hook ran"
     );
-    assert_eq!(status_of(&app, "evt_1").as_deref(), Some("pending"));
+    assert_eq!(app.db().event_status_opt("evt_1").as_deref(), Some("pending"));
 
     let (code, stdout, _) = cli(&config, &["hooks", "resume", "warehouse"]);
     assert_eq!(code, 0);
@@ -174,10 +163,10 @@ async fn a_paused_hook_waits_while_serve_runs_and_its_deliveries_start_on_resume
     poll_until(
         DEADLINE,
         "the resumed hook's deliveries, in arrival order",
-        || runs_of(out.path(), "warehouse").len() == 2,
+        || runs_of(&sandbox, "warehouse").len() == 2,
     )
     .await;
-    assert_eq!(runs_of(out.path(), "warehouse"), ["evt_1 1", "evt_2 1"]);
+    assert_eq!(runs_of(&sandbox, "warehouse"), ["evt_1 1", "evt_2 1"]);
 
     let (code, _, stderr) = cli(&config, &["hooks", "pause", "nope"]);
     assert_eq!(code, 1);
@@ -185,22 +174,22 @@ async fn a_paused_hook_waits_while_serve_runs_and_its_deliveries_start_on_resume
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_deliveries_are_replayed_in_one_command_once_the_hook_is_fixed() {
-    let out = tempfile::tempdir().unwrap();
-    std::fs::write(out.path().join("broken"), "").unwrap();
-    let opts = AppOptions {
-        tail: hook(out.path(), "etl", "max_attempts = 1"),
-        ..AppOptions::default()
-    };
-    let app = spawn_app_with(opts.clone()).await;
+async fn failed_deliveries_are_replayed_in_one_command_once_the_hook_is_fixed(backend) {
+    let sandbox = Sandbox::with_backend(backend);
+    std::fs::write(sandbox.out().join("broken"), "").unwrap();
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .hook(&hook(&sandbox, "etl", "max_attempts = 1"))
+        .spawn()
+        .await;
     for n in 1..=3 {
         post(&app, &format!("evt_{n}"), &format!("run_{n}")).await;
     }
     poll_until(DEADLINE, "all three failed", || {
-        (1..=3).all(|n| status_of(&app, &format!("evt_{n}")).as_deref() == Some("failed"))
+        (1..=3).all(|n| app.db().event_status_opt(&format!("evt_{n}")).as_deref() == Some("failed"))
     })
     .await;
-    let config = config_file(&opts, &app);
+    let config = app.write_config();
 
     let (code, stdout, stderr) = cli(&config, &["replay", "--status", "failed", "--dry-run"]);
     assert_eq!(code, 0, "{stderr}");
@@ -209,9 +198,9 @@ async fn failed_deliveries_are_replayed_in_one_command_once_the_hook_is_fixed() 
             && stdout.contains("nothing was changed"),
         "{stdout}"
     );
-    assert_eq!(status_of(&app, "evt_1").as_deref(), Some("failed"));
+    assert_eq!(app.db().event_status_opt("evt_1").as_deref(), Some("failed"));
 
-    std::fs::remove_file(out.path().join("broken")).unwrap();
+    std::fs::remove_file(sandbox.out().join("broken")).unwrap();
     let (code, stdout, stderr) = cli(&config, &["replay", "--status", "failed", "--hook", "etl"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -219,10 +208,10 @@ async fn failed_deliveries_are_replayed_in_one_command_once_the_hook_is_fixed() 
         "{stdout}"
     );
     poll_until(DEADLINE, "all three done", || {
-        (1..=3).all(|n| status_of(&app, &format!("evt_{n}")).as_deref() == Some("done"))
+        (1..=3).all(|n| app.db().event_status_opt(&format!("evt_{n}")).as_deref() == Some("done"))
     })
     .await;
-    assert_eq!(runs_of(out.path(), "etl").len(), 6, "each ran once more");
+    assert_eq!(runs_of(&sandbox, "etl").len(), 6, "each ran once more");
 
     let (_, stdout, _) = cli(&config, &["events", "show", "evt_2"]);
     assert!(stdout.contains("  replayed 1 time\n"), "{stdout}");
@@ -263,13 +252,12 @@ async fn failed_deliveries_are_replayed_in_one_command_once_the_hook_is_fixed() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_quarantine_lists_and_shows_refused_bodies_with_controls_escaped() {
-    let opts = AppOptions::default();
-    let app = spawn_app_with(opts.clone()).await;
+async fn the_quarantine_lists_and_shows_refused_bodies_with_controls_escaped(backend) {
+    let app = TestApp::builder().backend(backend).spawn().await;
     let body = b"{\"type\": \"run.succeeded\", \"note\": \"\x1b[2J\"}".to_vec();
     assert_eq!(app.post_signed(&body).await.status(), 400);
     assert_eq!(app.post_signed(b"\xff\xfe not json").await.status(), 400);
-    let config = config_file(&opts, &app);
+    let config = app.write_config();
 
     let (code, stdout, stderr) = cli(&config, &["quarantine", "list", "--json"]);
     assert_eq!(code, 0, "{stderr}");
@@ -321,26 +309,26 @@ async fn the_quarantine_lists_and_shows_refused_bodies_with_controls_escaped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prune_dry_run_counts_and_prune_names_the_failed_deliveries_it_deletes() {
-    let out = tempfile::tempdir().unwrap();
-    std::fs::write(out.path().join("broken"), "").unwrap();
-    let opts = AppOptions {
-        tail: hook(out.path(), "etl", "max_attempts = 1"),
-        ..AppOptions::default()
-    };
-    let app = spawn_app_with(opts.clone()).await;
+async fn prune_dry_run_counts_and_prune_names_the_failed_deliveries_it_deletes(backend) {
+    let sandbox = Sandbox::with_backend(backend);
+    std::fs::write(sandbox.out().join("broken"), "").unwrap();
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .hook(&hook(&sandbox, "etl", "max_attempts = 1"))
+        .spawn()
+        .await;
     post(&app, "evt_failed", "run_1").await;
     poll_until(DEADLINE, "failed", || {
-        status_of(&app, "evt_failed").as_deref() == Some("failed")
+        app.db().event_status_opt("evt_failed").as_deref() == Some("failed")
     })
     .await;
-    std::fs::remove_file(out.path().join("broken")).unwrap();
+    std::fs::remove_file(sandbox.out().join("broken")).unwrap();
     post(&app, "evt_ok", "run_2").await;
     poll_until(DEADLINE, "done", || {
-        status_of(&app, "evt_ok").as_deref() == Some("done")
+        app.db().event_status_opt("evt_ok").as_deref() == Some("done")
     })
     .await;
-    let config = config_file(&opts, &app);
+    let config = app.write_config();
     // The manual clock stands at 2026-01-01: long past one day.
     let (code, stdout, stderr) = cli(&config, &["prune", "--older-than", "1d", "--dry-run"]);
     assert_eq!(code, 0, "{stderr}");
@@ -352,7 +340,7 @@ async fn prune_dry_run_counts_and_prune_names_the_failed_deliveries_it_deletes()
         stdout.contains("1 of those events had a delivery that failed and was never replayed; `steerhook replay --status failed` first"),
         "{stdout}"
     );
-    assert_eq!(app.event_count(), 2, "a dry run deletes nothing");
+    assert_eq!(app.db().count_rows("events"), 2, "a dry run deletes nothing");
     let (code, stdout, _) = cli(&config, &["prune", "--older-than", "1d"]);
     assert_eq!(code, 0);
     assert!(
@@ -361,7 +349,8 @@ async fn prune_dry_run_counts_and_prune_names_the_failed_deliveries_it_deletes()
                 .contains("1 of those events had a delivery that failed and was never replayed"),
         "{stdout}"
     );
-    assert_eq!(app.event_count(), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
+}
 }
 
 #[test]
@@ -369,11 +358,10 @@ fn reading_commands_on_a_missing_database_name_it_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("steerhook.db");
     let config = dir.path().join("steerhook.toml");
-    let opts = AppOptions {
-        tail: "[[hook]]\nname = \"etl\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\ncommand = [\"/bin/true\"]\n".into(),
-        ..AppOptions::default()
-    };
-    std::fs::write(&config, config_toml(&opts, &db)).unwrap();
+    let with_hook = Config::default().hook(
+        "[[hook]]\nname = \"etl\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\ncommand = [\"/bin/true\"]\n",
+    );
+    std::fs::write(&config, with_hook.toml_at(&db)).unwrap();
     for args in [
         &["events", "list"][..],
         &["events", "show", "evt_1"],
@@ -464,7 +452,7 @@ async fn serve_warns_when_the_example_secret_is_used_on_a_public_address() {
             format!(
                 "[server]\nlisten = \"{host}:{port}\"\n[webhook]\nsecrets = [\"{}\"]\n[storage]\npath = {}\n",
                 steerhook::config::EXAMPLE_WEBHOOK_SECRET,
-                toml_string(&dir.path().join("steerhook.db").display().to_string())
+                toml_str(&dir.path().join("steerhook.db").display().to_string())
             ),
         )
         .unwrap();
@@ -503,11 +491,12 @@ async fn serve_warns_when_the_example_secret_is_used_on_a_public_address() {
     }
 }
 
+crate::backends! {
 /// SPEC §2: the fetch giving up does not fail the event; `events show` puts
 /// the enrichment beside the status, and explains a delivery still waiting
 /// for its fetch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_delivery() {
+async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_delivery(backend) {
     use wiremock::matchers::{method, path_regex};
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let api = MockServer::start().await;
@@ -525,20 +514,18 @@ async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_deliver
         })))
         .mount(&api)
         .await;
-    let out = tempfile::tempdir().unwrap();
-    let opts = AppOptions {
-        tail: format!(
-            "[opensteer]\nbase_url = {}\napi_key = \"osk_test\"\n[queue]\nbackoff_base_secs = 600\nbackoff_max_secs = 600\n{}",
-            toml_string(&api.uri()),
-            hook(out.path(), "etl", "")
-        ),
-        ..AppOptions::default()
-    };
-    let app = spawn_app_with(opts.clone()).await;
+    let sandbox = Sandbox::with_backend(backend);
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .opensteer(&api.uri())
+        .queue("backoff_base_secs = 600\nbackoff_max_secs = 600")
+        .hook(&hook(&sandbox, "etl", ""))
+        .spawn()
+        .await;
     post(&app, "evt_gone", "run_gone").await;
     post(&app, "evt_busy", "run_busy").await;
     poll_until(DEADLINE, "the hook ran without the run", || {
-        status_of(&app, "evt_gone").as_deref() == Some("done")
+        app.db().event_status_opt("evt_gone").as_deref() == Some("done")
     })
     .await;
     poll_until(
@@ -546,17 +533,16 @@ async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_deliver
         "the busy run's fetch to wait for its retry",
         || {
             app.db()
-                .query_row(
-                    "SELECT attempts FROM jobs j JOIN events e ON e.seq = j.event_seq
-                 WHERE e.id = 'evt_busy' AND j.kind = 'fetch' AND j.state = 'pending'",
-                    [],
-                    |r| r.get::<_, i64>(0),
+                .query_opt::<i64>(
+                    "SELECT j.attempts FROM jobs j JOIN events e ON e.seq = j.event_seq
+                     WHERE e.id = 'evt_busy' AND j.kind = 'fetch' AND j.state = 'pending'",
+                    &[],
                 )
-                .is_ok_and(|n| n >= 1)
+                .is_some_and(|n| n >= 1)
         },
     )
     .await;
-    let config = config_file(&opts, &app);
+    let config = app.write_config();
 
     let (code, stdout, stderr) = cli(&config, &["events", "show", "evt_gone"]);
     assert_eq!(code, 0, "{stderr}");
@@ -569,18 +555,14 @@ async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_deliver
         stdout.contains("fetch run and logs: failed after 1 attempt"),
         "{stdout}"
     );
-    assert_eq!(runs_of(out.path(), "etl"), ["evt_gone 1"]);
+    assert_eq!(runs_of(&sandbox, "etl"), ["evt_gone 1"]);
 
     let (code, stdout, _) = cli(&config, &["events", "show", "evt_busy"]);
     assert_eq!(code, 0);
-    let due: i64 = app
-        .db()
-        .query_row(
-            "SELECT due_at FROM jobs WHERE kind = 'fetch' AND state = 'pending'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let due: i64 = app.db().query_one(
+        "SELECT due_at FROM jobs WHERE kind = 'fetch' AND state = 'pending'",
+        &[],
+    );
     assert!(
         stdout.contains(&format!(
             "hook etl: blocked: waits for the run and its logs to be fetched (next fetch attempt at {})",
@@ -595,4 +577,5 @@ async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_deliver
     let (_, json, _) = cli(&config, &["events", "show", "evt_gone", "--json"]);
     let ev: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(ev["enrichment"]["status"], "none", "{json}");
+}
 }

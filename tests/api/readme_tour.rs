@@ -4,30 +4,25 @@
 //! the operator's day: `hooks pause|list|resume`, `replay --status failed`,
 //! `quarantine list|show`.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::helpers::*;
-
-fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use crate::support::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_tour_works_on_the_shipped_example_config() {
     let work = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(work.path().join("examples/hooks")).unwrap();
     std::fs::copy(
-        repo("config.example.toml"),
+        repo_path("config.example.toml"),
         work.path().join("config.example.toml"),
     )
     .unwrap();
     std::fs::copy(
-        repo("examples/hooks/save-event.sh"),
+        repo_path("examples/hooks/save-event.sh"),
         work.path().join("examples/hooks/save-event.sh"),
     )
     .unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 const SENDERS: usize = 8;
 /// Answers to collect before the signal, so it lands while requests run.
@@ -17,10 +17,10 @@ const ANSWERS_BEFORE_SIGNAL: usize = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_during_requests_keeps_every_answered_event_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::new();
     let port = free_port();
-    let (config_path, db_path) = write_serve_config(dir.path(), port, "");
-    let log_path = dir.path().join("serve.log");
+    let config_path = sandbox.write_config(&Config::default().listen(format!("127.0.0.1:{port}")));
+    let log_path = sandbox.path("serve.log");
     let mut daemon = Daemon(
         steerhook_command()
             .arg("serve")
@@ -133,14 +133,10 @@ async fn sigterm_during_requests_keeps_every_answered_event_and_exits_0() {
     }
     assert!(accepted.len() >= ANSWERS_BEFORE_SIGNAL);
 
-    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    let db = sandbox.db();
     let mut missing = Vec::new();
     for id in &accepted {
-        let n: i64 = conn
-            .query_row("SELECT count(*) FROM events WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let n: i64 = db.query_one("SELECT count(*) FROM events WHERE id = $1", &[id]);
         if n != 1 {
             missing.push(id.clone());
         }

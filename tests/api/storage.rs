@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 #[derive(Debug, PartialEq)]
 struct EventRow {
@@ -19,44 +19,36 @@ struct EventRow {
     status: String,
 }
 
-fn event_row(conn: &rusqlite::Connection, id: &str) -> Option<EventRow> {
-    use rusqlite::OptionalExtension;
-    conn.query_row(
+fn event_row(db: &TestDb, id: &str) -> Option<EventRow> {
+    db.query_opt(
         "SELECT id, event_type, run_id, signed_at, received_at, client_addr, body, status
-         FROM events WHERE id = ?1",
-        [id],
-        |r| {
-            Ok(EventRow {
-                id: r.get(0)?,
-                event_type: r.get(1)?,
-                run_id: r.get(2)?,
-                signed_at: r.get(3)?,
-                received_at: r.get(4)?,
-                client_addr: r.get(5)?,
-                body: r.get(6)?,
-                status: r.get(7)?,
-            })
+         FROM events WHERE id = $1",
+        &[&id],
+    )
+    .map(
+        |(id, event_type, run_id, signed_at, received_at, client_addr, body, status)| EventRow {
+            id,
+            event_type,
+            run_id,
+            signed_at,
+            received_at,
+            client_addr,
+            body,
+            status,
         },
     )
-    .optional()
-    .expect("query events")
 }
 
-fn jobs_of(conn: &rusqlite::Connection, id: &str) -> Vec<(String, String)> {
-    conn.prepare(
-        "SELECT j.kind, j.hook FROM jobs j JOIN events e ON e.seq = j.event_seq
-         WHERE e.id = ?1 ORDER BY j.id",
-    )
-    .unwrap()
-    .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+fn jobs_of(db: &TestDb, id: &str) -> Vec<(String, String)> {
+    db.jobs(id)
+        .into_iter()
+        .map(|j| (j.kind, j.hook.unwrap_or_default()))
+        .collect()
 }
 
 #[tokio::test]
 async fn an_accepted_event_is_readable_from_another_connection_when_the_answer_arrives() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     // Opened before the request, as an independent reader would be.
     let reader = app.db();
     // Odd but valid JSON bytes: key order, spacing and unicode escapes must survive.
@@ -64,7 +56,7 @@ async fn an_accepted_event_is_readable_from_another_connection_when_the_answer_a
     let resp = app.post_signed(body).await;
     assert_eq!(resp.status().as_u16(), 202);
     // No poll: the row must already be committed.
-    let row = event_row(&reader, "evt_disk").expect("the row is committed before the answer");
+    let row = event_row(reader, "evt_disk").expect("the row is committed before the answer");
     assert_eq!(row.body, body.to_vec(), "raw body, byte for byte");
     assert_eq!(row.event_type, "run.succeeded");
     assert_eq!(row.run_id, "run_disk");
@@ -79,23 +71,23 @@ async fn an_accepted_event_is_readable_from_another_connection_when_the_answer_a
     );
     // No hook and no [opensteer]: nothing to do, so the event is finished.
     assert_eq!(row.status, "done");
-    assert!(jobs_of(&reader, "evt_disk").is_empty());
+    assert!(jobs_of(reader, "evt_disk").is_empty());
 }
 
 #[tokio::test]
 async fn an_accepted_event_has_a_deliver_job_for_each_hook_that_wants_its_type() {
-    let app = spawn_app_with(AppOptions {
-        tail: r#"
+    let app = TestApp::builder()
+        .hook(
+            r#"
 [[hook]]
 name = "etl"
 kind = "shell"
 events = ["run.succeeded"]
 command = ["/bin/true"]
-"#
-        .into(),
-        ..AppOptions::default()
-    })
-    .await;
+"#,
+        )
+        .spawn()
+        .await;
     let reader = app.db();
     let resp = app
         .post_signed(&run_event("run.succeeded", "evt_hooked", "run_h"))
@@ -104,7 +96,7 @@ command = ["/bin/true"]
     // The job is written in the same transaction as the event. A worker may
     // already have run it, so only its existence is asserted, not its state.
     assert_eq!(
-        jobs_of(&reader, "evt_hooked"),
+        jobs_of(reader, "evt_hooked"),
         vec![("deliver".to_owned(), "etl".to_owned())]
     );
 
@@ -113,9 +105,9 @@ command = ["/bin/true"]
         .post_signed(&run_event("run.failed", "evt_unhooked", "run_h"))
         .await;
     assert_eq!(resp.status().as_u16(), 202);
-    assert!(jobs_of(&reader, "evt_unhooked").is_empty());
+    assert!(jobs_of(reader, "evt_unhooked").is_empty());
     assert_eq!(
-        event_row(&reader, "evt_unhooked").unwrap().status,
+        event_row(reader, "evt_unhooked").unwrap().status,
         "done",
         "an event with no job is done"
     );
@@ -123,7 +115,7 @@ command = ["/bin/true"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_identical_deliveries_store_one_row_and_answer_one_202() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = run_event("run.succeeded", "evt_storm", "run_storm");
     let header = app.signature(&body);
     let answers = join_all((0..50).map(|_| {
@@ -155,22 +147,21 @@ async fn fifty_concurrent_identical_deliveries_store_one_row_and_answer_one_202(
             &serde_json::json!({"status": "duplicate", "id": "evt_storm"})
         );
     }
-    assert_eq!(app.event_count(), 1);
+    assert_eq!(app.db().count_rows("events"), 1);
 }
 
 #[tokio::test]
 async fn an_oversized_body_stores_nothing() {
-    let app = spawn_app_with(AppOptions {
-        server: "max_body_bytes = 2048".into(),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .server("max_body_bytes = 2048")
+        .spawn()
+        .await;
     let mut body = run_event("run.succeeded", "evt_big", "run_big");
     body.extend(std::iter::repeat_n(b' ', 4096));
     assert_error(app.post_signed(&body).await, 413, "PAYLOAD_TOO_LARGE").await;
-    assert_eq!(app.event_count(), 0);
-    assert_eq!(app.quarantine_count(), 0);
-    assert_eq!(count_rows(&app.db(), "jobs"), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
+    assert_eq!(app.db().count_rows("quarantine"), 0);
+    assert_eq!(app.db().count_rows("jobs"), 0);
 }
 
 /// Sabotage: another connection holds the write lock for longer than
@@ -178,12 +169,11 @@ async fn an_oversized_body_stores_nothing() {
 /// unlike a read-only file.
 #[tokio::test]
 async fn webhook_returns_503_with_retry_after_while_the_database_is_locked() {
-    let app = spawn_app_with(AppOptions {
-        storage: "busy_timeout_ms = 200".into(),
-        ..AppOptions::default()
-    })
-    .await;
-    let blocker = app.db();
+    let app = TestApp::builder()
+        .storage("busy_timeout_ms = 200")
+        .spawn()
+        .await;
+    let blocker = app.db().sqlite_connection();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let body = run_event("run.succeeded", "evt_locked", "run_locked");
     let resp = app.post_signed(&body).await;
@@ -198,23 +188,21 @@ async fn webhook_returns_503_with_retry_after_while_the_database_is_locked() {
     );
     assert_error(resp, 503, "STORAGE_UNAVAILABLE").await;
     blocker.execute_batch("ROLLBACK").unwrap();
-    assert_eq!(app.event_count(), 0, "nothing stored");
+    assert_eq!(app.db().count_rows("events"), 0, "nothing stored");
     // The lock is gone: the sender's retry succeeds without a restart.
     let resp = app.post_signed(&body).await;
     assert_eq!(resp.status().as_u16(), 202);
-    assert_eq!(app.event_count(), 1);
+    assert_eq!(app.db().count_rows("events"), 1);
 }
 
 /// Sabotage: a trigger makes every insert fail the way a full disk would.
 #[tokio::test]
 async fn webhook_returns_503_and_stores_nothing_when_the_insert_fails_then_recovers() {
-    let app = spawn_app().await;
-    app.db()
-        .execute_batch(
-            "CREATE TRIGGER sabotage BEFORE INSERT ON events
+    let app = TestApp::spawn().await;
+    app.db().execute_batch(
+        "CREATE TRIGGER sabotage BEFORE INSERT ON events
              BEGIN SELECT RAISE(FAIL, 'disk full (sabotage)'); END;",
-        )
-        .unwrap();
+    );
     let body = run_event("run.failed", "evt_full", "run_full");
     let resp = app.post_signed(&body).await;
     assert!(resp.headers().contains_key("retry-after"), "Retry-After");
@@ -224,25 +212,23 @@ async fn webhook_returns_503_and_stores_nothing_when_the_insert_fails_then_recov
         "the database error stays in the log, not in the answer: {err}"
     );
     let db = app.db();
-    assert_eq!(count_rows(&db, "events"), 0);
-    assert_eq!(count_rows(&db, "jobs"), 0);
-    db.execute_batch("DROP TRIGGER sabotage").unwrap();
+    assert_eq!(db.count_rows("events"), 0);
+    assert_eq!(db.count_rows("jobs"), 0);
+    db.execute_batch("DROP TRIGGER sabotage");
     let resp = app.post_signed(&body).await;
     assert_eq!(resp.status().as_u16(), 202, "recovers without a restart");
-    assert_eq!(app.event_count(), 1);
+    assert_eq!(app.db().count_rows("events"), 1);
 }
 
 /// The same sabotage on the quarantine: an invalid payload that cannot be
 /// kept is a 503 (retry), not a 400 (drop).
 #[tokio::test]
 async fn an_invalid_payload_that_cannot_be_quarantined_gets_503() {
-    let app = spawn_app().await;
-    app.db()
-        .execute_batch(
-            "CREATE TRIGGER sabotage BEFORE INSERT ON quarantine
+    let app = TestApp::spawn().await;
+    app.db().execute_batch(
+        "CREATE TRIGGER sabotage BEFORE INSERT ON quarantine
              BEGIN SELECT RAISE(FAIL, 'disk full (sabotage)'); END;",
-        )
-        .unwrap();
+    );
     let resp = app.post_signed(b"not json").await;
     assert!(resp.headers().contains_key("retry-after"), "Retry-After");
     assert_error(resp, 503, "STORAGE_UNAVAILABLE").await;
@@ -251,7 +237,7 @@ async fn an_invalid_payload_that_cannot_be_quarantined_gets_503() {
 /// Group commit: a burst of different events, all answered 202, all stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_distinct_events_is_all_stored() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let reader = app.db();
     let answers = join_all((0..100).map(|i| {
         let body = run_event("run.succeeded", &format!("evt_b{i}"), &format!("run_b{i}"));
@@ -273,7 +259,7 @@ async fn a_burst_of_distinct_events_is_all_stored() {
     }))
     .await;
     assert!(answers.iter().all(|s| *s == 202), "{answers:?}");
-    assert_eq!(count_rows(&reader, "events"), 100);
+    assert_eq!(reader.count_rows("events"), 100);
 }
 
 /// `path` written relative to the working directory (`../../tmp/...`), as an
@@ -293,24 +279,24 @@ fn relative_to_cwd(path: &std::path::Path) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn a_second_serve_reaching_the_same_database_by_another_path_is_refused() {
-    let app = spawn_app().await;
-    let dir = app.db_path.parent().unwrap().to_path_buf();
+    let app = TestApp::spawn().await;
+    let db_path = app.sandbox().db_path();
+    let dir = app.sandbox().dir().to_path_buf();
     std::fs::create_dir(dir.join("sub")).unwrap();
-    std::os::unix::fs::symlink(&app.db_path, dir.join("link.db")).unwrap();
+    std::os::unix::fs::symlink(&db_path, dir.join("link.db")).unwrap();
     for other in [
         dir.join("link.db"),
-        relative_to_cwd(&app.db_path),
+        relative_to_cwd(&db_path),
         dir.join("sub/../steerhook.db"),
     ] {
         let settings =
-            steerhook::config::Settings::from_toml(&config_toml(&AppOptions::default(), &other))
-                .unwrap();
+            steerhook::config::Settings::from_toml(&Config::default().toml_at(&other)).unwrap();
         let second = steerhook::startup::Application::build(settings).await;
         let Err(e) = second else {
             panic!(
                 "a second app started on {} while the first serves {}",
                 other.display(),
-                app.db_path.display()
+                db_path.display()
             );
         };
         assert!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 fn next_message(sock: &UnixDatagram, deadline: Instant) -> Option<String> {
     let mut buf = [0u8; 4096];
@@ -33,7 +33,9 @@ fn serve_notifies_ready_then_feeds_the_watchdog_then_says_stopping() {
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let port = free_port();
-    let (config_path, db_path) = write_serve_config(dir.path(), port, "");
+    let sandbox = Sandbox::new();
+    let config_path = sandbox.write_config(&Config::default().listen(format!("127.0.0.1:{port}")));
+    let db_path = sandbox.db_path();
     // systemd names the watched process in WATCHDOG_PID; `exec` keeps the
     // shell's pid, so the daemon is the process named.
     let mut daemon = Daemon(

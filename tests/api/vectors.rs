@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use steerhook::clock::ManualClock;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 #[derive(Debug, Deserialize)]
 struct Vectors {
@@ -69,13 +69,13 @@ async fn check_over_http(cases: &[Case]) {
     }
     let mut failures = Vec::new();
     for ((secrets, tolerance_secs, now), group) in groups {
-        let app = spawn_app_with(AppOptions {
-            secrets,
-            tolerance_secs,
-            clock: ManualClock::at_unix_secs(now),
-            ..AppOptions::default()
-        })
-        .await;
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let app = TestApp::builder()
+            .secrets(&secrets)
+            .tolerance_secs(tolerance_secs)
+            .clock(ManualClock::at_unix_secs(now))
+            .spawn()
+            .await;
         for case in group {
             let body = hex::decode(&case.body_hex).expect("body_hex is hex");
             let resp = app

@@ -4,44 +4,58 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
-#[tokio::test]
-async fn webhook_returns_202_with_the_event_id_for_a_signed_run_event() {
-    let app = spawn_app().await;
-    let resp = app
-        .post_signed(&run_event("run.succeeded", "evt_1", "run_1"))
-        .await;
-    assert_eq!(resp.status().as_u16(), 202);
-    let body = json_body(resp).await;
-    assert_eq!(
-        body,
-        serde_json::json!({"status": "accepted", "id": "evt_1"})
-    );
-    assert_eq!(app.event_count(), 1);
+crate::backends! {
+    #[tokio::test]
+    async fn webhook_returns_202_with_the_event_id_for_a_signed_run_event(backend) {
+        let app = TestApp::builder().backend(backend).spawn().await;
+        let resp = app
+            .post_signed(&run_event("run.succeeded", "evt_1", "run_1"))
+            .await;
+        assert_eq!(resp.status().as_u16(), 202);
+        let body = json_body(resp).await;
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "accepted", "id": "evt_1"})
+        );
+        assert_eq!(app.db().count_rows("events"), 1);
+    }
+
+    #[tokio::test]
+    async fn webhook_returns_200_duplicate_with_the_first_id_for_the_same_delivery(backend) {
+        let app = TestApp::builder().backend(backend).spawn().await;
+        let body = run_event("run.failed", "evt_first", "run_dup");
+        assert_eq!(app.post_signed(&body).await.status().as_u16(), 202);
+        let resp = app.post_signed(&body).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(
+            json_body(resp).await,
+            serde_json::json!({"status": "duplicate", "id": "evt_first"})
+        );
+        assert_eq!(app.db().count_rows("events"), 1);
+    }
 }
 
 #[tokio::test]
 async fn webhook_returns_413_when_content_length_is_over_max_body_bytes() {
-    let app = spawn_app_with(AppOptions {
-        server: "max_body_bytes = 4096".into(),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .server("max_body_bytes = 4096")
+        .spawn()
+        .await;
     let body = vec![b'x'; 8192];
     let resp = app.post_signed(&body).await;
     assert_error(resp, 413, "PAYLOAD_TOO_LARGE").await;
-    assert_eq!(app.event_count(), 0, "nothing stored");
-    assert_eq!(app.quarantine_count(), 0, "nothing quarantined");
+    assert_eq!(app.db().count_rows("events"), 0, "nothing stored");
+    assert_eq!(app.db().count_rows("quarantine"), 0, "nothing quarantined");
 }
 
 #[tokio::test]
 async fn webhook_accepts_a_body_of_exactly_max_body_bytes() {
-    let app = spawn_app_with(AppOptions {
-        server: "max_body_bytes = 4096".into(),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .server("max_body_bytes = 4096")
+        .spawn()
+        .await;
     let mut body = run_event("run.succeeded", "evt_edge", "run_edge");
     // Pad the JSON object with whitespace up to the limit exactly.
     body.extend(std::iter::repeat_n(b' ', 4096 - body.len()));
@@ -52,11 +66,10 @@ async fn webhook_accepts_a_body_of_exactly_max_body_bytes() {
 
 #[tokio::test]
 async fn webhook_checks_the_size_before_the_signature() {
-    let app = spawn_app_with(AppOptions {
-        server: "max_body_bytes = 4096".into(),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .server("max_body_bytes = 4096")
+        .spawn()
+        .await;
     let resp = app.post_webhook(&vec![b'x'; 8192], None).await;
     assert_error(resp, 413, "PAYLOAD_TOO_LARGE").await;
 }
@@ -67,11 +80,10 @@ async fn webhook_checks_the_size_before_the_signature() {
 /// crate, so the request is written by hand on a real socket.
 #[tokio::test]
 async fn webhook_returns_413_when_a_chunked_body_grows_past_max_body_bytes() {
-    let app = spawn_app_with(AppOptions {
-        server: "max_body_bytes = 4096\nbody_timeout_ms = 30000".into(),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .server("max_body_bytes = 4096\nbody_timeout_ms = 30000")
+        .spawn()
+        .await;
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let head = format!(
         "POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
@@ -92,8 +104,8 @@ async fn webhook_returns_413_when_a_chunked_body_grows_past_max_body_bytes() {
     assert_eq!(status, 413, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["code"], "PAYLOAD_TOO_LARGE");
-    assert_eq!(app.event_count(), 0);
-    assert_eq!(app.quarantine_count(), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
+    assert_eq!(app.db().count_rows("quarantine"), 0);
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length: (status, body).
@@ -133,29 +145,29 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[tokio::test]
 async fn webhook_returns_401_when_the_signature_header_is_missing() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let resp = app
         .post_webhook(&run_event("run.succeeded", "e", "r"), None)
         .await;
     assert_error(resp, 401, "SIGNATURE_MISSING").await;
-    assert_eq!(app.event_count(), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
 }
 
 #[tokio::test]
 async fn webhook_returns_401_when_the_signature_header_is_malformed() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     for header in ["v1=abcd", "t=1,v1=zz", "t=,v1=00", "nonsense"] {
         let resp = app
             .post_webhook(&run_event("run.succeeded", "e", "r"), Some(header))
             .await;
         assert_error(resp, 401, "SIGNATURE_MALFORMED").await;
     }
-    assert_eq!(app.event_count(), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
 }
 
 #[tokio::test]
 async fn webhook_returns_401_when_timestamp_is_outside_tolerance() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = run_event("run.succeeded", "evt_t", "run_t");
     for t in [NOW_SECS - 301, NOW_SECS + 301] {
         let header = steerhook::signature::sign(SECRET, t, &body);
@@ -170,10 +182,10 @@ async fn webhook_returns_401_when_timestamp_is_outside_tolerance() {
 
 #[tokio::test]
 async fn webhook_uses_the_app_clock_for_the_tolerance() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = run_event("run.succeeded", "evt_c", "run_c");
     let header = app.signature(&body);
-    app.clock.advance(Duration::from_secs(301));
+    app.advance(Duration::from_secs(301));
     assert_error(
         app.post_webhook(&body, Some(&header)).await,
         401,
@@ -184,7 +196,7 @@ async fn webhook_uses_the_app_clock_for_the_tolerance() {
 
 #[tokio::test]
 async fn webhook_returns_401_when_no_signature_matches() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = run_event("run.succeeded", "evt_m", "run_m");
     let header = steerhook::signature::sign("whsec_someone_else", NOW_SECS, &body);
     assert_error(
@@ -193,12 +205,12 @@ async fn webhook_returns_401_when_no_signature_matches() {
         "SIGNATURE_MISMATCH",
     )
     .await;
-    assert_eq!(app.event_count(), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
 }
 
 #[tokio::test]
 async fn webhook_never_parses_or_keeps_an_unsigned_body() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let header = steerhook::signature::sign("whsec_wrong", NOW_SECS, b"not json");
     assert_error(
         app.post_webhook(b"not json", Some(&header)).await,
@@ -206,21 +218,24 @@ async fn webhook_never_parses_or_keeps_an_unsigned_body() {
         "SIGNATURE_MISMATCH",
     )
     .await;
-    assert_eq!(app.quarantine_count(), 0, "an unsigned body is not kept");
+    assert_eq!(
+        app.db().count_rows("quarantine"),
+        0,
+        "an unsigned body is not kept"
+    );
 }
 
 #[tokio::test]
 async fn webhook_returns_400_and_quarantines_a_signed_body_that_is_not_json() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     // Not UTF-8 either: the quarantine keeps bytes, not text.
     let body: &[u8] = b"definitely {not json\xff\x00\r\n";
     assert_error(app.post_signed(body).await, 400, "PAYLOAD_INVALID").await;
     let (stored, signed_at, reason, client): (Vec<u8>, i64, String, Option<String>) = app
         .db()
-        .query_row(
+        .query_opt(
             "SELECT body, signed_at, reason, client_addr FROM quarantine",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            &[],
         )
         .expect("one quarantined row");
     assert_eq!(stored, body, "the exact raw bytes");
@@ -232,12 +247,12 @@ async fn webhook_returns_400_and_quarantines_a_signed_body_that_is_not_json() {
             .is_some_and(|c| c.starts_with("127.0.0.1:")),
         "client {client:?}"
     );
-    assert_eq!(app.event_count(), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
 }
 
 #[tokio::test]
 async fn webhook_returns_400_for_each_unusable_signed_payload() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let cases: [(&str, &[u8]); 5] = [
         ("a JSON array", br#"[{"type":"run.succeeded","runId":"r"}]"#),
         ("a JSON string", br#""run.succeeded""#),
@@ -256,37 +271,33 @@ async fn webhook_returns_400_for_each_unusable_signed_payload() {
         assert_eq!(resp.status().as_u16(), 400, "case {what}");
         assert_error(resp, 400, "PAYLOAD_INVALID").await;
         assert_eq!(
-            app.quarantine_count(),
+            app.db().count_rows("quarantine"),
             i as i64 + 1,
             "case {what} is quarantined"
         );
     }
     let bodies: Vec<Vec<u8>> = app
         .db()
-        .prepare("SELECT body FROM quarantine ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .query("SELECT body FROM quarantine ORDER BY id", &[]);
     let want: Vec<Vec<u8>> = cases.iter().map(|(_, b)| b.to_vec()).collect();
     assert_eq!(bodies, want);
-    assert_eq!(app.event_count(), 0);
+    assert_eq!(app.db().count_rows("events"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_accepts_numbers_beyond_f64_and_hands_their_text_to_the_hook_unchanged() {
-    let out = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(AppOptions {
-        tail: format!(
-            "[[hook]]\nname = \"save\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\n\
-             command = [\"/bin/sh\", \"-c\", \"cat > \\\"$OUT/doc.json\\\"\"]\n\
-             env = {{ OUT = {} }}\n",
-            toml_string(&out.path().display().to_string())
-        ),
-        ..AppOptions::default()
-    })
-    .await;
+    let sandbox = Sandbox::new();
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .hook(&sandbox.shell_hook_with(
+            "save",
+            &["run.succeeded"],
+            &["/bin/sh", "-c", "cat > \"$OUT/doc.json\""],
+            &[],
+            "",
+        ))
+        .spawn()
+        .await;
     let digits = "7".repeat(5_000);
     let body = format!(
         r#"{{"type":"run.succeeded","id":"evt_big","data":{{"run":{{"id":"run_big"}}}},"huge":1e99999,"long":{digits},"tiny":-1E-99999,"exact":0.1000000000000000000000000000001}}"#
@@ -298,23 +309,16 @@ async fn webhook_accepts_numbers_beyond_f64_and_hands_their_text_to_the_hook_unc
         "{}",
         resp.text().await.unwrap()
     );
-    let stored: Vec<u8> = app
-        .db()
-        .query_row("SELECT body FROM events WHERE id = 'evt_big'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let stored: Vec<u8> = app.db().event_body("evt_big");
     assert_eq!(stored, body.as_bytes(), "the stored body is the raw body");
     // Done: the hook has exited, so its file is complete.
     poll_until(DEADLINE, "the delivery", || {
         app.db()
-            .query_row("SELECT status FROM events WHERE id = 'evt_big'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .is_ok_and(|s| s == "done")
+            .event_status_opt("evt_big")
+            .is_some_and(|s| s == "done")
     })
     .await;
-    let doc = std::fs::read_to_string(out.path().join("doc.json")).unwrap();
+    let doc = sandbox.read_out_string("doc.json");
     for number in [
         "\"huge\":1e99999",
         &format!("\"long\":{digits}"),
@@ -331,7 +335,7 @@ async fn webhook_accepts_numbers_beyond_f64_and_hands_their_text_to_the_hook_unc
 
 #[tokio::test]
 async fn webhook_refuses_a_body_nested_deeper_than_the_limit_with_a_message_saying_so() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let depth = 200;
     let body = format!(
         r#"{{"type":"run.succeeded","runId":"run_deep","deep":{}{}}}"#,
@@ -349,12 +353,16 @@ async fn webhook_refuses_a_body_nested_deeper_than_the_limit_with_a_message_sayi
         message.contains("nest deeper than 127 levels") && !message.contains("not valid JSON"),
         "{message}"
     );
-    assert_eq!(app.quarantine_count(), 1, "the body is quarantined");
+    assert_eq!(
+        app.db().count_rows("quarantine"),
+        1,
+        "the body is quarantined"
+    );
 }
 
 #[tokio::test]
 async fn webhook_returns_200_ignored_for_another_event_type() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let body = br#"{"id":"evt_x","type":"scraper.updated","data":{"id":"scr_1"}}"#;
     let resp = app.post_signed(body).await;
     assert_eq!(resp.status().as_u16(), 200);
@@ -362,30 +370,16 @@ async fn webhook_returns_200_ignored_for_another_event_type() {
         json_body(resp).await,
         serde_json::json!({"status": "ignored"})
     );
-    assert_eq!(app.event_count(), 0);
-    assert_eq!(app.quarantine_count(), 0);
-}
-
-#[tokio::test]
-async fn webhook_returns_200_duplicate_with_the_first_id_for_the_same_delivery() {
-    let app = spawn_app().await;
-    let body = run_event("run.failed", "evt_first", "run_dup");
-    assert_eq!(app.post_signed(&body).await.status().as_u16(), 202);
-    let resp = app.post_signed(&body).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(
-        json_body(resp).await,
-        serde_json::json!({"status": "duplicate", "id": "evt_first"})
-    );
-    assert_eq!(app.event_count(), 1);
+    assert_eq!(app.db().count_rows("events"), 0);
+    assert_eq!(app.db().count_rows("quarantine"), 0);
 }
 
 #[tokio::test]
 async fn webhook_returns_the_first_id_when_the_sender_retries_with_a_new_id_and_timestamp() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let first = run_event("run.succeeded", "evt_try1", "run_retried");
     assert_eq!(app.post_signed(&first).await.status().as_u16(), 202);
-    app.clock.advance(Duration::from_secs(60));
+    app.advance(Duration::from_secs(60));
     let retry = run_event("run.succeeded", "evt_try2", "run_retried");
     let resp = app.post_signed(&retry).await;
     assert_eq!(resp.status().as_u16(), 200);
@@ -395,12 +389,7 @@ async fn webhook_returns_the_first_id_when_the_sender_retries_with_a_new_id_and_
     );
     let (n, id, signed_at): (i64, String, i64) = app
         .db()
-        .query_row(
-            "SELECT count(*), min(id), min(signed_at) FROM events",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+        .query_one("SELECT count(*), min(id), min(signed_at) FROM events", &[]);
     assert_eq!(
         (n, id.as_str(), signed_at),
         (1, "evt_try1", NOW_SECS as i64)
@@ -408,12 +397,12 @@ async fn webhook_returns_the_first_id_when_the_sender_retries_with_a_new_id_and_
     // The same run with the other type is another event.
     let other = run_event("run.failed", "evt_try3", "run_retried");
     assert_eq!(app.post_signed(&other).await.status().as_u16(), 202);
-    assert_eq!(app.event_count(), 2);
+    assert_eq!(app.db().count_rows("events"), 2);
 }
 
 #[tokio::test]
 async fn healthz_returns_200_ok_while_the_database_answers() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let resp = app.get("/healthz").await;
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(json_body(resp).await, serde_json::json!({"status": "ok"}));
@@ -421,7 +410,7 @@ async fn healthz_returns_200_ok_while_the_database_answers() {
 
 #[tokio::test]
 async fn an_unknown_path_returns_404_not_found_as_json() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     assert_error(app.get("/nope").await, 404, "NOT_FOUND").await;
     let resp = app
         .client
@@ -435,7 +424,7 @@ async fn an_unknown_path_returns_404_not_found_as_json() {
 
 #[tokio::test]
 async fn a_wrong_method_on_a_known_path_returns_405_method_not_allowed_as_json() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let cases = [
         (reqwest::Method::GET, WEBHOOK_PATH),
         (reqwest::Method::PUT, WEBHOOK_PATH),
@@ -457,7 +446,7 @@ async fn a_wrong_method_on_a_known_path_returns_405_method_not_allowed_as_json()
 
 #[tokio::test]
 async fn the_app_stops_cleanly_when_its_token_is_cancelled() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     assert_eq!(app.get("/healthz").await.status().as_u16(), 200);
     app.stop().await;
 }

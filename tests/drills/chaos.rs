@@ -19,8 +19,7 @@ use serde_json::json;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::*;
-use crate::support::smtp::SmtpServer;
+use crate::support::prelude::*;
 
 /// Counts of what the fake did.
 #[derive(Default)]
@@ -39,19 +38,15 @@ impl Respond for ChaosApi {
         let f = &self.0;
         f.calls.fetch_add(1, Ordering::Relaxed);
         let roll: f64 = rand::thread_rng().gen();
-        let error = |status: u16, code: &str| {
-            ResponseTemplate::new(status)
-                .set_body_json(json!({"error": format!("fake {code}"), "code": code}))
-        };
         if roll < 0.10 {
             f.errors_500.fetch_add(1, Ordering::Relaxed);
-            return error(500, "CLOUD_INTERNAL_ERROR");
+            return api_error(500, "CLOUD_INTERNAL_ERROR");
         }
         if roll < 0.18 {
             f.rate_limited.fetch_add(1, Ordering::Relaxed);
             // Retry-After: 1 pauses every fetch for a real second: one in four.
             let wait = if roll < 0.12 { "1" } else { "0" };
-            return error(429, "CLOUD_RATE_LIMITED").insert_header("retry-after", wait);
+            return api_error(429, "CLOUD_RATE_LIMITED").insert_header("retry-after", wait);
         }
         if roll < 0.22 {
             f.hangs.fetch_add(1, Ordering::Relaxed);
@@ -117,23 +112,25 @@ async fn run_chaos(plan: Plan) {
         max = plan.backoff_max_secs,
         api = toml_str(&api.uri()),
         port = smtp.port(),
-        log = toml_str(&sandbox.path("etl.log").display().to_string()),
+        log = toml_str(&sandbox.out().join("etl.log").display().to_string()),
     );
-    let app = TestApp::spawn(&sandbox.config("127.0.0.1:0", "", &rest)).await;
-    let url = app.webhook_url();
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .system_clock()
+        .tail(&rest)
+        .spawn()
+        .await;
     let ids: Vec<String> = stream::iter(0..plan.events)
         .map(|i| {
-            let (client, url) = (app.client.clone(), url.clone());
+            let webhook = app.webhook();
             async move {
-                let (status, _, text) = post_signed(
-                    &client,
-                    &url,
-                    &run_body("run.failed", &format!("chaos_{i:04}")),
-                )
-                .await
-                .expect("answered");
-                assert_eq!(status, 202, "{text}");
-                format!("evt_chaos_{i:04}")
+                let id = format!("evt_chaos_{i:04}");
+                let answer = webhook
+                    .try_post_signed(run_event("run.failed", &id, &format!("chaos_{i:04}")))
+                    .await
+                    .expect("answered");
+                assert_eq!(answer.status, 202, "{}", answer.text);
+                id
             }
         })
         .buffer_unordered(16)
@@ -145,54 +142,48 @@ async fn run_chaos(plan: Plan) {
     let back_at = started + plan.smtp_down;
     // The outage's own length, not a synchronisation.
     tokio::time::sleep_until(back_at.into()).await;
-    let mail_attempts_while_down = count(
-        &db,
+    let mail_attempts_while_down = db.count(
         "SELECT count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE j.hook = 'mail'",
     );
     smtp.restart()
         .await
         .expect("the SMTP server comes back on its port");
     wait_for(plan.deadline, "every event done", || {
-        (count(&db, "SELECT count(*) FROM events WHERE status <> 'done'") == 0).then_some(())
+        (db.count("SELECT count(*) FROM events WHERE status <> 'done'") == 0).then_some(())
     })
     .await;
     app.stop().await;
     let took = started.elapsed();
 
     let n = plan.events as i64;
-    assert_eq!(count(&db, "SELECT count(*) FROM events"), n);
+    assert_eq!(db.count("SELECT count(*) FROM events"), n);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM jobs WHERE state <> 'succeeded'"),
+        db.count("SELECT count(*) FROM jobs WHERE state <> 'succeeded'"),
         0,
         "every fetch and delivery succeeded"
     );
     for hook in ["etl", "mail"] {
         assert_eq!(
-            count(
-                &db,
-                &format!("SELECT count(DISTINCT event_seq) FROM jobs WHERE kind = 'deliver' AND hook = '{hook}' AND state = 'succeeded'")
+            db.count(&format!("SELECT count(DISTINCT event_seq) FROM jobs WHERE kind = 'deliver' AND hook = '{hook}' AND state = 'succeeded'")
             ),
             n,
             "one succeeded {hook} delivery per event"
         );
         assert_eq!(
-            count(
-                &db,
-                &format!("SELECT count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE j.hook = '{hook}' AND a.outcome = 'ok'")
+            db.count(&format!("SELECT count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE j.hook = '{hook}' AND a.outcome = 'ok'")
             ),
             n,
             "one successful {hook} attempt per event"
         );
     }
     assert_eq!(
-        count(
-            &db,
+        db.count(
             "SELECT count(*) FROM events WHERE run_json IS NULL OR enrichment_error IS NOT NULL"
         ),
         0,
         "every run was fetched in the end"
     );
-    let ran = sandbox.lines("etl.log");
+    let ran = sandbox.out_lines("etl.log");
     assert_eq!(ran.len(), plan.events, "the shell hook ran once per event");
     assert_eq!(
         ran.iter().collect::<HashSet<_>>(),
@@ -240,8 +231,8 @@ async fn run_chaos(plan: Plan) {
         plan.smtp_down,
         messages.len(),
         message_ids.len(),
-        count(&db, "SELECT count(*) FROM attempts WHERE outcome = 'retry'"),
-        count(&db, "SELECT count(*) FROM attempts WHERE outcome = 'ok'"),
+        db.count("SELECT count(*) FROM attempts WHERE outcome = 'retry'"),
+        db.count("SELECT count(*) FROM attempts WHERE outcome = 'ok'"),
     );
 }
 

@@ -5,107 +5,84 @@
 //! attempt. `scripts/crash-drill.sh` does 20 such cycles at 500 req/s.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 
-use crate::helpers::*;
+use crate::support::prelude::*;
+
+/// How long the daemon may take to serve after a start.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(15);
 
 const ACKED_BEFORE_KILL: usize = 100;
 const MAX_POSTS: usize = 400;
 
-fn hooks(sandbox: &Sandbox) -> String {
+/// Two hooks, one of them slow, that log each attempt to `$OUT/<name>.log`.
+fn crash_config(sandbox: &Sandbox, listen: SocketAddr) -> Config {
     let hook = |name: &str, sleep: &str| {
-        format!(
-            "[[hook]]\nname = \"{name}\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\n\
-             command = [\"/bin/sh\", \"-c\", \"{sleep}echo \\\"$STEERHOOK_EVENT_ID $STEERHOOK_ATTEMPT\\\" >> \\\"$HOOK_LOG\\\"\"]\n\
-             env = {{ HOOK_LOG = {} }}\nconcurrency = 4\ntimeout_secs = 30\nkill_grace_secs = 1\n",
-            toml_str(&sandbox.path(&format!("{name}.log")).display().to_string())
+        sandbox.shell_hook_with(
+            name,
+            &["run.succeeded"],
+            &[
+                "/bin/sh",
+                "-c",
+                &format!(
+                    "{sleep}echo \"$STEERHOOK_EVENT_ID $STEERHOOK_ATTEMPT\" >> \"$OUT/{name}.log\""
+                ),
+            ],
+            &[],
+            "concurrency = 4\ntimeout_secs = 30\nkill_grace_secs = 1",
         )
     };
-    format!(
-        "[queue]\nconcurrency = 8\nbackoff_base_secs = 1\nbackoff_max_secs = 1\n[log]\nlevel = \"warn\"\n{}{}",
-        hook("fast", ""),
-        hook("slow", "sleep 0.1; ")
-    )
-}
-
-fn serve(config: &std::path::Path) -> Child {
-    Command::new(steerhook_bin())
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .env_remove("STEERHOOK_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start steerhook serve")
-}
-
-async fn wait_healthy(client: &reqwest::Client, port: u16) {
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    wait_for_async(
-        Duration::from_secs(15),
-        "the daemon to answer /healthz",
-        || {
-            let probe = client.get(&url).send();
-            async move {
-                probe
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(drop)
-            }
-        },
-    )
-    .await;
+    Config::default()
+        .listen(listen)
+        .lines(
+            "queue",
+            "concurrency = 8\nbackoff_base_secs = 1\nbackoff_max_secs = 1",
+        )
+        .lines("log", "level = \"warn\"")
+        .hook(&hook("fast", ""))
+        .hook(&hook("slow", "sleep 0.1; "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kill_9_under_load_loses_no_acknowledged_event_and_interrupted_hooks_run_again() {
     let sandbox = Sandbox::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = sandbox.path("steerhook.toml");
-    std::fs::write(
-        &config,
-        sandbox.config(&format!("127.0.0.1:{port}"), "", &hooks(&sandbox)),
-    )
-    .unwrap();
-    let client = http_client();
-    let url = format!("http://127.0.0.1:{port}{WEBHOOK_PATH}");
+    let addr = free_addr();
+    let config = sandbox.write_config(&crash_config(&sandbox, addr));
+    let webhook = Webhook::to(&format!("http://{addr}{WEBHOOK_PATH}"));
 
-    let daemon = Arc::new(Mutex::new(serve(&config)));
-    wait_healthy(&client, port).await;
+    let daemon = Arc::new(Mutex::new(Daemon::spawn(serve_command(&config))));
+    wait_healthy(addr, HEALTHY_WITHIN).await;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let n_acked = Arc::new(AtomicUsize::new(0));
     stream::iter(0..MAX_POSTS)
         .map(|i| {
-            let (client, url, acked, n_acked, daemon) = (
-                client.clone(),
-                url.clone(),
+            let (webhook, acked, n_acked, daemon) = (
+                webhook.clone(),
                 acked.clone(),
                 n_acked.clone(),
                 daemon.clone(),
             );
             async move {
-                let body = run_body("run.succeeded", &format!("kill_{i:04}"));
-                if let Some((status, _, text)) = post_signed(&client, &url, &body).await {
-                    if (200..300).contains(&status) {
-                        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let body = run_event(
+                    "run.succeeded",
+                    &format!("evt_kill_{i:04}"),
+                    &format!("kill_{i:04}"),
+                );
+                if let Some(answer) = webhook.try_post_signed(&body).await {
+                    if (200..300).contains(&answer.status) {
+                        let v = answer.json();
                         acked
                             .lock()
                             .unwrap()
                             .push(v["id"].as_str().unwrap().to_owned());
                         if n_acked.fetch_add(1, Ordering::SeqCst) + 1 == ACKED_BEFORE_KILL {
                             // std's Child::kill is SIGKILL.
-                            daemon.lock().unwrap().kill().expect("kill -9");
+                            daemon.lock().unwrap().0.kill().expect("kill -9");
                         }
                     }
                 }
@@ -117,6 +94,7 @@ async fn a_kill_9_under_load_loses_no_acknowledged_event_and_interrupted_hooks_r
     daemon
         .lock()
         .unwrap()
+        .0
         .wait()
         .expect("reap the killed daemon");
     let acked: Vec<String> = acked.lock().unwrap().clone();
@@ -127,58 +105,42 @@ async fn a_kill_9_under_load_loses_no_acknowledged_event_and_interrupted_hooks_r
     );
 
     let db = sandbox.db();
-    let integrity: String = db
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity = db.integrity_check();
     assert_eq!(integrity, "ok");
-    let stored: HashSet<String> = db
-        .prepare("SELECT id FROM events")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let stored: HashSet<String> = db.query("SELECT id FROM events", &[]).into_iter().collect();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
-    let interrupted = count(&db, "SELECT count(*) FROM jobs WHERE state = 'running'");
+    let interrupted = db.count("SELECT count(*) FROM jobs WHERE state = 'running'");
     assert!(interrupted > 0, "the kill landed while hooks ran");
 
     // Restart and drain.
-    let mut daemon = serve(&config);
-    wait_healthy(&client, port).await;
+    let daemon = Daemon::spawn(serve_command(&config));
+    wait_healthy(addr, HEALTHY_WITHIN).await;
     wait_for(Duration::from_secs(60), "the queue to drain", || {
-        (unfinished_jobs(&db) == 0).then_some(())
+        (db.unfinished_jobs() == 0).then_some(())
     })
     .await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(daemon.wait().unwrap().success(), "exit 0 on SIGTERM");
+    daemon.sigterm();
+    let mut daemon = daemon;
+    assert!(daemon.0.wait().unwrap().success(), "exit 0 on SIGTERM");
 
     let n = stored.len() as i64;
     assert_eq!(
-        count(&db, "SELECT count(*) FROM events WHERE status = 'done'"),
+        db.count("SELECT count(*) FROM events WHERE status = 'done'"),
         n
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
+        db.count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
         2 * n
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM attempts WHERE outcome = 'interrupted'"
-        ),
+        db.count("SELECT count(*) FROM attempts WHERE outcome = 'interrupted'"),
         interrupted,
         "one 'interrupted' attempt per job the kill cut off"
     );
     // Each job: exactly one 'ok', and it is its last attempt.
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM jobs j WHERE
+        db.count("SELECT count(*) FROM jobs j WHERE
                (SELECT count(*) FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'ok') <> 1
                OR (SELECT outcome FROM attempts a WHERE a.job_id = j.id ORDER BY a.id DESC LIMIT 1) <> 'ok'"
         ),
@@ -186,7 +148,7 @@ async fn a_kill_9_under_load_loses_no_acknowledged_event_and_interrupted_hooks_r
     );
     for hook in ["fast.log", "slow.log"] {
         let ran: HashSet<String> = sandbox
-            .lines(hook)
+            .out_lines(hook)
             .iter()
             .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
             .collect();

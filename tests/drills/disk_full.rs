@@ -7,18 +7,19 @@
 
 use futures_util::future::join_all;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 const N: usize = 20;
 
 async fn post_all(app: &TestApp, bodies: &[Vec<u8>]) -> Vec<(u16, Option<String>, String)> {
-    let url = app.webhook_url();
     join_all(bodies.iter().map(|b| {
-        let (client, url) = (app.client.clone(), url.clone());
+        let webhook = app.webhook();
         async move {
-            post_signed(&client, &url, b)
+            let answer = webhook
+                .try_post_signed(b)
                 .await
-                .expect("the request is answered")
+                .expect("the request is answered");
+            (answer.status, answer.retry_after, answer.text)
         }
     }))
     .await
@@ -29,15 +30,25 @@ async fn every_request_of_a_failed_group_commit_gets_503_and_all_succeed_once_th
     let sandbox = Sandbox::new();
     let hook = "[[hook]]\nname = \"etl\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\n\
                 command = [\"/bin/true\"]\n";
-    let app = TestApp::spawn(&sandbox.config("127.0.0.1:0", "", hook)).await;
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .system_clock()
+        .hook(hook)
+        .spawn()
+        .await;
     let db = sandbox.db();
     db.execute_batch(
         "CREATE TRIGGER sabotage BEFORE INSERT ON events
          BEGIN SELECT RAISE(FAIL, 'database or disk is full (sabotage)'); END;",
-    )
-    .unwrap();
+    );
     let bodies: Vec<Vec<u8>> = (0..N)
-        .map(|i| run_body("run.succeeded", &format!("full_{i:02}")))
+        .map(|i| {
+            run_event(
+                "run.succeeded",
+                &format!("evt_full_{i:02}"),
+                &format!("full_{i:02}"),
+            )
+        })
         .collect();
 
     let answers = post_all(&app, &bodies).await;
@@ -52,23 +63,19 @@ async fn every_request_of_a_failed_group_commit_gets_503_and_all_succeed_once_th
         );
         assert!(text.contains("STORAGE_UNAVAILABLE"), "request {i}: {text}");
     }
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM events"),
-        0,
-        "nothing stored"
-    );
-    assert_eq!(count(&db, "SELECT count(*) FROM jobs"), 0, "no job stored");
+    assert_eq!(db.count("SELECT count(*) FROM events"), 0, "nothing stored");
+    assert_eq!(db.count("SELECT count(*) FROM jobs"), 0, "no job stored");
 
     // The disk has room again: every sender's retry is taken, no restart.
-    db.execute_batch("DROP TRIGGER sabotage").unwrap();
+    db.execute_batch("DROP TRIGGER sabotage");
     let answers = post_all(&app, &bodies).await;
     for (i, (status, _, text)) in answers.iter().enumerate() {
         assert_eq!(*status, 202, "retry {i}: {text}");
         assert!(text.contains("accepted"), "retry {i}: {text}");
     }
-    assert_eq!(count(&db, "SELECT count(*) FROM events"), N as i64);
+    assert_eq!(db.count("SELECT count(*) FROM events"), N as i64);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM jobs WHERE kind = 'deliver'"),
+        db.count("SELECT count(*) FROM jobs WHERE kind = 'deliver'"),
         N as i64,
         "each event stored with its job"
     );

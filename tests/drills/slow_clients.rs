@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
 
 const HEADER_MS: u64 = 500;
 const BODY_MS: u64 = 800;
@@ -61,7 +61,13 @@ async fn trickling_clients_are_cut_at_their_timeouts_while_signed_requests_are_a
     let sandbox = Sandbox::new();
     let server =
         format!("header_timeout_ms = {HEADER_MS}\nbody_timeout_ms = {BODY_MS}\nworkers = 1");
-    let app = TestApp::spawn(&sandbox.config("127.0.0.1:0", &server, "")).await;
+    let app = TestApp::builder()
+        .sandbox(&sandbox)
+        .system_clock()
+        .server(&server)
+        .spawn()
+        .await;
+    let webhook = app.webhook();
     let heads: Vec<_> = (0..TRICKLERS)
         .map(|_| tokio::spawn(trickle(app.addr, false)))
         .collect();
@@ -72,14 +78,15 @@ async fn trickling_clients_are_cut_at_their_timeouts_while_signed_requests_are_a
     // One worker thread, 16 trickling connections: signed requests still pass.
     for i in 0..20 {
         let started = Instant::now();
-        let (status, _, text) = post_signed(
-            &app.client,
-            &app.webhook_url(),
-            &run_body("run.succeeded", &format!("slow_{i}")),
-        )
-        .await
-        .expect("answered");
-        assert_eq!(status, 202, "{text}");
+        let answer = webhook
+            .try_post_signed(run_event(
+                "run.succeeded",
+                &format!("evt_slow_{i}"),
+                &format!("slow_{i}"),
+            ))
+            .await
+            .expect("answered");
+        assert_eq!(answer.status, 202, "{}", answer.text);
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "signed request {i} took {:?}",
@@ -114,10 +121,10 @@ async fn trickling_clients_are_cut_at_their_timeouts_while_signed_requests_are_a
     }
     let db = sandbox.db();
     assert_eq!(
-        count(&db, "SELECT count(*) FROM events"),
+        db.count("SELECT count(*) FROM events"),
         20,
         "only the signed events"
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM quarantine"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM quarantine"), 0);
     app.stop().await;
 }

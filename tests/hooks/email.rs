@@ -8,27 +8,25 @@ use steerhook::store::JobNext;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{
-    attempts_of, delivery_job, event_status, toml_str, unique, Sandbox, TestApp, Worker,
-};
-use crate::support::smtp::SmtpServer;
+use crate::app_on;
+use crate::support::prelude::*;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-/// `[smtp]` for the test server, and one e-mail hook for `run.failed`.
-fn mail_config(sandbox: &Sandbox, smtp_port: u16, more: &str) -> String {
-    sandbox.config(&format!(
-        "[queue]\nbackoff_base_secs = 1\n\
-         [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
-         from = \"steerhook <steerhook@example.test>\"\ntimeout_secs = 5\n\
-         {more}\n\
-         [[hook]]\nname = \"ops-mail\"\nkind = \"email\"\nevents = [\"run.failed\"]\n\
-         to = [\"ops@example.com\"]\nlog_lines = 3\n"
-    ))
+/// `[smtp]` for the test server, and one e-mail hook for `run.failed`; the
+/// worker stepped.
+fn mail_app(sandbox: &Sandbox, smtp_port: u16) -> TestAppBuilder {
+    app_on(sandbox)
+        .queue("backoff_base_secs = 1")
+        .smtp(smtp_port)
+        .hook(
+            "[[hook]]\nname = \"ops-mail\"\nkind = \"email\"\nevents = [\"run.failed\"]\n\
+             to = [\"ops@example.com\"]\nlog_lines = 3\n",
+        )
+        .stepped()
 }
 
-fn failed_body(event_id: &str, run_id: &str) -> serde_json::Value {
+fn failed_body(event_id: &str, run_id: &str) -> String {
     json!({"type": "run.failed", "id": event_id, "data": {"runId": run_id, "status": "failed"}})
+        .to_string()
 }
 
 #[tokio::test]
@@ -58,15 +56,10 @@ async fn failed_run_is_mailed_with_subject_recipient_error_and_the_log_tail() {
         .mount(&api)
         .await;
     let sandbox = Sandbox::new();
-    let opensteer = format!(
-        "[opensteer]\nbase_url = {}\napi_key = \"osk_test\"\n",
-        toml_str(&api.uri())
-    );
-    let app = TestApp::spawn(
-        &mail_config(&sandbox, smtp.port(), &opensteer),
-        Worker::Stepped,
-    )
-    .await;
+    let app = mail_app(&sandbox, smtp.port())
+        .opensteer(&api.uri())
+        .spawn()
+        .await;
     app.post_accepted(&failed_body(&event_id, &run_id)).await;
 
     let (fetch, fetched) = app.step_ran().await;
@@ -76,13 +69,13 @@ async fn failed_run_is_mailed_with_subject_recipient_error_and_the_log_tail() {
     );
     let (deliver, delivered) = app.step_ran().await;
 
-    let attempts = attempts_of(&app.db(), deliver.id);
+    let attempts = app.db().attempts(deliver.id);
     assert_eq!(
         (deliver.kind.as_str(), delivered),
         ("deliver", JobNext::Succeeded),
         "attempts: {attempts:?}"
     );
-    let messages = smtp.wait_for_messages(1, WAIT).await;
+    let messages = smtp.wait_for_messages(1, DEADLINE).await;
     assert_eq!(messages.len(), 1);
     let message = &messages[0];
     assert_eq!(message.rcpt_to, ["ops@example.com"]);
@@ -104,14 +97,14 @@ async fn failed_run_is_mailed_with_subject_recipient_error_and_the_log_tail() {
     );
     assert!(body.contains(&event_id), "the event id: {body}");
     assert_eq!(attempts[0].outcome, "ok");
-    assert_eq!(event_status(&app.db(), &event_id), "done");
+    assert_eq!(app.db().event_status(&event_id), "done");
 }
 
 #[tokio::test]
 async fn mail_to_a_server_that_is_down_is_retried_and_delivered_once_when_it_is_back() {
     let mut smtp = SmtpServer::start().await;
     let sandbox = Sandbox::new();
-    let app = TestApp::spawn(&mail_config(&sandbox, smtp.port(), ""), Worker::Stepped).await;
+    let app = mail_app(&sandbox, smtp.port()).spawn().await;
     smtp.stop().await;
     let event_id = app
         .post_accepted(&failed_body(&unique("evt"), &unique("run")))
@@ -123,7 +116,7 @@ async fn mail_to_a_server_that_is_down_is_retried_and_delivered_once_when_it_is_
         matches!(first, JobNext::RetryAt(_)),
         "retried later: {first:?}"
     );
-    let attempts = attempts_of(&app.db(), job.id);
+    let attempts = app.db().attempts(job.id);
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, "retry");
     assert_eq!(attempts[0].error_code.as_deref(), Some("SMTP_TRANSIENT"));
@@ -133,7 +126,7 @@ async fn mail_to_a_server_that_is_down_is_retried_and_delivered_once_when_it_is_
     let (_, second) = app.step_ran().await;
 
     assert_eq!(second, JobNext::Succeeded);
-    let messages = smtp.wait_for_messages(1, WAIT).await;
+    let messages = smtp.wait_for_messages(1, DEADLINE).await;
     assert!(matches!(
         app.step().await,
         Outcome::Idle { next_due_at: None }
@@ -141,13 +134,10 @@ async fn mail_to_a_server_that_is_down_is_retried_and_delivered_once_when_it_is_
     assert_eq!(messages.len(), 1, "delivered exactly once");
     assert_eq!(smtp.messages().len(), 1, "delivered exactly once");
     let db = app.db();
-    let outcomes: Vec<_> = attempts_of(&db, job.id)
-        .into_iter()
-        .map(|a| a.outcome)
-        .collect();
+    let outcomes: Vec<_> = db.attempts(job.id).into_iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, ["retry", "ok"]);
-    assert_eq!(delivery_job(&db, &event_id, "ops-mail").state, "succeeded");
-    assert_eq!(event_status(&db, &event_id), "done");
+    assert_eq!(db.delivery_job(&event_id, "ops-mail").state, "succeeded");
+    assert_eq!(db.event_status(&event_id), "done");
 }
 
 #[tokio::test]
@@ -155,7 +145,7 @@ async fn mail_rejected_with_550_fails_the_delivery_with_the_servers_reply() {
     let smtp = SmtpServer::start().await;
     smtp.reject_rcpt("550 5.1.1 <ops@example.com>: Recipient address rejected: no such user");
     let sandbox = Sandbox::new();
-    let app = TestApp::spawn(&mail_config(&sandbox, smtp.port(), ""), Worker::Stepped).await;
+    let app = mail_app(&sandbox, smtp.port()).spawn().await;
     let event_id = app
         .post_accepted(&failed_body(&unique("evt"), &unique("run")))
         .await;
@@ -164,7 +154,7 @@ async fn mail_rejected_with_550_fails_the_delivery_with_the_servers_reply() {
 
     assert_eq!(next, JobNext::Failed, "a permanent refusal is not retried");
     let db = app.db();
-    let attempts = attempts_of(&db, job.id);
+    let attempts = db.attempts(job.id);
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, "failed");
     assert_eq!(attempts[0].error_code.as_deref(), Some("SMTP_PERMANENT"));
@@ -173,7 +163,7 @@ async fn mail_rejected_with_550_fails_the_delivery_with_the_servers_reply() {
         error.contains("no such user") && error.contains("550"),
         "attempts.error keeps the server's reply: {error}"
     );
-    let job_row = delivery_job(&db, &event_id, "ops-mail");
+    let job_row = db.delivery_job(&event_id, "ops-mail");
     assert_eq!(job_row.state, "failed");
     assert!(
         job_row
@@ -183,6 +173,6 @@ async fn mail_rejected_with_550_fails_the_delivery_with_the_servers_reply() {
         "jobs.last_error keeps the server's reply: {:?}",
         job_row.last_error
     );
-    assert_eq!(event_status(&db, &event_id), "failed");
+    assert_eq!(db.event_status(&event_id), "failed");
     assert!(smtp.messages().is_empty());
 }

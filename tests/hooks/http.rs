@@ -10,19 +10,15 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use steerhook::clock::Clock as _;
 use steerhook::dispatch::Outcome;
 use steerhook::store::JobNext;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::helpers::{
-    attempts_of, delivery_job, event_status, poll_until, toml_str, unique, Sandbox, TestApp,
-    Worker, DEADLINE,
-};
-use crate::support::poll::wait_for_async;
+use crate::support::prelude::*;
 use crate::support::tools::skip_or_fail;
+use crate::{app_on, succeeded_body};
 
 /// The receiver's Standard Webhooks secret (`whsec_` + base64 of 24 bytes).
 const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -40,10 +36,6 @@ fn http_hook(url: &str, extra: &str) -> String {
          headers = {{ \"X-Source\" = \"steerhook\" }}\nmax_attempts = 5\n{extra}\n",
         toml_str(url)
     )
-}
-
-fn succeeded_body(event_id: &str, run_id: &str) -> Value {
-    json!({"type": "run.succeeded", "id": event_id, "data": {"runId": run_id, "status": "succeeded"}})
 }
 
 /// The POSTs the receiver got, in order.
@@ -142,39 +134,6 @@ fn assert_verified(requests: &[Request]) {
     }
 }
 
-/// Runs the `steerhook` binary on `config` (a file), with no inherited
-/// `STEERHOOK*` variable; returns the exit code and stdout.
-fn cli(config: &Path, args: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerhook"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_str()
-            .is_some_and(|k| k.starts_with("STEERHOOK") || k == "CREDENTIALS_DIRECTORY")
-        {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run steerhook");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.code().is_some(),
-        "steerhook {args:?} died: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), stdout)
-}
-
-/// Writes `config` beside the sandbox's database.
-fn config_file(sandbox: &Sandbox, config: &str) -> PathBuf {
-    let path = sandbox.db().with_file_name("steerhook.toml");
-    std::fs::write(&path, config).expect("write the config");
-    path
-}
-
 #[tokio::test]
 async fn the_document_is_posted_signed_and_the_pypi_verifier_accepts_it() {
     let receiver = MockServer::start().await;
@@ -186,17 +145,21 @@ async fn the_document_is_posted_signed_and_the_pypi_verifier_accepts_it() {
         .await;
     let sandbox = Sandbox::new();
     let url = format!("{}/api/v1/dags/load/dagRuns", receiver.uri());
-    let app = TestApp::spawn(&sandbox.config(&http_hook(&url, "")), Worker::Stepped).await;
+    let app = app_on(&sandbox)
+        .tail(&http_hook(&url, ""))
+        .stepped()
+        .spawn()
+        .await;
     let (event_id, run_id) = (unique("evt"), unique("run"));
     // Larger than a read chunk, so the file is signed and sent in pieces.
-    let mut payload = succeeded_body(&event_id, &run_id);
+    let mut payload: Value = serde_json::from_str(&succeeded_body(&event_id, &run_id)).unwrap();
     payload["data"]["notes"] = json!("é".repeat(150_000));
-    app.post_accepted(&payload).await;
+    app.post_accepted(payload.to_string()).await;
 
     let (job, next) = app.step_ran().await;
 
     let db = app.db();
-    let attempts = attempts_of(&db, job.id);
+    let attempts = db.attempts(job.id);
     assert_eq!(next, JobNext::Succeeded, "attempts: {attempts:?}");
     let requests = posts(&receiver).await;
     assert_eq!(requests.len(), 1);
@@ -233,7 +196,7 @@ async fn the_document_is_posted_signed_and_the_pypi_verifier_accepts_it() {
         String::from_utf8_lossy(attempts[0].stdout.as_deref().unwrap_or_default()),
         "HTTP/1.1 200 OK\n{\"dag_run_id\":\"r1\"}"
     );
-    assert_eq!(event_status(&db, &event_id), "done");
+    assert_eq!(db.event_status(&event_id), "done");
     assert!(sandbox.payload_files_left().is_empty());
 }
 
@@ -258,12 +221,12 @@ async fn body_run_sends_only_the_fetched_run_under_body_key() {
         .mount(&receiver)
         .await;
     let sandbox = Sandbox::new();
-    let config = sandbox.config(&format!(
+    let config = app_on(&sandbox).tail(&format!(
         "[opensteer]\nbase_url = {}\napi_key = \"osk_test\"\n{}",
         toml_str(&api.uri()),
         http_hook(&receiver.uri(), "body = \"run\"\nbody_key = \"conf\"")
     ));
-    let app = TestApp::spawn(&config, Worker::Stepped).await;
+    let app = config.clone().stepped().spawn().await;
     app.post_accepted(&succeeded_body(&unique("evt"), &run_id))
         .await;
 
@@ -291,11 +254,11 @@ async fn a_503_is_retried_with_the_same_webhook_id_and_counted_in_metrics() {
         .mount(&receiver)
         .await;
     let sandbox = Sandbox::new();
-    let app = TestApp::spawn(
-        &sandbox.config(&http_hook(&receiver.uri(), "")),
-        Worker::Stepped,
-    )
-    .await;
+    let app = app_on(&sandbox)
+        .tail(&http_hook(&receiver.uri(), ""))
+        .stepped()
+        .spawn()
+        .await;
     let event_id = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
@@ -306,7 +269,7 @@ async fn a_503_is_retried_with_the_same_webhook_id_and_counted_in_metrics() {
     let (_, second) = app.step_ran().await;
 
     assert_eq!(second, JobNext::Succeeded);
-    let attempts = attempts_of(&app.db(), job.id);
+    let attempts = app.db().attempts(job.id);
     let summary: Vec<_> = attempts
         .iter()
         .map(|a| (a.outcome.as_str(), a.error_code.as_deref()))
@@ -332,7 +295,7 @@ async fn a_503_is_retried_with_the_same_webhook_id_and_counted_in_metrics() {
         "a retry is the same message"
     );
     assert_verified(&requests);
-    assert_eq!(event_status(&app.db(), &event_id), "done");
+    assert_eq!(app.db().event_status(&event_id), "done");
 
     let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
         .await
@@ -365,20 +328,20 @@ async fn a_429_with_retry_after_2_is_retried_no_sooner_than_2_seconds_later() {
         .await;
     let sandbox = Sandbox::new();
     // No backoff of our own: a wait can only come from Retry-After.
-    let config = sandbox.config(&format!(
+    let config = app_on(&sandbox).tail(&format!(
         "[queue]\nbackoff_base_secs = 0\n{}",
         http_hook(&receiver.uri(), "")
     ));
-    let app = TestApp::spawn(&config, Worker::Stepped).await;
+    let app = config.clone().stepped().spawn().await;
     let event_id = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
-    let asked_at = app.clock.now_ms();
+    let asked_at = app.now_ms();
 
     let (job, first) = app.step_ran().await;
 
     assert_eq!(first, JobNext::RetryAt(asked_at + 2_000));
-    let row = delivery_job(&app.db(), &event_id, HOOK);
+    let row = app.db().delivery_job(&event_id, HOOK);
     assert_eq!(row.due_at, asked_at + 2_000);
     assert_eq!(row.last_error_code.as_deref(), Some("HTTP_RATE_LIMITED"));
     app.advance(Duration::from_millis(1_999));
@@ -405,8 +368,8 @@ async fn a_404_fails_at_once_and_events_show_gives_the_status_and_the_answer() {
         .mount(&receiver)
         .await;
     let sandbox = Sandbox::new();
-    let config = sandbox.config(&http_hook(&receiver.uri(), ""));
-    let app = TestApp::spawn(&config, Worker::Stepped).await;
+    let config = app_on(&sandbox).tail(&http_hook(&receiver.uri(), ""));
+    let app = config.clone().stepped().spawn().await;
     let event_id = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
@@ -415,7 +378,7 @@ async fn a_404_fails_at_once_and_events_show_gives_the_status_and_the_answer() {
 
     assert_eq!(next, JobNext::Failed, "max_attempts is 5, yet not retried");
     let db = app.db();
-    let attempts = attempts_of(&db, job.id);
+    let attempts = db.attempts(job.id);
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, "failed");
     assert_eq!(attempts[0].error_code.as_deref(), Some("HTTP_CLIENT_ERROR"));
@@ -423,14 +386,14 @@ async fn a_404_fails_at_once_and_events_show_gives_the_status_and_the_answer() {
         String::from_utf8_lossy(attempts[0].stdout.as_deref().unwrap_or_default()),
         "HTTP/1.1 404 Not Found\n{\"title\":\"DAG not found\",\"detail\":\"DAG opensteer_load\"}"
     );
-    assert_eq!(event_status(&db, &event_id), "failed");
+    assert_eq!(db.event_status(&event_id), "failed");
     assert!(matches!(
         app.step().await,
         Outcome::Idle { next_due_at: None }
     ));
 
-    let (code, shown) = cli(
-        &config_file(&sandbox, &config),
+    let (code, shown, _) = cli(
+        &sandbox.write_config(config.config()),
         &["events", "show", &event_id],
     );
     assert_eq!(code, 0, "{shown}");
@@ -461,18 +424,18 @@ async fn a_redirect_is_not_followed_and_fails_the_delivery() {
         .mount(&receiver)
         .await;
     let sandbox = Sandbox::new();
-    let app = TestApp::spawn(
-        &sandbox.config(&http_hook(&format!("{}/old", receiver.uri()), "")),
-        Worker::Stepped,
-    )
-    .await;
+    let app = app_on(&sandbox)
+        .tail(&http_hook(&format!("{}/old", receiver.uri()), ""))
+        .stepped()
+        .spawn()
+        .await;
     app.post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
 
     let (job, next) = app.step_ran().await;
 
     assert_eq!(next, JobNext::Failed);
-    let attempt = &attempts_of(&app.db(), job.id)[0];
+    let attempt = &app.db().attempts(job.id)[0];
     assert_eq!(attempt.error_code.as_deref(), Some("HTTP_REDIRECT"));
     assert!(
         attempt
@@ -494,11 +457,11 @@ async fn a_receiver_that_hangs_is_cut_off_at_timeout_secs_and_retried() {
         .mount(&receiver)
         .await;
     let sandbox = Sandbox::new();
-    let app = TestApp::spawn(
-        &sandbox.config(&http_hook(&receiver.uri(), "timeout_secs = 1")),
-        Worker::Stepped,
-    )
-    .await;
+    let app = app_on(&sandbox)
+        .tail(&http_hook(&receiver.uri(), "timeout_secs = 1"))
+        .stepped()
+        .spawn()
+        .await;
     app.post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
 
@@ -507,7 +470,7 @@ async fn a_receiver_that_hangs_is_cut_off_at_timeout_secs_and_retried() {
     let took = started.elapsed();
 
     assert!(matches!(next, JobNext::RetryAt(_)), "{next:?}");
-    let attempt = &attempts_of(&app.db(), job.id)[0];
+    let attempt = &app.db().attempts(job.id)[0];
     assert_eq!(attempt.error_code.as_deref(), Some("TIMEOUT"));
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(5),
@@ -522,18 +485,18 @@ async fn a_receiver_that_is_down_is_retried() {
         .expect("a free port")
         .port();
     let sandbox = Sandbox::new();
-    let app = TestApp::spawn(
-        &sandbox.config(&http_hook(&format!("http://127.0.0.1:{port}/"), "")),
-        Worker::Stepped,
-    )
-    .await;
+    let app = app_on(&sandbox)
+        .tail(&http_hook(&format!("http://127.0.0.1:{port}/"), ""))
+        .stepped()
+        .spawn()
+        .await;
     app.post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
 
     let (job, next) = app.step_ran().await;
 
     assert!(matches!(next, JobNext::RetryAt(_)), "{next:?}");
-    let attempt = &attempts_of(&app.db(), job.id)[0];
+    let attempt = &app.db().attempts(job.id)[0];
     assert_eq!(attempt.error_code.as_deref(), Some("CONNECT_FAILED"));
     assert!(
         attempt
@@ -603,11 +566,11 @@ async fn a_50_mb_answer_is_read_only_up_to_its_first_kib() {
     const SIZE: u64 = 50 << 20;
     let (addr, server) = huge_answer_server(SIZE).await;
     let sandbox = Sandbox::new();
-    let app = TestApp::spawn(
-        &sandbox.config(&http_hook(&format!("http://{addr}/"), "timeout_secs = 30")),
-        Worker::Stepped,
-    )
-    .await;
+    let app = app_on(&sandbox)
+        .tail(&http_hook(&format!("http://{addr}/"), "timeout_secs = 30"))
+        .stepped()
+        .spawn()
+        .await;
     app.post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
 
@@ -620,7 +583,7 @@ async fn a_50_mb_answer_is_read_only_up_to_its_first_kib() {
         .expect("server task");
 
     assert_eq!(next, JobNext::Succeeded);
-    let output = attempts_of(&app.db(), job.id)[0]
+    let output = app.db().attempts(job.id)[0]
         .stdout
         .clone()
         .unwrap_or_default();
@@ -647,15 +610,18 @@ async fn a_replayed_delivery_carries_the_same_webhook_id() {
         .mount(&receiver)
         .await;
     let sandbox = Sandbox::new();
-    let config = sandbox.config(&http_hook(&receiver.uri(), ""));
-    let app = TestApp::spawn(&config, Worker::Stepped).await;
+    let config = app_on(&sandbox).tail(&http_hook(&receiver.uri(), ""));
+    let app = config.clone().stepped().spawn().await;
     let event_id = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
     let (_, first) = app.step_ran().await;
     assert_eq!(first, JobNext::Succeeded);
 
-    let (code, stdout) = cli(&config_file(&sandbox, &config), &["replay", &event_id]);
+    let (code, stdout, _) = cli(
+        &sandbox.write_config(config.config()),
+        &["replay", &event_id],
+    );
     assert_eq!(code, 0, "{stdout}");
     let (_, again) = app.step_ran().await;
 
@@ -685,12 +651,12 @@ async fn doctor_proves_the_url_answers_without_sending_an_event() {
     let down = format!(
         "[[hook]]\nname = \"down\"\nkind = \"http\"\nevents = [\"run.failed\"]\nurl = \"http://127.0.0.1:{closed}/hook\"\n"
     );
-    let config = sandbox.config(&format!(
+    let config = app_on(&sandbox).tail(&format!(
         "{}{down}",
         http_hook(&format!("{}/dagRuns?token=qs_secret", receiver.uri()), "")
     ));
 
-    let (code, stdout) = cli(&config_file(&sandbox, &config), &["doctor"]);
+    let (code, stdout, _) = cli(&sandbox.write_config(config.config()), &["doctor"]);
 
     assert_eq!(code, 1, "one hook is down:\n{stdout}");
     let line = |name: &str| {
@@ -741,11 +707,11 @@ async fn a_post_in_flight_at_sigterm_is_interrupted_and_sent_again_on_the_next_s
         .mount(&receiver)
         .await;
     let sandbox = Sandbox::new();
-    let config = sandbox.config(&format!(
+    let config = app_on(&sandbox).tail(&format!(
         "[queue]\nshutdown_grace_secs = 0\n{}",
         http_hook(&receiver.uri(), "timeout_secs = 300")
     ));
-    let app = TestApp::spawn(&config, Worker::Loop).await;
+    let app = config.clone().spawn().await;
     let event_id = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
@@ -753,22 +719,23 @@ async fn a_post_in_flight_at_sigterm_is_interrupted_and_sent_again_on_the_next_s
         (posts(&receiver).await.len() == 1).then_some(())
     })
     .await;
-    let db = app.db();
+    let db = sandbox.db();
 
     let stopping = Instant::now();
     app.stop().await;
 
     let took = stopping.elapsed();
     assert!(took < Duration::from_secs(5), "stopped after {took:?}");
-    let job = delivery_job(&db, &event_id, HOOK);
+    let job = db.delivery_job(&event_id, HOOK);
     assert_eq!(job.state, "pending", "left for the next start, not failed");
-    let app = TestApp::spawn(&config, Worker::Loop).await;
+    let app = config.clone().spawn().await;
     poll_until(DEADLINE, "the delivery to be sent again", || {
-        delivery_job(&db, &event_id, HOOK).state == "succeeded"
+        db.delivery_job(&event_id, HOOK).state == "succeeded"
     })
     .await;
     app.stop().await;
-    let attempts: Vec<_> = attempts_of(&db, job.id)
+    let attempts: Vec<_> = db
+        .attempts(job.id)
         .into_iter()
         .map(|a| (a.outcome, a.error_code))
         .collect();

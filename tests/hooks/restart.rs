@@ -4,10 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{
-    attempts_of, delivery_job, event_status, is_alive, poll_until, poll_until_blocking, unique,
-    Sandbox, TestApp, Worker, DEADLINE,
-};
+use crate::app_on;
+use crate::support::prelude::*;
 
 /// Records its pid and attempt, then hangs on the first attempt only.
 const HANGS_FIRST_TIME: &str = r#"echo $$ >> "$OUT/pids"
@@ -22,8 +20,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-fn body() -> serde_json::Value {
+fn body() -> String {
     json!({"type": "run.succeeded", "id": unique("evt"), "data": {"runId": unique("run")}})
+        .to_string()
 }
 
 fn first_pid(sandbox: &Sandbox) -> i32 {
@@ -35,17 +34,22 @@ fn first_pid(sandbox: &Sandbox) -> i32 {
 
 /// The restarted daemon runs the delivery again; it succeeds with an
 /// `interrupted` attempt before it.
-async fn restart_and_expect_the_second_attempt(config: &str, sandbox: &Sandbox, event_id: &str) {
-    let app = TestApp::spawn(config, Worker::Loop).await;
-    let db = app.db();
+async fn restart_and_expect_the_second_attempt(
+    app: TestAppBuilder,
+    sandbox: &Sandbox,
+    event_id: &str,
+) {
+    let app = app.spawn().await;
+    let db = sandbox.db();
     poll_until(DEADLINE, "the delivery to run again and succeed", || {
-        delivery_job(&db, event_id, "etl").state == "succeeded"
+        db.delivery_job(event_id, "etl").state == "succeeded"
     })
     .await;
     app.stop().await;
     assert_eq!(sandbox.out_lines("attempts"), ["1", "2"]);
-    let job = delivery_job(&db, event_id, "etl");
-    let attempts: Vec<_> = attempts_of(&db, job.id)
+    let job = db.delivery_job(event_id, "etl");
+    let attempts: Vec<_> = db
+        .attempts(job.id)
         .into_iter()
         .map(|a| (a.attempt, a.outcome, a.error_code))
         .collect();
@@ -56,17 +60,17 @@ async fn restart_and_expect_the_second_attempt(config: &str, sandbox: &Sandbox, 
             (2, "ok".to_owned(), None)
         ]
     );
-    assert_eq!(event_status(&db, event_id), "done");
+    assert_eq!(db.event_status(event_id), "done");
 }
 
 #[test]
 fn delivery_killed_with_the_daemon_runs_again_after_restart() {
     let sandbox = Sandbox::new();
-    let config =
-        sandbox.config(&sandbox.shell_hook("etl", &["run.succeeded"], HANGS_FIRST_TIME, ""));
+    let builder =
+        app_on(&sandbox).hook(&sandbox.shell_hook("etl", &["run.succeeded"], HANGS_FIRST_TIME, ""));
     let daemon = runtime();
     let (app, event_id) = daemon.block_on(async {
-        let app = TestApp::spawn(&config, Worker::Loop).await;
+        let app = builder.clone().spawn().await;
         let event_id = app.post_accepted(&body()).await;
         poll_until(DEADLINE, "the first attempt to start", || {
             sandbox.out_lines("attempts") == ["1"]
@@ -76,7 +80,7 @@ fn delivery_killed_with_the_daemon_runs_again_after_restart() {
     });
     let hook_pid = first_pid(&sandbox);
     assert_eq!(
-        delivery_job(&app.db(), &event_id, "etl").state,
+        app.db().delivery_job(&event_id, "etl").state,
         "running",
         "killed mid-delivery"
     );
@@ -91,7 +95,7 @@ fn delivery_killed_with_the_daemon_runs_again_after_restart() {
     });
 
     runtime().block_on(restart_and_expect_the_second_attempt(
-        &config, &sandbox, &event_id,
+        builder, &sandbox, &event_id,
     ));
 }
 
@@ -105,15 +109,17 @@ async fn delivery_stopped_by_sigterm_after_the_grace_period_is_left_pending_and_
         HANGS_FIRST_TIME,
         "kill_grace_secs = 1",
     );
-    let config = sandbox.config(&format!("[queue]\nshutdown_grace_secs = 1\n{hook}"));
-    let app = TestApp::spawn(&config, Worker::Loop).await;
+    let builder = app_on(&sandbox)
+        .queue("shutdown_grace_secs = 1")
+        .hook(&hook);
+    let app = builder.clone().spawn().await;
     let event_id = app.post_accepted(&body()).await;
     poll_until(DEADLINE, "the first attempt to start", || {
         sandbox.out_lines("attempts") == ["1"]
     })
     .await;
     let hook_pid = first_pid(&sandbox);
-    let db = app.db();
+    let db = sandbox.db();
 
     let stopping = Instant::now();
     app.stop().await;
@@ -128,10 +134,10 @@ async fn delivery_stopped_by_sigterm_after_the_grace_period_is_left_pending_and_
         "then they are stopped: took {took:?}"
     );
     assert!(!is_alive(hook_pid), "the hook was stopped");
-    let job = delivery_job(&db, &event_id, "etl");
+    let job = db.delivery_job(&event_id, "etl");
     assert_eq!(job.state, "pending", "left for the next start, not failed");
-    assert_eq!(event_status(&db, &event_id), "pending");
+    assert_eq!(db.event_status(&event_id), "pending");
     assert!(sandbox.payload_files_left().is_empty());
 
-    restart_and_expect_the_second_attempt(&config, &sandbox, &event_id).await;
+    restart_and_expect_the_second_attempt(builder, &sandbox, &event_id).await;
 }

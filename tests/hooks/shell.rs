@@ -5,22 +5,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use steerhook::clock::Clock;
 use steerhook::dispatch::Outcome;
 use steerhook::hooks::shell::truncation_marker;
 use steerhook::store::JobNext;
 
-use crate::helpers::{
-    attempts_of, cpu_time, delivery_job, event_body, event_status, is_alive, live_members_of_group,
-    parse_env, poll_until, unique, vm_kib, Guard, Sandbox, TestApp, Worker, DEADLINE,
-};
+use crate::support::prelude::*;
+use crate::{app_on, succeeded_body};
 
 /// Enough to pass any backoff of the first attempts with `backoff_base_secs = 1`.
 const PAST_BACKOFF: Duration = Duration::from_secs(60);
-
-fn succeeded_body(event_id: &str, run_id: &str) -> Value {
-    json!({"type": "run.succeeded", "id": event_id, "data": {"runId": run_id, "status": "succeeded"}})
-}
 
 #[derive(Deserialize)]
 struct Document {
@@ -43,27 +36,30 @@ struct DocumentEvent {
 #[tokio::test]
 async fn hook_gets_the_stored_event_on_stdin_in_the_payload_file_and_in_its_environment() {
     let sandbox = Sandbox::new();
-    let config = sandbox.config(&sandbox.shell_hook(
-        "etl",
-        &["run.succeeded"],
-        r#"cat > "$OUT/stdin"
+    let app = app_on(&sandbox)
+        .hook(&sandbox.shell_hook(
+            "etl",
+            &["run.succeeded"],
+            r#"cat > "$OUT/stdin"
            cat "$STEERHOOK_PAYLOAD_FILE" > "$OUT/file"
            env -0 > "$OUT/env""#,
-        "",
-    ));
-    let app = TestApp::spawn(&config, Worker::Stepped).await;
+            "",
+        ))
+        .stepped()
+        .spawn()
+        .await;
     let (event_id, run_id) = (unique("evt"), unique("run"));
     // Spacing, key order, a trailing zero and a \u escape: any re-encoding shows.
     let body = format!(
         r#"{{"type": "run.succeeded",  "id": "{event_id}", "data": {{"runId": "{run_id}", "status": "succeeded", "price": 2.50, "name": "caf\u00e9", "z": {{}}, "a": [1 , 2]}}}}"#
     );
-    assert_eq!(app.post_raw_accepted(body.as_bytes()).await, event_id);
+    assert_eq!(app.post_accepted(body.to_string()).await, event_id);
 
     let (job, next) = app.step_ran().await;
 
     assert_eq!((job.kind.as_str(), job.hook.as_str()), ("deliver", "etl"));
     let db = app.db();
-    let attempts = attempts_of(&db, job.id);
+    let attempts = db.attempts(job.id);
     assert_eq!(next, JobNext::Succeeded, "attempts: {attempts:?}");
     let stdin = sandbox.read_out("stdin");
     assert!(!stdin.is_empty(), "the hook got a document on stdin");
@@ -88,7 +84,7 @@ async fn hook_gets_the_stored_event_on_stdin_in_the_payload_file_and_in_its_envi
     );
     assert_eq!(
         doc.event.payload.get().as_bytes(),
-        event_body(&db, &event_id),
+        db.event_body(&event_id),
         "and what was stored"
     );
     assert_eq!(doc.run, Value::Null, "no [opensteer]: run is null");
@@ -121,8 +117,8 @@ async fn hook_gets_the_stored_event_on_stdin_in_the_payload_file_and_in_its_envi
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, "ok");
     assert_eq!(attempts[0].exit_code, Some(0));
-    assert_eq!(delivery_job(&db, &event_id, "etl").state, "succeeded");
-    assert_eq!(event_status(&db, &event_id), "done");
+    assert_eq!(db.delivery_job(&event_id, "etl").state, "succeeded");
+    assert_eq!(db.event_status(&event_id), "done");
 }
 
 #[tokio::test]
@@ -131,14 +127,17 @@ async fn hook_environment_is_cleaned_except_for_passthrough_and_configured_env()
     std::env::set_var("HOOKS_TEST_DAEMON_ONLY_SECRET", "must-not-leak");
     std::env::set_var("HOOKS_TEST_PASSED_THROUGH", "passed");
     let sandbox = Sandbox::new();
-    let config = sandbox.config(&sandbox.shell_hook_with(
-        "env-dump",
-        &["run.succeeded"],
-        &["env", "-0"],
-        &[("ETL_TARGET", "warehouse")],
-        r#"env_passthrough = ["HOOKS_TEST_PASSED_THROUGH", "HOOKS_TEST_NEVER_SET"]"#,
-    ));
-    let app = TestApp::spawn(&config, Worker::Stepped).await;
+    let app = app_on(&sandbox)
+        .hook(&sandbox.shell_hook_with(
+            "env-dump",
+            &["run.succeeded"],
+            &["env", "-0"],
+            &[("ETL_TARGET", "warehouse")],
+            r#"env_passthrough = ["HOOKS_TEST_PASSED_THROUGH", "HOOKS_TEST_NEVER_SET"]"#,
+        ))
+        .stepped()
+        .spawn()
+        .await;
     let event_id = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
@@ -146,7 +145,7 @@ async fn hook_environment_is_cleaned_except_for_passthrough_and_configured_env()
     let (job, next) = app.step_ran().await;
 
     assert_eq!(next, JobNext::Succeeded);
-    let attempts = attempts_of(&app.db(), job.id);
+    let attempts = app.db().attempts(job.id);
     let env = parse_env(attempts[0].stdout.as_deref().expect("stdout kept"));
     let names: Vec<&str> = env.keys().map(String::as_str).collect();
     assert_eq!(
@@ -198,9 +197,9 @@ async fn payload_values_that_look_like_shell_never_change_the_argv_or_the_variab
         &["run.succeeded"],
         &argv,
         &[],
-        &format!("working_dir = {}", crate::helpers::toml_str(&out)),
+        &format!("working_dir = {}", toml_str(&out)),
     );
-    let app = TestApp::spawn(&sandbox.config(&hook), Worker::Stepped).await;
+    let app = app_on(&sandbox).hook(&hook).stepped().spawn().await;
     let tag = unique("x");
     let run_id = format!(
         "-{tag}$(touch pwned-run);`touch pwned-run2` 'q' \"dq\" $HOME\n--second-line; rm -rf pwned"
@@ -211,11 +210,11 @@ async fn payload_values_that_look_like_shell_never_change_the_argv_or_the_variab
         "id": event_id,
         "data": {"runId": run_id, "status": "succeeded", "note": "$(touch pwned-note); `id`"}
     });
-    assert_eq!(app.post_accepted(&body).await, event_id);
+    assert_eq!(app.post_accepted(body.to_string()).await, event_id);
 
     let (job, next) = app.step_ran().await;
 
-    let attempts = attempts_of(&app.db(), job.id);
+    let attempts = app.db().attempts(job.id);
     assert_eq!(next, JobNext::Succeeded, "attempts: {attempts:?}");
     let expected: Vec<u8> = argv[3..]
         .iter()
@@ -250,7 +249,7 @@ async fn timeout_kills_the_hook_and_its_children_and_records_timeout() {
            wait"#,
         "timeout_secs = 1\nkill_grace_secs = 1\nmax_attempts = 1",
     );
-    let app = TestApp::spawn(&sandbox.config(&hook), Worker::Stepped).await;
+    let app = app_on(&sandbox).hook(&hook).stepped().spawn().await;
     let event_id = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
@@ -258,12 +257,12 @@ async fn timeout_kills_the_hook_and_its_children_and_records_timeout() {
     let (job, next) = app.step_ran().await;
 
     let db = app.db();
-    let attempts = attempts_of(&db, job.id);
+    let attempts = db.attempts(job.id);
     assert_eq!(next, JobNext::Failed, "attempts: {attempts:?}");
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].error_code.as_deref(), Some("TIMEOUT"));
     assert_eq!(attempts[0].outcome, "failed");
-    let job_row = delivery_job(&db, &event_id, "slow");
+    let job_row = db.delivery_job(&event_id, "slow");
     assert_eq!(
         (job_row.state.as_str(), job_row.last_error_code.as_deref()),
         ("failed", Some("TIMEOUT"))
@@ -274,13 +273,7 @@ async fn timeout_kills_the_hook_and_its_children_and_records_timeout() {
         .map(|l| l.trim().parse().expect("a pid"))
         .collect();
     assert_eq!(pids.len(), 2, "the hook recorded $$ and $!");
-    let pgid = pids[0];
-    poll_until(
-        DEADLINE,
-        "the hook, its children and its group to be gone",
-        || pids.iter().all(|pid| !is_alive(*pid)) && live_members_of_group(pgid).is_empty(),
-    )
-    .await;
+    wait_until_gone(&pids, pids[0]).await;
 }
 
 #[tokio::test]
@@ -295,8 +288,12 @@ async fn hundred_mib_of_output_is_stored_truncated_without_growing_the_daemon() 
         &format!("max_output_bytes = {LIMIT}"),
     );
     // Alone, so other tests' allocations do not count as ours.
-    let guard = Guard::exclusive().await;
-    let app = TestApp::spawn_guarded(&sandbox.config(&hook), Worker::Stepped, guard).await;
+    let app = app_on(&sandbox)
+        .hook(&hook)
+        .stepped()
+        .exclusive()
+        .spawn()
+        .await;
     app.post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
     let rss_before = vm_kib("VmRSS:");
@@ -305,7 +302,7 @@ async fn hundred_mib_of_output_is_stored_truncated_without_growing_the_daemon() 
 
     let rss_growth_kib = vm_kib("VmRSS:").saturating_sub(rss_before);
     assert_eq!(next, JobNext::Succeeded);
-    let attempts = attempts_of(&app.db(), job.id);
+    let attempts = app.db().attempts(job.id);
     let stdout = attempts[0].stdout.clone().expect("stdout kept");
     let marker = truncation_marker((HUNDRED_MIB + 3 - LIMIT) as u64);
     assert!(
@@ -336,8 +333,12 @@ async fn failure_then_success_makes_two_attempts_and_a_delivered_event() {
            exit 1"#,
         "",
     );
-    let config = sandbox.config(&format!("[queue]\nbackoff_base_secs = 1\n{hook}"));
-    let app = TestApp::spawn(&config, Worker::Stepped).await;
+    let app = app_on(&sandbox)
+        .queue("backoff_base_secs = 1")
+        .hook(&hook)
+        .stepped()
+        .spawn()
+        .await;
     let event_id = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
@@ -347,7 +348,7 @@ async fn failure_then_success_makes_two_attempts_and_a_delivered_event() {
         panic!("first attempt must be retried, got {first:?}")
     };
     assert!(
-        due <= app.clock.now_ms() + 1_000,
+        due <= app.now_ms() + 1_000,
         "first backoff is at most backoff_base_secs"
     );
     app.advance(PAST_BACKOFF);
@@ -359,7 +360,7 @@ async fn failure_then_success_makes_two_attempts_and_a_delivered_event() {
         Outcome::Idle { next_due_at: None }
     ));
     let db = app.db();
-    let attempts = attempts_of(&db, job.id);
+    let attempts = db.attempts(job.id);
     let summary: Vec<_> = attempts
         .iter()
         .map(|a| (a.attempt, a.outcome.as_str(), a.exit_code))
@@ -367,8 +368,8 @@ async fn failure_then_success_makes_two_attempts_and_a_delivered_event() {
     assert_eq!(summary, [(1, "retry", Some(1)), (2, "ok", Some(0))]);
     assert_eq!(attempts[0].error_code.as_deref(), Some("EXIT_NONZERO"));
     assert_eq!(sandbox.out_lines("attempts"), ["1", "2"]);
-    assert_eq!(delivery_job(&db, &event_id, "flaky").state, "succeeded");
-    assert_eq!(event_status(&db, &event_id), "done");
+    assert_eq!(db.delivery_job(&event_id, "flaky").state, "succeeded");
+    assert_eq!(db.event_status(&event_id), "done");
 }
 
 #[tokio::test]
@@ -380,8 +381,12 @@ async fn always_failing_hook_gets_exactly_max_attempts_then_the_delivery_fails()
         r#"echo "$STEERHOOK_ATTEMPT" >> "$OUT/attempts"; echo "broken on purpose" >&2; exit 3"#,
         "max_attempts = 3",
     );
-    let config = sandbox.config(&format!("[queue]\nbackoff_base_secs = 1\n{hook}"));
-    let app = TestApp::spawn(&config, Worker::Stepped).await;
+    let app = app_on(&sandbox)
+        .queue("backoff_base_secs = 1")
+        .hook(&hook)
+        .stepped()
+        .spawn()
+        .await;
     let event_id = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
@@ -405,17 +410,17 @@ async fn always_failing_hook_gets_exactly_max_attempts_then_the_delivery_fails()
     assert!(matches!(nexts[1], JobNext::RetryAt(_)));
     assert_eq!(nexts[2], JobNext::Failed);
     let db = app.db();
-    let job = delivery_job(&db, &event_id, "broken");
+    let job = db.delivery_job(&event_id, "broken");
     assert_eq!(job.state, "failed");
     assert_eq!(job.attempts, 3);
     assert_eq!(job.last_error_code.as_deref(), Some("EXIT_NONZERO"));
-    let attempts = attempts_of(&db, job.id);
+    let attempts = db.attempts(job.id);
     let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["retry", "retry", "failed"]);
     assert!(attempts
         .iter()
         .all(|a| a.exit_code == Some(3) && a.stderr.as_deref() == Some(b"broken on purpose\n")));
-    assert_eq!(event_status(&db, &event_id), "failed");
+    assert_eq!(db.event_status(&event_id), "failed");
     assert_eq!(sandbox.out_lines("attempts"), ["1", "2", "3"]);
 }
 
@@ -433,7 +438,7 @@ async fn overlaps_seen(concurrency: Option<usize>, events: usize) -> Vec<usize> 
            rmdir "$OUT/running.$$""#,
         &extra,
     );
-    let app = TestApp::spawn(&sandbox.config(&hook), Worker::Loop).await;
+    let app = app_on(&sandbox).hook(&hook).spawn().await;
     let mut ids = Vec::new();
     for _ in 0..events {
         ids.push(
@@ -444,7 +449,7 @@ async fn overlaps_seen(concurrency: Option<usize>, events: usize) -> Vec<usize> 
     let db = app.db();
     poll_until(DEADLINE, "every delivery to succeed", || {
         ids.iter()
-            .all(|id| delivery_job(&db, id, "counted").state == "succeeded")
+            .all(|id| db.delivery_job(id, "counted").state == "succeeded")
     })
     .await;
     app.stop().await;
@@ -483,8 +488,7 @@ async fn worker_does_not_spin_while_every_due_delivery_waits_for_a_busy_hook() {
         "",
     );
     // Alone: the CPU time measured is the whole process's.
-    let guard = Guard::exclusive().await;
-    let app = TestApp::spawn_guarded(&sandbox.config(&hook), Worker::Loop, guard).await;
+    let app = app_on(&sandbox).hook(&hook).exclusive().spawn().await;
     let first = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
@@ -497,12 +501,12 @@ async fn worker_does_not_spin_while_every_due_delivery_waits_for_a_busy_hook() {
     .await;
 
     // The first runs for 2 s; the second is due but its hook is at its limit.
-    let (cpu_before, wall_before) = (cpu_time(), std::time::Instant::now());
+    let (cpu_before, wall_before) = (cpu_time("self"), std::time::Instant::now());
     poll_until(DEADLINE, "the first delivery to finish", || {
-        delivery_job(&app.db(), &first, "busy").state == "succeeded"
+        app.db().delivery_job(&first, "busy").state == "succeeded"
     })
     .await;
-    let (cpu, wall) = (cpu_time() - cpu_before, wall_before.elapsed());
+    let (cpu, wall) = (cpu_time("self") - cpu_before, wall_before.elapsed());
 
     assert!(
         cpu < wall / 10,
@@ -512,7 +516,7 @@ async fn worker_does_not_spin_while_every_due_delivery_waits_for_a_busy_hook() {
     poll_until(
         DEADLINE,
         "the second delivery to run after the first",
-        || delivery_job(&db, &second, "busy").state == "succeeded",
+        || db.delivery_job(&second, "busy").state == "succeeded",
     )
     .await;
     app.stop().await;
@@ -533,23 +537,23 @@ async fn one_event_fans_out_to_every_matching_hook_independently_and_only_to_tho
         ),
     ]
     .concat();
-    let app = TestApp::spawn(&sandbox.config(&hooks), Worker::Stepped).await;
+    let app = app_on(&sandbox).hook(&hooks).stepped().spawn().await;
     let succeeded = app
         .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
     let failed_run = unique("run");
     let failed_body =
         json!({"type": "run.failed", "id": unique("evt"), "data": {"runId": failed_run}});
-    let failed = app.post_accepted(&failed_body).await;
+    let failed = app.post_accepted(failed_body.to_string()).await;
     // The sender's retry of the same run: stored once, delivered once.
-    let (status, answer) = app
-        .post_raw(
-            &serde_json::to_vec(
-                &json!({"type": "run.failed", "id": unique("evt"), "data": {"runId": failed_run}}),
-            )
-            .expect("json"),
+    let response = app
+        .post_signed(
+            json!({"type": "run.failed", "id": unique("evt"), "data": {"runId": failed_run}})
+                .to_string(),
         )
         .await;
+    let status = response.status().as_u16();
+    let answer = json_body(response).await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (200, Some("duplicate"))
@@ -582,21 +586,18 @@ async fn one_event_fans_out_to_every_matching_hook_independently_and_only_to_tho
         ]
     );
     let db = app.db();
-    assert_eq!(event_status(&db, &succeeded), "done");
+    assert_eq!(db.event_status(&succeeded), "done");
     assert_eq!(
-        event_status(&db, &failed),
+        db.event_status(&failed),
         "failed",
         "one failed delivery marks the event failed"
     );
-    assert_eq!(delivery_job(&db, &failed, "failures").state, "succeeded");
-    assert_eq!(delivery_job(&db, &failed, "all").state, "succeeded");
-    let hooks_of_succeeded: Vec<String> = db
-        .prepare("SELECT j.hook FROM jobs j JOIN events e ON e.seq = j.event_seq WHERE e.id = ?1")
-        .expect("prepare")
-        .query_map([&succeeded], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    assert_eq!(db.delivery_job(&failed, "failures").state, "succeeded");
+    assert_eq!(db.delivery_job(&failed, "all").state, "succeeded");
+    let hooks_of_succeeded: Vec<String> = db.query(
+        "SELECT j.hook FROM jobs j JOIN events e ON e.seq = j.event_seq WHERE e.id = $1",
+        &[&succeeded],
+    );
     assert_eq!(
         hooks_of_succeeded,
         ["all"],

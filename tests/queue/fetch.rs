@@ -5,11 +5,12 @@ use steerhook::dispatch::Outcome;
 use steerhook::store::JobNext;
 use wiremock::{MockServer, Request, ResponseTemplate};
 
-use crate::helpers::*;
+use crate::queue_app;
+use crate::support::prelude::*;
 
 /// Posts one run, drains the queue, and returns the hook's document.
-async fn deliver_one(sandbox: &Sandbox, setup: &Setup, run_id: &str) -> Value {
-    let app = spawn_app(sandbox, setup, Some(manual_clock())).await;
+async fn deliver_one(sandbox: &Sandbox, setup: TestAppBuilder, run_id: &str) -> Value {
+    let app = setup.stepped().spawn().await;
     let id = app.post_run(run_id).await;
     app.drain(10).await;
     let doc = sandbox.hook_document(&id);
@@ -22,7 +23,7 @@ async fn logs_of_450_lines_at_200_a_page_take_three_calls_and_reach_the_hook_old
     let api = MockServer::start().await;
     mount_runs(&api, FakeRuns::lines(450)).await;
     let sandbox = Sandbox::new();
-    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
     let id = app.post_run("run_450").await;
 
     let fetch = app.step().await;
@@ -64,7 +65,7 @@ async fn logs_of_450_lines_at_200_a_page_take_three_calls_and_reach_the_hook_old
     assert_eq!(log_seqs(&doc), (0..450).collect::<Vec<u64>>());
     assert_eq!(doc["run"], run_json("run_450"));
     assert_eq!(doc["event"]["id"], json!(id));
-    assert_eq!(event_status(&sandbox, &id).0, "done");
+    assert_eq!(sandbox.db().event_status(&id), "done");
     app.stop().await;
 }
 
@@ -99,8 +100,8 @@ async fn every_shape_of_spec_section_5_reaches_the_hook_whole_and_in_order() {
         let api = MockServer::start().await;
         mount_runs(&api, FakeRuns { total: 45, shape }).await;
         let sandbox = Sandbox::new();
-        let setup = Setup::new(&api).log_page_size(20);
-        let doc = deliver_one(&sandbox, &setup, "run_shape").await;
+        let setup = queue_app(&sandbox, Some(&api)).opensteer_lines("log_page_size = 20");
+        let doc = deliver_one(&sandbox, setup, "run_shape").await;
         assert_eq!(
             doc["run"],
             run_json("run_shape"),
@@ -159,12 +160,12 @@ async fn a_page_that_repeats_its_own_cursor_ends_paging_with_every_entry_once() 
     })
     .await;
     let sandbox = Sandbox::new();
-    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
     let id = app.post_run("run_rep").await;
     app.drain(5).await;
 
     assert_eq!(requests_to(&api, "/runs/run_rep/logs").await.len(), 2);
-    assert_eq!(job(&sandbox, &id, "fetch").state, "succeeded");
+    assert_eq!(sandbox.db().job(&id, "fetch").state, "succeeded");
     let doc = sandbox.hook_document(&id);
     assert_eq!(log_seqs(&doc), (0..200).collect::<Vec<u64>>());
     app.stop().await;
@@ -183,12 +184,12 @@ async fn an_api_that_ignores_the_cursor_ends_paging_without_duplicate_entries() 
     })
     .await;
     let sandbox = Sandbox::new();
-    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
     let id = app.post_run("run_loop").await;
     app.drain(5).await;
 
     assert_eq!(requests_to(&api, "/runs/run_loop/logs").await.len(), 2);
-    assert_eq!(job(&sandbox, &id, "fetch").state, "succeeded");
+    assert_eq!(sandbox.db().job(&id, "fetch").state, "succeeded");
     let doc = sandbox.hook_document(&id);
     assert_eq!(
         log_seqs(&doc),
@@ -215,12 +216,12 @@ async fn a_cursor_that_loops_back_to_an_earlier_page_ends_paging_without_duplica
     })
     .await;
     let sandbox = Sandbox::new();
-    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
     let id = app.post_run("run_back").await;
     app.drain(5).await;
 
     assert_eq!(requests_to(&api, "/runs/run_back/logs").await.len(), 3);
-    assert_eq!(job(&sandbox, &id, "fetch").state, "succeeded");
+    assert_eq!(sandbox.db().job(&id, "fetch").state, "succeeded");
     let doc = sandbox.hook_document(&id);
     assert_eq!(log_seqs(&doc), (100..300).collect::<Vec<u64>>());
     app.stop().await;
@@ -231,20 +232,20 @@ async fn paging_stops_at_max_log_pages_and_the_fetch_still_succeeds() {
     let api = MockServer::start().await;
     mount_runs(&api, FakeRuns::lines(450)).await;
     let sandbox = Sandbox::new();
-    let setup = Setup::new(&api).opensteer("max_log_pages = 2");
-    let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
+    let setup = queue_app(&sandbox, Some(&api)).opensteer_lines("max_log_pages = 2");
+    let app = setup.clone().stepped().spawn().await;
     let id = app.post_run("run_cap").await;
     app.drain(5).await;
 
     assert_eq!(requests_to(&api, "/runs/run_cap/logs").await.len(), 2);
-    assert_eq!(job(&sandbox, &id, "fetch").state, "succeeded");
+    assert_eq!(sandbox.db().job(&id, "fetch").state, "succeeded");
     let doc = sandbox.hook_document(&id);
     assert_eq!(
         log_seqs(&doc),
         (50..450).collect::<Vec<u64>>(),
         "the newest two pages, oldest first"
     );
-    assert_eq!(event_status(&sandbox, &id).0, "done");
+    assert_eq!(sandbox.db().event_status(&id), "done");
     app.stop().await;
 }
 
@@ -266,7 +267,7 @@ async fn a_run_that_is_not_found_or_a_contract_mismatch_fails_the_fetch_and_hook
         };
         mount_runs(&api, answer).await;
         let sandbox = Sandbox::new();
-        let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+        let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
         let id = app.post_run("run_gone").await;
 
         let first = app.step().await;
@@ -274,21 +275,21 @@ async fn a_run_that_is_not_found_or_a_contract_mismatch_fails_the_fetch_and_hook
             matches!(&first, Outcome::Ran { job, next: JobNext::Failed } if job.kind == steerhook::store::JobKind::Fetch),
             "HTTP {status}: the fetch fails at once, not retried: {first:?}"
         );
-        let fetch = job(&sandbox, &id, "fetch");
+        let fetch = sandbox.db().job(&id, "fetch");
         assert_eq!(fetch.state, "failed", "HTTP {status}");
         assert_eq!(fetch.last_error_code.as_deref(), Some(expected_code));
-        let tries = attempts(&sandbox, fetch.id);
+        let tries = sandbox.db().attempts(fetch.id);
         assert_eq!(tries.len(), 1, "HTTP {status}: {tries:?}");
         assert_eq!(tries[0].outcome, "failed");
         assert_eq!(tries[0].error_code.as_deref(), Some(expected_code));
-        let (_, enrichment_error) = event_status(&sandbox, &id);
+        let enrichment_error = sandbox.db().enrichment_error(&id);
         assert!(
             enrichment_error.is_some(),
             "HTTP {status}: the event says why it has no run"
         );
 
         app.drain(5).await;
-        let deliver = job(&sandbox, &id, "deliver");
+        let deliver = sandbox.db().job(&id, "deliver");
         assert_eq!(deliver.state, "succeeded", "HTTP {status}");
         let doc = sandbox.hook_document(&id);
         assert_eq!(doc["run"], Value::Null, "HTTP {status}");

@@ -10,7 +10,8 @@ use futures_util::stream::{self, StreamExt};
 use rand::Rng;
 use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::*;
+use crate::support::prelude::*;
+use crate::{queue_app, save_hook, APPEND_ID};
 
 const LINES: usize = 3;
 
@@ -58,10 +59,6 @@ async fn post_many(app: &TestApp, n: usize) -> Vec<String> {
         .await
 }
 
-fn count(sandbox: &Sandbox, sql: &str) -> i64 {
-    sandbox.db().query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_events_against_a_flaky_api_are_each_delivered_exactly_once() {
     let api = MockServer::start().await;
@@ -79,45 +76,43 @@ async fn a_thousand_events_against_a_flaky_api_are_each_delivered_exactly_once()
     }
     mount_runs(&api, Shared(flaky.clone())).await;
     let sandbox = Sandbox::new();
-    let setup = Setup::new(&api)
-        .log_page_size(2)
-        .opensteer("max_concurrent_requests = 8")
+    let setup = queue_app(&sandbox, Some(&api))
+        .opensteer_lines("log_page_size = 2")
+        .opensteer_lines("max_concurrent_requests = 8")
         .queue("concurrency = 16\nbackoff_base_secs = 0")
-        .hook_command(APPEND_ID)
-        .hook("concurrency = 4");
-    let app = spawn_app(&sandbox, &setup, None).await;
+        .without_hooks()
+        .hook(&save_hook(&sandbox, APPEND_ID, "concurrency = 4"));
+    let app = setup.clone().system_clock().spawn().await;
     let started = Instant::now();
     let ids = post_many(&app, 1_000).await;
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 1_000);
 
     wait_for(Duration::from_secs(120), "1000 events done", || {
-        (count(
-            &sandbox,
-            "SELECT count(*) FROM events WHERE status <> 'done'",
-        ) == 0)
+        (sandbox
+            .db()
+            .count("SELECT count(*) FROM events WHERE status <> 'done'")
+            == 0)
             .then_some(())
     })
     .await;
     let took = started.elapsed();
     app.stop().await;
 
-    assert_eq!(count(&sandbox, "SELECT count(*) FROM events"), 1_000);
+    assert_eq!(sandbox.db().count("SELECT count(*) FROM events"), 1_000);
     assert_eq!(
-        count(
-            &sandbox,
-            "SELECT count(*) FROM jobs WHERE state <> 'succeeded'"
-        ),
+        sandbox
+            .db()
+            .count("SELECT count(*) FROM jobs WHERE state <> 'succeeded'"),
         0,
         "every fetch and delivery succeeded"
     );
-    let delivered = sandbox.delivered_ids();
+    let delivered = sandbox.out_lines("ids");
     let unique: HashSet<&String> = delivered.iter().collect();
     assert_eq!(delivered.len(), 1_000, "one delivery per event");
     assert_eq!(unique.len(), 1_000);
     assert_eq!(unique, ids.iter().collect::<HashSet<_>>());
     assert_eq!(
-        count(
-            &sandbox,
+        sandbox.db().count(
             "SELECT count(*) FROM attempts JOIN jobs ON jobs.id = attempts.job_id
              WHERE jobs.kind = 'deliver'"
         ),
@@ -125,24 +120,22 @@ async fn a_thousand_events_against_a_flaky_api_are_each_delivered_exactly_once()
         "no delivery ran twice"
     );
     assert_eq!(
-        count(&sandbox, "SELECT count(*) FROM log_entries"),
+        sandbox.db().count("SELECT count(*) FROM log_entries"),
         1_000 * LINES as i64,
         "no log entry stored twice"
     );
     assert_eq!(
-        count(
-            &sandbox,
-            "SELECT count(*) FROM (SELECT DISTINCT event_seq, entry FROM log_entries)"
-        ),
+        sandbox
+            .db()
+            .count("SELECT count(*) FROM (SELECT DISTINCT event_seq, entry FROM log_entries)"),
         1_000 * LINES as i64
     );
     let faults = flaky.faults.load(Ordering::Relaxed) as i64;
     assert!(faults > 300, "the fake failed often: {faults}");
     assert_eq!(
-        count(
-            &sandbox,
-            "SELECT count(*) FROM attempts WHERE outcome = 'retry'"
-        ),
+        sandbox
+            .db()
+            .count("SELECT count(*) FROM attempts WHERE outcome = 'retry'"),
         faults,
         "every fault is one retried attempt"
     );
@@ -150,19 +143,6 @@ async fn a_thousand_events_against_a_flaky_api_are_each_delivered_exactly_once()
         "1000 events, {} API calls ({faults} faults) in {took:?}",
         flaky.calls.load(Ordering::Relaxed)
     );
-}
-
-/// Records when each request arrives, then answers slowly.
-struct Arrivals {
-    at: Arc<Mutex<Vec<Instant>>>,
-    delay: Duration,
-}
-
-impl Respond for Arrivals {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        self.at.lock().unwrap().push(Instant::now());
-        serve_run(request, 1, &Shape::default()).set_delay(self.delay)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -175,21 +155,22 @@ async fn the_api_never_sees_more_requests_at_once_than_max_concurrent_requests()
         Arrivals {
             at: at.clone(),
             delay: DELAY,
+            answer: FakeRuns::lines(1),
         },
     )
     .await;
     let sandbox = Sandbox::new();
-    let setup = Setup::new(&api)
-        .opensteer("max_concurrent_requests = 2")
+    let setup = queue_app(&sandbox, Some(&api))
+        .opensteer_lines("max_concurrent_requests = 2")
         .queue("concurrency = 16")
-        .no_hook();
-    let app = spawn_app(&sandbox, &setup, None).await;
+        .without_hooks();
+    let app = setup.clone().system_clock().spawn().await;
     post_many(&app, 50).await;
     wait_for(Duration::from_secs(60), "50 fetches done", || {
-        (count(
-            &sandbox,
-            "SELECT count(*) FROM events WHERE status <> 'done'",
-        ) == 0)
+        (sandbox
+            .db()
+            .count("SELECT count(*) FROM events WHERE status <> 'done'")
+            == 0)
             .then_some(())
     })
     .await;
@@ -201,17 +182,7 @@ async fn the_api_never_sees_more_requests_at_once_than_max_concurrent_requests()
     // A request holds its slot until its answer arrives, DELAY after it came
     // in; a margin absorbs the time between arrival and the fake's clock read.
     let window = DELAY - Duration::from_millis(20);
-    let most = arrivals
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            arrivals[i..]
-                .iter()
-                .take_while(|u| u.duration_since(*t) < window)
-                .count()
-        })
-        .max()
-        .unwrap();
+    let most = most_in_flight(&arrivals, window);
     assert_eq!(
         most, 2,
         "at most opensteer.max_concurrent_requests in flight, and the limit is used"

@@ -13,7 +13,8 @@ use steerhook::hooks::{Delivery, Sink, SinkOutcome};
 use steerhook::startup::Application;
 use steerhook::store::JobNext;
 
-use crate::helpers::*;
+use crate::queue_app;
+use crate::support::prelude::*;
 
 /// A hook whose first `panics` attempts panic; the next ones succeed.
 #[derive(Debug)]
@@ -48,7 +49,7 @@ impl Sink for PanickingSink {
     }
 }
 
-fn panicking(panics: usize) -> impl FnOnce(&mut Application) {
+fn panicking(panics: usize) -> impl Fn(&mut Application) + Send + Sync + 'static {
     move |app| {
         let sink = Arc::new(PanickingSink {
             panics,
@@ -61,8 +62,8 @@ fn panicking(panics: usize) -> impl FnOnce(&mut Application) {
 #[tokio::test]
 async fn a_delivery_that_panics_is_recorded_as_a_failed_attempt_and_retried() {
     let sandbox = Sandbox::new();
-    let setup = Setup::without_api();
-    let app = spawn_app_with(&sandbox, &setup, Some(manual_clock()), panicking(1)).await;
+    let setup = queue_app(&sandbox, None);
+    let app = setup.customize(panicking(1)).stepped().spawn().await;
     let id = app.post_run("run_panics").await;
 
     let (job, next) = match app.step().await {
@@ -70,7 +71,7 @@ async fn a_delivery_that_panics_is_recorded_as_a_failed_attempt_and_retried() {
         idle => panic!("expected the delivery to run, got {idle:?}"),
     };
     assert!(matches!(next, JobNext::RetryAt(_)), "next: {next:?}");
-    let tried = attempts(&sandbox, job.id);
+    let tried = sandbox.db().attempts(job.id);
     assert_eq!(tried.len(), 1);
     assert_eq!(tried[0].outcome, "retry");
     assert_eq!(tried[0].error_code.as_deref(), Some("PANIC"));
@@ -85,22 +86,24 @@ async fn a_delivery_that_panics_is_recorded_as_a_failed_attempt_and_retried() {
         }
         idle => panic!("expected the delivery to run again, got {idle:?}"),
     }
-    assert_eq!(event_status(&sandbox, &id).0, "done");
+    assert_eq!(sandbox.db().event_status(&id), "done");
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_loop_runs_a_delivery_again_after_it_panicked() {
     let sandbox = Sandbox::new();
-    let setup = Setup::without_api();
-    let app = spawn_app_with(&sandbox, &setup, None, panicking(1)).await;
+    let setup = queue_app(&sandbox, None);
+    let app = setup.customize(panicking(1)).system_clock().spawn().await;
     let id = app.post_run("run_panics_in_loop").await;
     wait_for(DEADLINE, "the delivery to succeed after its panic", || {
-        (event_status(&sandbox, &id).0 == "done").then_some(())
+        (sandbox.db().event_status(&id) == "done").then_some(())
     })
     .await;
-    let deliver = job(&sandbox, &id, "deliver");
-    let outcomes: Vec<String> = attempts(&sandbox, deliver.id)
+    let deliver = sandbox.db().job(&id, "deliver");
+    let outcomes: Vec<String> = sandbox
+        .db()
+        .attempts(deliver.id)
         .into_iter()
         .map(|a| format!("{} {}", a.outcome, a.error_code.unwrap_or_default()))
         .collect();
@@ -126,7 +129,9 @@ impl Clock for Tripwire {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_with_an_error_when_the_worker_loop_panics() {
     let sandbox = Sandbox::new();
-    let toml = Setup::without_api().toml(sandbox.dir.path());
+    let toml = queue_app(&sandbox, None)
+        .config()
+        .toml(&sandbox.db().storage_toml());
     let settings = steerhook::config::Settings::from_toml(&toml).unwrap();
     let clock = Arc::new(Tripwire::default());
     let app = Application::build_with(settings, clock.clone())

@@ -8,7 +8,8 @@ use steerhook::store::JobNext;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::*;
+use crate::queue_app;
+use crate::support::prelude::*;
 
 /// Answers `GET {p}` with `answer` once, before the healthy fake.
 async fn first_call_to(server: &MockServer, p: &str, answer: ResponseTemplate) {
@@ -39,10 +40,10 @@ async fn a_429_with_retry_after_holds_every_fetch_until_it_has_passed() {
     .await;
     mount_runs(&api, FakeRuns::lines(5)).await;
     let sandbox = Sandbox::new();
-    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
     let a = app.post_run("run_a").await;
     let b = app.post_run("run_b").await;
-    let a_fetch = job(&sandbox, &a, "fetch").id;
+    let a_fetch = sandbox.db().job(&a, "fetch").id;
     let t0 = app.now_ms();
 
     let (kind, id, next) = ran(&app.step().await);
@@ -55,7 +56,7 @@ async fn a_429_with_retry_after_holds_every_fetch_until_it_has_passed() {
         "due {} ms later, before Retry-After",
         at - t0
     );
-    let tries = attempts(&sandbox, a_fetch);
+    let tries = sandbox.db().attempts(a_fetch);
     assert_eq!(tries[0].outcome, "retry");
     assert_eq!(tries[0].error_code.as_deref(), Some("CLOUD_RATE_LIMITED"));
 
@@ -65,9 +66,9 @@ async fn a_429_with_retry_after_holds_every_fetch_until_it_has_passed() {
         matches!(paused, Outcome::Idle { .. }),
         "nothing is fetched during the pause, not even another event's run: {paused:?}"
     );
-    assert_eq!(job(&sandbox, &b, "fetch").attempts, 0);
+    assert_eq!(sandbox.db().job(&b, "fetch").attempts, 0);
     assert_eq!(requests_to(&api, "/runs/run_b").await.len(), 0);
-    assert_eq!(job(&sandbox, &a, "deliver").state, "blocked");
+    assert_eq!(sandbox.db().job(&a, "deliver").state, "blocked");
 
     app.advance(Duration::from_millis(100));
     let (kind, id, next) = ran(&app.step().await);
@@ -78,7 +79,7 @@ async fn a_429_with_retry_after_holds_every_fetch_until_it_has_passed() {
     );
     app.drain(10).await;
     for ev in [&a, &b] {
-        assert_eq!(event_status(&sandbox, ev).0, "done");
+        assert_eq!(sandbox.db().event_status(ev), "done");
         assert_eq!(
             sandbox.hook_document(ev)["run"]["status"],
             json!("succeeded")
@@ -87,48 +88,50 @@ async fn a_429_with_retry_after_holds_every_fetch_until_it_has_passed() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_500_is_retried_with_backoff_and_the_hook_gets_the_run() {
-    let api = MockServer::start().await;
-    first_call_to(
-        &api,
-        "/runs/run_500",
-        ResponseTemplate::new(500).set_body_string("<html>oops</html>"),
-    )
-    .await;
-    mount_runs(&api, FakeRuns::lines(5)).await;
-    let sandbox = Sandbox::new();
-    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
-    let id = app.post_run("run_500").await;
-    let t0 = app.now_ms();
+crate::backends! {
+    #[tokio::test]
+    async fn a_500_is_retried_with_backoff_and_the_hook_gets_the_run(backend) {
+        let api = MockServer::start().await;
+        first_call_to(
+            &api,
+            "/runs/run_500",
+            ResponseTemplate::new(500).set_body_string("<html>oops</html>"),
+        )
+        .await;
+        mount_runs(&api, FakeRuns::lines(5)).await;
+        let sandbox = Sandbox::with_backend(backend);
+        let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
+        let id = app.post_run("run_500").await;
+        let t0 = app.now_ms();
 
-    let (kind, fetch_id, next) = ran(&app.step().await);
-    assert_eq!(kind, "fetch");
-    let JobNext::RetryAt(at) = next else {
-        panic!("a 500 is retried: {next:?}")
-    };
-    assert!(
-        (t0..=t0 + 1_000).contains(&at),
-        "backoff within queue.backoff_base_secs: {}",
-        at - t0
-    );
-    assert_eq!(job(&sandbox, &id, "deliver").state, "blocked");
+        let (kind, fetch_id, next) = ran(&app.step().await);
+        assert_eq!(kind, "fetch");
+        let JobNext::RetryAt(at) = next else {
+            panic!("a 500 is retried: {next:?}")
+        };
+        assert!(
+            (t0..=t0 + 1_000).contains(&at),
+            "backoff within queue.backoff_base_secs: {}",
+            at - t0
+        );
+        assert_eq!(sandbox.db().job(&id, "deliver").state, "blocked");
 
-    app.advance(Duration::from_secs(1));
-    let (_, again, next) = ran(&app.step().await);
-    assert_eq!((again, next), (fetch_id, JobNext::Succeeded));
-    let tries = attempts(&sandbox, fetch_id);
-    let outcomes: Vec<(i64, &str, Option<&str>)> = tries
-        .iter()
-        .map(|t| (t.attempt, t.outcome.as_str(), t.error_code.as_deref()))
-        .collect();
-    assert_eq!(outcomes, [(1, "retry", Some("HTTP_500")), (2, "ok", None)]);
+        app.advance(Duration::from_secs(1));
+        let (_, again, next) = ran(&app.step().await);
+        assert_eq!((again, next), (fetch_id, JobNext::Succeeded));
+        let tries = sandbox.db().attempts(fetch_id);
+        let outcomes: Vec<(i64, &str, Option<&str>)> = tries
+            .iter()
+            .map(|t| (t.attempt, t.outcome.as_str(), t.error_code.as_deref()))
+            .collect();
+        assert_eq!(outcomes, [(1, "retry", Some("HTTP_500")), (2, "ok", None)]);
 
-    app.drain(5).await;
-    let doc = sandbox.hook_document(&id);
-    assert_eq!(doc["run"], run_json("run_500"));
-    assert_eq!(log_seqs(&doc), [0, 1, 2, 3, 4]);
-    app.stop().await;
+        app.drain(5).await;
+        let doc = sandbox.hook_document(&id);
+        assert_eq!(doc["run"], run_json("run_500"));
+        assert_eq!(log_seqs(&doc), [0, 1, 2, 3, 4]);
+        app.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -144,7 +147,7 @@ async fn a_fetch_that_fails_mid_paging_resumes_at_the_failed_page_and_stores_eac
         .await;
     mount_runs(&api, FakeRuns::lines(450)).await;
     let sandbox = Sandbox::new();
-    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
     let id = app.post_run("run_mid").await;
 
     let (_, _, next) = ran(&app.step().await);
@@ -184,7 +187,7 @@ async fn a_hanging_api_times_out_and_the_fetch_is_retried() {
     .await;
     mount_runs(&api, FakeRuns::lines(5)).await;
     let sandbox = Sandbox::new();
-    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
     let id = app.post_run("run_slow").await;
 
     let started = std::time::Instant::now();
@@ -195,15 +198,15 @@ async fn a_hanging_api_times_out_and_the_fetch_is_retried() {
         started.elapsed()
     );
     assert!(matches!(next, JobNext::RetryAt(_)), "{next:?}");
-    let tries = attempts(&sandbox, fetch_id);
+    let tries = sandbox.db().attempts(fetch_id);
     assert_eq!(tries.len(), 1);
     assert_eq!(tries[0].outcome, "retry");
     assert_eq!(tries[0].error_code.as_deref(), Some("TIMEOUT"));
-    assert_eq!(job(&sandbox, &id, "fetch").state, "pending");
+    assert_eq!(sandbox.db().job(&id, "fetch").state, "pending");
 
     app.advance(Duration::from_secs(1));
     app.drain(5).await;
-    assert_eq!(job(&sandbox, &id, "fetch").state, "succeeded");
+    assert_eq!(sandbox.db().job(&id, "fetch").state, "succeeded");
     assert_eq!(sandbox.hook_document(&id)["run"], run_json("run_slow"));
     app.stop().await;
 }
@@ -213,8 +216,9 @@ async fn a_rejected_api_key_waits_auth_retry_secs_forever_and_deliveries_wait() 
     let api = MockServer::start().await;
     mount_runs(&api, api_error(401, "CLOUD_AUTH_FAILED")).await;
     let sandbox = Sandbox::new();
-    let setup = Setup::new(&api).queue("auth_retry_secs = 60\nfetch_max_attempts = 2");
-    let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
+    let setup =
+        queue_app(&sandbox, Some(&api)).queue("auth_retry_secs = 60\nfetch_max_attempts = 2");
+    let app = setup.clone().stepped().spawn().await;
     let id = app.post_run("run_key").await;
 
     for attempt in 1..=4 {
@@ -226,12 +230,12 @@ async fn a_rejected_api_key_waits_auth_retry_secs_forever_and_deliveries_wait() 
             JobNext::RetryAt(now + 60_000),
             "attempt {attempt}: next try after queue.auth_retry_secs, beyond fetch_max_attempts"
         );
-        let fetch = job(&sandbox, &id, "fetch");
+        let fetch = sandbox.db().job(&id, "fetch");
         assert_eq!(fetch.state, "pending", "attempt {attempt}: never failed");
         assert_eq!(fetch.last_error_code.as_deref(), Some("CLOUD_AUTH_FAILED"));
-        assert_eq!(attempts(&sandbox, fetch_id).len(), attempt);
-        assert_eq!(job(&sandbox, &id, "deliver").state, "blocked");
-        assert_eq!(event_status(&sandbox, &id).0, "pending");
+        assert_eq!(sandbox.db().attempts(fetch_id).len(), attempt);
+        assert_eq!(sandbox.db().job(&id, "deliver").state, "blocked");
+        assert_eq!(sandbox.db().event_status(&id), "pending");
 
         app.advance(Duration::from_millis(59_999));
         assert!(
@@ -253,8 +257,8 @@ async fn a_rejected_api_key_holds_every_fetch_not_just_the_first() {
     let api = MockServer::start().await;
     mount_runs(&api, api_error(401, "CLOUD_AUTH_FAILED")).await;
     let sandbox = Sandbox::new();
-    let setup = Setup::new(&api).queue("auth_retry_secs = 60");
-    let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
+    let setup = queue_app(&sandbox, Some(&api)).queue("auth_retry_secs = 60");
+    let app = setup.clone().stepped().spawn().await;
     let ids = [
         app.post_run("run_k1").await,
         app.post_run("run_k2").await,
@@ -270,7 +274,7 @@ async fn a_rejected_api_key_holds_every_fetch_not_just_the_first() {
     );
     assert_eq!(requests_to(&api, "/runs/").await.len(), 1);
     for id in &ids {
-        assert_eq!(job(&sandbox, id, "deliver").state, "blocked");
+        assert_eq!(sandbox.db().job(id, "deliver").state, "blocked");
     }
     app.stop().await;
 }
@@ -280,9 +284,9 @@ async fn after_the_key_is_fixed_a_restart_fetches_at_once() {
     let api = MockServer::start().await;
     mount_runs(&api, api_error(401, "CLOUD_AUTH_FAILED")).await;
     let sandbox = Sandbox::new();
-    let setup = Setup::new(&api).queue("auth_retry_secs = 300");
+    let setup = queue_app(&sandbox, Some(&api)).queue("auth_retry_secs = 300");
     let clock = manual_clock();
-    let app = spawn_app(&sandbox, &setup, Some(clock.clone())).await;
+    let app = setup.clone().clock(clock.clone()).stepped().spawn().await;
     let id = app.post_run("run_fixed").await;
     let (_, _, next) = ran(&app.step().await);
     assert!(matches!(next, JobNext::RetryAt(_)), "{next:?}");
@@ -291,7 +295,7 @@ async fn after_the_key_is_fixed_a_restart_fetches_at_once() {
     // The operator fixes the key and restarts; the clock has not moved.
     api.reset().await;
     mount_runs(&api, FakeRuns::lines(5)).await;
-    let app = spawn_app(&sandbox, &setup, Some(clock)).await;
+    let app = setup.clone().clock(clock).stepped().spawn().await;
     let resumed = app.step().await;
     assert!(
         matches!(&resumed, Outcome::Ran { job, next: JobNext::Succeeded } if job.kind == steerhook::store::JobKind::Fetch),
@@ -319,7 +323,7 @@ async fn an_api_error_code_steerhook_does_not_know_is_counted_as_other_in_metric
     .await;
     mount_runs(&api, FakeRuns::lines(1)).await;
     let sandbox = Sandbox::new();
-    let app = spawn_app(&sandbox, &Setup::new(&api), Some(manual_clock())).await;
+    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
     for run in ["run_new", "run_known"] {
         let id = app.post_run(run).await;
         let (kind, _, next) = ran(&app.step().await);
@@ -327,7 +331,7 @@ async fn an_api_error_code_steerhook_does_not_know_is_counted_as_other_in_metric
             kind == "fetch" && matches!(next, JobNext::RetryAt(_)),
             "{run}: the failed fetch is retried: {kind} {next:?}"
         );
-        assert_eq!(job(&sandbox, &id, "fetch").attempts, 1, "{run}");
+        assert_eq!(sandbox.db().job(&id, "fetch").attempts, 1, "{run}");
     }
 
     let text = reqwest::get(format!("http://{}/metrics", app.addr))

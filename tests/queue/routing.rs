@@ -5,79 +5,59 @@ use std::time::Duration;
 
 use wiremock::MockServer;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
+use crate::{queue_app, save_hook, SAVE_DOCUMENT};
 
-/// A second hook, appended after the default one: touches `out/<name>-ran`.
-fn second_hook(sandbox: &Sandbox, name: &str, route: &str) -> String {
-    format!(
-        "[[hook]]\nname = \"{name}\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\n\
-         command = [\"/bin/sh\", \"-c\", \"touch \\\"$OUT/{name}-ran\\\"\"]\nenv = {{ OUT = {:?} }}\n{route}\n",
-        sandbox.out()
-    )
-}
+crate::backends! {
+    #[tokio::test]
+    async fn match_on_the_fetched_run_delivers_its_scraper_and_skips_the_others_without_starting_them(backend) {
+        let api = MockServer::start().await;
+        mount_runs(&api, FakeRuns::lines(3)).await;
+        let sandbox = Sandbox::with_backend(backend);
+        // Only the fetched run has a scraper ("shop-prices"): the payload does not.
+        let app = queue_app(&sandbox, Some(&api))
+            .without_hooks()
+            .hook(&save_hook(
+                &sandbox,
+                SAVE_DOCUMENT,
+                "match = { \"/run/scraper\" = \"shop-prices\" }",
+            ))
+            .hook(&sandbox.shell_hook(
+                "other",
+                &["run.succeeded"],
+                "touch \"$OUT/other-ran\"",
+                "match = { \"/run/scraper\" = [\"news\", \"jobs\"] }",
+            ))
+            .stepped()
+            .spawn()
+            .await;
+        let id = app.post_run("run_routed").await;
+        app.drain(10).await;
 
-#[tokio::test]
-async fn match_on_the_fetched_run_delivers_its_scraper_and_skips_the_others_without_starting_them()
-{
-    let api = MockServer::start().await;
-    mount_runs(&api, FakeRuns::lines(3)).await;
-    let sandbox = Sandbox::new();
-    // Only the fetched run has a scraper ("shop-prices"): the payload does not.
-    let setup = Setup::new(&api).hook(&format!(
-        "match = {{ \"/run/scraper\" = \"shop-prices\" }}\n{}",
-        second_hook(
-            &sandbox,
-            "other",
-            "match = { \"/run/scraper\" = [\"news\", \"jobs\"] }"
-        )
-    ));
-    let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
-    let id = app.post_run("run_routed").await;
-    app.drain(10).await;
-
-    let doc = sandbox.hook_document(&id);
-    assert_eq!(
-        doc["run"]["scraper"], "shop-prices",
-        "evaluated after the fetch"
-    );
-    assert!(
-        !sandbox.out().join("other-ran").exists(),
-        "the non-matching hook was started"
-    );
-    let deliveries: Vec<(String, i64)> = {
+        let doc = sandbox.hook_document(&id);
+        assert_eq!(doc["run"]["scraper"], "shop-prices", "evaluated after the fetch");
+        assert!(
+            !sandbox.out().join("other-ran").exists(),
+            "the non-matching hook was started"
+        );
         let db = sandbox.db();
-        let mut stmt = db
-            .prepare("SELECT state, attempts FROM jobs WHERE kind = 'deliver' ORDER BY hook")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
-    assert_eq!(
-        deliveries,
-        [("skipped".to_owned(), 1), ("succeeded".to_owned(), 1)],
-        "other skipped, save delivered"
-    );
-    let reason: String = sandbox
-        .db()
-        .query_row(
-            "SELECT error FROM attempts WHERE outcome = 'skipped'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(
-        reason,
-        "run did not match /run/scraper = one of news, jobs (it is \"shop-prices\")"
-    );
-    assert_eq!(event_status(&sandbox, &id).0, "done");
-    assert!(
-        captured_logs().lines().any(|l| l.contains(&id)
-            && l.contains("skipped, the hook was not started: run did not match /run/scraper")),
-        "one line says why"
-    );
-    app.stop().await;
+        assert_eq!(db.delivery_job(&id, "save").state, "succeeded");
+        let other = db.delivery_job(&id, "other");
+        assert_eq!((other.state.as_str(), other.attempts), ("skipped", 1));
+        let attempts = db.attempts(other.id);
+        assert_eq!(attempts[0].outcome, "skipped");
+        assert_eq!(
+            attempts[0].error.as_deref(),
+            Some("run did not match /run/scraper = one of news, jobs (it is \"shop-prices\")")
+        );
+        assert_eq!(db.event_status(&id), "done");
+        assert!(
+            captured_logs().lines().any(|l| l.contains(&id)
+                && l.contains("skipped, the hook was not started: run did not match /run/scraper")),
+            "one line says why"
+        );
+        app.stop().await;
+    }
 }
 
 /// One log line per attempt, and values as a user writes them: no
@@ -85,15 +65,21 @@ async fn match_on_the_fetched_run_delivers_its_scraper_and_skips_the_others_with
 #[tokio::test]
 async fn each_failed_attempt_is_logged_once_with_plain_values() {
     let sandbox = Sandbox::new();
-    let setup = Setup::without_api()
-        .hook_command(r#"["/nonexistent/steerhook-etl"]"#)
-        .hook("max_attempts = 2");
-    let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
+    let app = queue_app(&sandbox, None)
+        .without_hooks()
+        .hook(&save_hook(
+            &sandbox,
+            r#"["/nonexistent/steerhook-etl"]"#,
+            "max_attempts = 2",
+        ))
+        .stepped()
+        .spawn()
+        .await;
     let id = app.post_run("run_spawn_failed").await;
     app.step().await;
     app.advance(Duration::from_secs(2));
     app.step().await;
-    assert_eq!(event_status(&sandbox, &id).0, "failed");
+    assert_eq!(sandbox.db().event_status(&id), "failed");
     app.stop().await;
 
     let logs = captured_logs();

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::json;
 use wiremock::{MockServer, ResponseTemplate};
 
-use crate::helpers::*;
+use crate::queue_app;
+use crate::support::prelude::*;
 
 #[tokio::test]
 async fn the_api_key_is_sent_on_every_request_and_never_logged_or_stored() {
@@ -28,15 +29,15 @@ async fn the_api_key_is_sent_on_every_request_and_never_logged_or_stored() {
         .await;
     mount_runs(&api, FakeRuns::lines(450)).await;
     let sandbox = Sandbox::new();
-    let setup = Setup::new(&api).queue("auth_retry_secs = 1");
-    let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
+    let setup = queue_app(&sandbox, Some(&api)).queue("auth_retry_secs = 1");
+    let app = setup.clone().stepped().spawn().await;
     let id = app.post_run("run_secret").await;
     app.step().await; // 401
     app.advance(Duration::from_secs(1));
     app.step().await; // 500
     app.advance(Duration::from_secs(1));
     app.drain(5).await;
-    assert_eq!(event_status(&sandbox, &id).0, "done");
+    assert_eq!(sandbox.db().event_status(&id), "done");
     app.stop().await;
 
     let requests = api.received_requests().await.unwrap();
@@ -69,14 +70,10 @@ async fn the_api_key_is_sent_on_every_request_and_never_logged_or_stored() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let errors: Vec<String> = sandbox
-        .db()
-        .prepare("SELECT coalesce(error, '') || coalesce(error_code, '') FROM attempts")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let errors: Vec<String> = sandbox.db().query(
+        "SELECT coalesce(error, '') || coalesce(error_code, '') FROM attempts",
+        &[],
+    );
     assert!(errors.iter().any(|e| e.contains("CLOUD_AUTH_FAILED")));
     assert!(
         errors.iter().all(|e| !e.contains(API_KEY)),

@@ -4,7 +4,8 @@
 
 use wiremock::MockServer;
 
-use crate::helpers::*;
+use crate::support::prelude::*;
+use crate::{queue_app, save_hook, APPEND_ID};
 
 const WARNING: &str = "cannot store the attempt's outcome yet; retrying";
 
@@ -14,14 +15,16 @@ async fn a_delivery_whose_outcome_cannot_be_stored_is_recorded_once_the_fault_cl
     let api = MockServer::start().await;
     mount_runs(&api, FakeRuns::lines(3)).await;
     let sandbox = Sandbox::new();
-    let setup = Setup::new(&api).hook_command(APPEND_ID);
-    let app = spawn_app(&sandbox, &setup, Some(manual_clock())).await;
+    let setup = queue_app(&sandbox, Some(&api))
+        .without_hooks()
+        .hook(&save_hook(&sandbox, APPEND_ID, ""));
+    let app = setup.clone().stepped().spawn().await;
     let id = app.post_run("run_fault").await;
     app.step().await; // the fetch
     let warnings_before = captured_logs().matches(WARNING).count();
 
     // Every attempt record fails from now on, the way a full disk would.
-    let db = rusqlite::Connection::open(sandbox.db_path()).unwrap();
+    let db = sandbox.db().sqlite_connection();
     db.execute_batch(
         "CREATE TRIGGER sabotage BEFORE INSERT ON attempts
          BEGIN SELECT RAISE(FAIL, 'database or disk is full (sabotage)'); END;",
@@ -36,7 +39,7 @@ async fn a_delivery_whose_outcome_cannot_be_stored_is_recorded_once_the_fault_cl
         })
         .await;
         assert_eq!(
-            job(&sandbox, &id, "deliver").state,
+            sandbox.db().job(&id, "deliver").state,
             "running",
             "the outcome is not stored while the fault lasts"
         );
@@ -48,12 +51,12 @@ async fn a_delivery_whose_outcome_cannot_be_stored_is_recorded_once_the_fault_cl
         matches!(outcome, steerhook::dispatch::Outcome::Ran { .. }),
         "{outcome:?}"
     );
-    let delivery = job(&sandbox, &id, "deliver");
+    let delivery = sandbox.db().job(&id, "deliver");
     assert_eq!(delivery.state, "succeeded", "{delivery:?}");
-    let tries = attempts(&sandbox, delivery.id);
+    let tries = sandbox.db().attempts(delivery.id);
     assert_eq!(tries.len(), 1, "one attempt, stored once: {tries:?}");
     assert_eq!(
-        sandbox.delivered_ids(),
+        sandbox.out_lines("ids"),
         vec![id.clone()],
         "the hook ran once"
     );

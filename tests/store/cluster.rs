@@ -26,8 +26,8 @@ async fn one_event_sent_to_two_daemons_at_once_is_accepted_by_exactly_one() {
             .count();
         assert_eq!(accepted, 1, "round {round}");
     }
-    assert_eq!(db.query_i64("SELECT count(*) FROM events").await, 50);
-    assert_eq!(db.query_i64("SELECT count(*) FROM jobs").await, 100);
+    assert_eq!(db.count("SELECT count(*) FROM events"), 50);
+    assert_eq!(db.count("SELECT count(*) FROM jobs"), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,8 +92,7 @@ async fn a_dead_daemons_delivery_goes_to_another_once_its_lease_runs_out() {
         .expect("the lease ran out");
     assert_eq!((taken.id, taken.attempt), (lost.id, 2));
     let interrupted = db
-        .query_i64("SELECT count(*) FROM attempts WHERE outcome = 'interrupted' AND error_code = 'INTERRUPTED'")
-        .await;
+        .count("SELECT count(*) FROM attempts WHERE outcome = 'interrupted' AND error_code = 'INTERRUPTED'");
     assert_eq!(interrupted, 1, "the cut attempt is on record");
 }
 
@@ -122,16 +121,14 @@ async fn a_daemon_whose_lease_was_taken_does_not_overwrite_the_new_owner() {
         .await
         .unwrap();
     assert_eq!(
-        db.query_i64("SELECT count(*) FROM jobs WHERE state = 'running'")
-            .await,
+        db.count("SELECT count(*) FROM jobs WHERE state = 'running'"),
         1
     );
     b.record_attempt(new, ok(T0 + lease), JobNext::Succeeded, T0 + lease)
         .await
         .unwrap();
     assert_eq!(
-        db.query_i64("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
-            .await,
+        db.count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
         1
     );
 }
@@ -193,8 +190,7 @@ async fn a_schema_newer_than_the_binary_stops_the_daemon_with_a_message() {
         return;
     };
     drop(db.open(routing(false, &[])).await);
-    db.execute("UPDATE steerhook_schema SET version = 999")
-        .await;
+    db.execute_batch("UPDATE steerhook_schema SET version = 999");
     let err = steerhook::store::Store::open(&db.settings(), routing(false, &[]))
         .await
         .unwrap_err();
@@ -213,10 +209,7 @@ async fn daemons_that_start_together_migrate_the_schema_once() {
     let opens = (0..4).map(|_| db.open(routing(false, &[])));
     let stores = futures_util::future::join_all(opens).await;
     assert_eq!(stores.len(), 4);
-    assert_eq!(
-        db.query_i64("SELECT count(*) FROM steerhook_schema").await,
-        1
-    );
+    assert_eq!(db.count("SELECT count(*) FROM steerhook_schema"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,4 +291,93 @@ async fn a_hook_paused_through_one_daemon_is_paused_for_all_and_resume_wakes_the
         .unwrap()
         .unwrap();
     assert_eq!(job.hook, "etl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_on_one_daemon_at_a_time() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(false, &[])).await;
+    a.insert_event(event(1)).await.unwrap(); // nothing to do: done at once
+                                             // Another daemon is pruning: it holds the lock in a session of its own.
+    let (other, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    other
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&steerhook::store::POSTGRES_PRUNE_LOCK],
+        )
+        .await
+        .unwrap();
+    let skipped = a.prune(T0, false).await.unwrap();
+    assert_eq!(
+        skipped.events, 0,
+        "the timer skips while another daemon prunes"
+    );
+    other
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&steerhook::store::POSTGRES_PRUNE_LOCK],
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.prune(T0, false).await.unwrap().events, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_is_told_at_start_how_its_hooks_differ_from_the_others() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.open(routing(false, &[])).await;
+    let hook = |name: &str, hash: &str| steerhook::store::HookConfig {
+        name: name.into(),
+        config_hash: hash.into(),
+    };
+    let first = store
+        .register_hooks(vec![hook("etl", "v1")], "host-a/10.0.0.11:8787".into(), T0)
+        .await
+        .unwrap();
+    assert!(
+        first.is_empty(),
+        "the first daemon has nobody to differ from: {first:?}"
+    );
+    let second = store
+        .register_hooks(
+            vec![hook("etl", "v2"), hook("mail", "v1")],
+            "host-b/10.0.0.12:8787".into(),
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(
+        second
+            .iter()
+            .any(|d| d.contains("\"etl\" is configured differently on daemon host-a")),
+        "{second:?}"
+    );
+    assert!(
+        second
+            .iter()
+            .any(|d| d.contains("\"mail\" is configured on this daemon but not on daemon host-a")),
+        "{second:?}"
+    );
+    // The same daemon restarting with the same hooks replaces its own record.
+    let again = store
+        .register_hooks(
+            vec![hook("etl", "v1")],
+            "host-a/10.0.0.11:8787".into(),
+            T0 + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2, "host-b still differs: {again:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM hook_configs WHERE daemon LIKE 'host-a%'"),
+        1
+    );
 }

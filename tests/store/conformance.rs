@@ -7,7 +7,7 @@ use steerhook::store::{
     InsertOutcome, JobKind, JobNext, JobState, NewEvent, Routing, Store,
 };
 
-use crate::support::db::both_backends;
+use crate::support::db::TestDb;
 
 /// 2026-01-01T00:00:00Z, unix ms.
 pub const T0: i64 = 1_767_225_600_000;
@@ -98,9 +98,11 @@ async fn claim(store: &Store, now: i64, hooks: &[&str]) -> Option<ClaimedJob> {
     store.claim_due_job(claim_at(now, hooks)).await.unwrap()
 }
 
-both_backends! {
+crate::backends! {
     /// SPEC §4 step 8: the same dedupe key twice gives the stored event's id.
-    async fn an_event_is_stored_once_and_its_duplicate_names_it(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_is_stored_once_and_its_duplicate_names_it(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &[])).await;
         let first = store.insert_event(event(1)).await.unwrap();
         assert_eq!(first, InsertOutcome::Accepted { id: "evt_1".into() });
@@ -110,11 +112,13 @@ both_backends! {
             store.insert_event(again).await.unwrap(),
             InsertOutcome::Duplicate { id: "evt_1".into() }
         );
-        assert_eq!(db.query_i64("SELECT count(*) FROM events").await, 1);
+        assert_eq!(db.count("SELECT count(*) FROM events"), 1);
     }
 
     /// Concurrent inserts share commits; each still gets its own answer.
-    async fn concurrent_inserts_each_get_their_own_answer(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_inserts_each_get_their_own_answer(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(true, &["etl"])).await;
         let calls = (0..96).map(|i| {
             let store = store.clone();
@@ -134,12 +138,14 @@ both_backends! {
             }
         }
         assert_eq!(accepted, 64, "one 202 per dedupe key");
-        assert_eq!(db.query_i64("SELECT count(*) FROM events").await, 64);
-        assert_eq!(db.query_i64("SELECT count(*) FROM jobs").await, 128, "a fetch and a delivery each");
+        assert_eq!(db.count("SELECT count(*) FROM events"), 64);
+        assert_eq!(db.count("SELECT count(*) FROM jobs"), 128, "a fetch and a delivery each");
     }
 
     /// An event no hook receives and that needs no fetch is done when stored.
-    async fn an_event_with_nothing_to_do_is_done_at_once(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_with_nothing_to_do_is_done_at_once(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &[])).await;
         store.insert_event(event(1)).await.unwrap();
         let listed = store.list_events(EventFilter { limit: 10, ..Default::default() }).await.unwrap();
@@ -148,7 +154,9 @@ both_backends! {
     }
 
     /// The fetch runs first; its end releases the deliveries, which run in arrival order.
-    async fn the_fetch_runs_first_and_releases_the_deliveries_in_arrival_order(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_fetch_runs_first_and_releases_the_deliveries_in_arrival_order(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(true, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -179,7 +187,9 @@ both_backends! {
     }
 
     /// A retry waits for its due time; the last failure makes the event failed (SPEC §2).
-    async fn a_failed_attempt_retries_when_due_and_the_last_one_fails_the_event(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_attempt_retries_when_due_and_the_last_one_fails_the_event(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -207,7 +217,9 @@ both_backends! {
     }
 
     /// `replay` queues a failed delivery again, due at once, attempts from zero.
-    async fn replay_queues_a_failed_delivery_again(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replay_queues_a_failed_delivery_again(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -226,7 +238,9 @@ both_backends! {
     }
 
     /// Retention deletes finished events only.
-    async fn prune_deletes_finished_events_and_keeps_unfinished_ones(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prune_deletes_finished_events_and_keeps_unfinished_ones(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -235,12 +249,14 @@ both_backends! {
         store.record_attempt(job, ok(T0), JobNext::Succeeded, T0).await.unwrap();
         let pruned = store.prune(T0, true).await.unwrap();
         assert_eq!(pruned.events, 1, "the finished one");
-        assert_eq!(db.query_i64("SELECT count(*) FROM events").await, 1);
-        assert_eq!(db.query_i64("SELECT count(*) FROM attempts").await, 0, "with its attempts");
+        assert_eq!(db.count("SELECT count(*) FROM events"), 1);
+        assert_eq!(db.count("SELECT count(*) FROM attempts"), 0, "with its attempts");
     }
 
     /// The queue gauges count jobs by kind and state.
-    async fn queue_counts_count_jobs_by_kind_and_state(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queue_counts_count_jobs_by_kind_and_state(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(true, &["etl", "mail"])).await;
         store.insert_event(event(1)).await.unwrap();
         let counts = store.queue_counts(T0).await.unwrap();
@@ -255,7 +271,9 @@ both_backends! {
 
     /// A lease renewed by its daemon keeps the job; one that ran out lets
     /// another claim take it, and the interrupted attempt shows.
-    async fn a_job_whose_lease_ran_out_is_claimed_again(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_whose_lease_ran_out_is_claimed_again(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();

@@ -8,7 +8,7 @@ use steerhook::store::{
 };
 
 use crate::conformance::{claim_at, event, failed, ok, register, routing, T0};
-use crate::support::db::both_backends;
+use crate::support::db::TestDb;
 
 async fn claim(store: &Store, hooks: &[&str]) -> Option<ClaimedJob> {
     store.claim_due_job(claim_at(T0, hooks)).await.unwrap()
@@ -49,10 +49,12 @@ async fn activity(store: &Store, name: &str) -> HookActivity {
         .unwrap_or_else(|| panic!("no activity for {name}"))
 }
 
-both_backends! {
+crate::backends! {
     /// SPEC §2/§3: a skipped delivery is finished; an event whose deliveries
     /// were skipped or succeeded is done.
-    async fn a_skipped_delivery_finishes_and_the_event_is_done(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_skipped_delivery_finishes_and_the_event_is_done(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl", "mail"])).await;
         register(&store, &["etl", "mail"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -73,7 +75,9 @@ both_backends! {
 
     /// SPEC §2: a fetch that gave up does not make the event failed; only a
     /// failed delivery does.
-    async fn a_fetch_that_gave_up_does_not_fail_the_event(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetch_that_gave_up_does_not_fail_the_event(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(true, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -92,9 +96,34 @@ both_backends! {
         assert_eq!(status(&store, "evt_2").await, "failed", "its hook failed");
     }
 
+    /// Two deliveries of one event finishing at the same moment (on two
+    /// daemons, or a skipped one beside a fast hook): the event is done, not
+    /// left `pending` because each saw the other still running.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_of_one_event_finishing_at_once_leave_it_done(backend) {
+        let db = TestDb::fresh(backend);
+        let store = db.open(routing(false, &["etl", "mail"])).await;
+        register(&store, &["etl", "mail"]).await;
+        for n in 0..40 {
+            store.insert_event(event(n)).await.unwrap();
+            let a = claim(&store, &["etl", "mail"]).await.unwrap();
+            let b = claim(&store, &["etl", "mail"]).await.unwrap();
+            assert_eq!(a.event_seq, b.event_seq);
+            let (x, y) = tokio::join!(
+                store.record_attempt(a, ok(T0), JobNext::Succeeded, T0),
+                store.record_attempt(b, skipped(), JobNext::Skipped, T0),
+            );
+            x.unwrap();
+            y.unwrap();
+            assert_eq!(status(&store, &format!("evt_{n}")).await, "done", "round {n}");
+        }
+    }
+
     /// `hooks pause`: no claim starts a paused hook's deliveries, a running
     /// one finishes, other hooks go on; `hooks resume` releases them.
-    async fn a_paused_hook_starts_nothing_until_resumed_and_others_go_on(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paused_hook_starts_nothing_until_resumed_and_others_go_on(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl", "mail"])).await;
         register(&store, &["etl", "mail"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -123,7 +152,9 @@ both_backends! {
     /// `replay --status failed`: every failed delivery of the hooks asked
     /// for, in one go; succeeded, running and other hooks' are left alone;
     /// a dry run changes nothing; `--since` limits by receipt.
-    async fn failed_deliveries_are_replayed_in_bulk_and_only_they(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_deliveries_are_replayed_in_bulk_and_only_they(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         for n in 1..=4 {
@@ -134,7 +165,7 @@ both_backends! {
         }
         run_next(&store, &["etl"], ok(T0), JobNext::Succeeded).await;
         // A failed delivery of a hook no longer configured.
-        db.execute("UPDATE jobs SET hook = 'gone' WHERE id = (SELECT min(id) FROM jobs)").await;
+        db.execute_batch("UPDATE jobs SET hook = 'gone' WHERE id = (SELECT min(id) FROM jobs)");
         let all = FailedDeliveries { hooks: vec!["etl".into()], since: None };
 
         let dry = store.count_failed(all.clone(), false).await.unwrap();
@@ -169,7 +200,9 @@ both_backends! {
     }
 
     /// A running delivery is not failed: a bulk replay leaves it alone.
-    async fn a_bulk_replay_leaves_a_running_delivery_alone(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bulk_replay_leaves_a_running_delivery_alone(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -182,7 +215,9 @@ both_backends! {
 
     /// Where the fetch failed, a bulk replay fetches the run again first,
     /// as a single replay does: the delivery waits for it.
-    async fn a_bulk_replay_refetches_a_failed_fetch_first(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bulk_replay_refetches_a_failed_fetch_first(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(true, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -200,7 +235,9 @@ both_backends! {
     }
 
     /// A single replay is marked too.
-    async fn a_replayed_delivery_numbers_its_attempts_as_a_replay(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replayed_delivery_numbers_its_attempts_as_a_replay(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -217,7 +254,9 @@ both_backends! {
 
     /// `prune` says how many deleted events had failed deliveries never
     /// replayed; `--dry-run` counts the same and deletes nothing.
-    async fn prune_counts_events_with_failed_deliveries_and_a_dry_run_deletes_nothing(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prune_counts_events_with_failed_deliveries_and_a_dry_run_deletes_nothing(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         for n in 1..=3 {
@@ -234,15 +273,17 @@ both_backends! {
         }).await.unwrap();
         let would = store.count_prunable(T0).await.unwrap();
         assert_eq!((would.events, would.failed_events, would.quarantined), (2, 1, 1));
-        assert_eq!(db.query_i64("SELECT count(*) FROM events").await, 3, "nothing deleted");
+        assert_eq!(db.count("SELECT count(*) FROM events"), 3, "nothing deleted");
         let pruned = store.prune(T0, true).await.unwrap();
         assert_eq!(pruned, would);
-        assert_eq!(db.query_i64("SELECT count(*) FROM events").await, 1, "the pending one stays");
+        assert_eq!(db.count("SELECT count(*) FROM events"), 1, "the pending one stays");
     }
 
     /// Job ids and quarantine ids are never given twice, even after `prune`
     /// deleted the newest.
-    async fn ids_are_not_reused_after_prune(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_are_not_reused_after_prune(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
@@ -256,7 +297,7 @@ both_backends! {
         };
         let q1 = store.quarantine(body()).await.unwrap();
         assert_eq!(store.prune(T0, true).await.unwrap().events, 1);
-        assert_eq!(db.query_i64("SELECT count(*) FROM jobs").await, 0);
+        assert_eq!(db.count("SELECT count(*) FROM jobs"), 0);
         store.insert_event(event(2)).await.unwrap();
         let second = claim(&store, &["etl"]).await.unwrap();
         assert!(second.id > first.id, "job id {} given again", second.id);
@@ -265,7 +306,9 @@ both_backends! {
     }
 
     /// `quarantine list` newest first; `show` has the body byte for byte.
-    async fn quarantined_bodies_are_listed_newest_first_and_shown_exactly(db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn quarantined_bodies_are_listed_newest_first_and_shown_exactly(backend) {
+        let db = TestDb::fresh(backend);
         let store = db.open(routing(false, &[])).await;
         let mut ids = Vec::new();
         for (i, body) in [b"not json".to_vec(), vec![0xff, 0x00, b'{']].into_iter().enumerate() {

@@ -44,9 +44,10 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel work is announced on.
 const WORK_CHANNEL: &str = "steerhook_work";
-/// Advisory lock keys (arbitrary, fixed): schema migration, retention.
-const LOCK_MIGRATE: i64 = 0x5374_6565_7268_6f6f;
-const LOCK_PRUNE: i64 = 0x5374_6565_7268_7072;
+/// Advisory lock key (arbitrary, fixed) held while the schema is migrated.
+pub const LOCK_MIGRATE: i64 = 0x5374_6565_7268_6f6f;
+/// Advisory lock key held while a daemon prunes (`pg_locks` shows it).
+pub const LOCK_PRUNE: i64 = 0x5374_6565_7268_7072;
 
 /// Turns a driver error, with its causes, into ours.
 pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
@@ -78,24 +79,30 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 
 /// Checks a `storage.url` (libpq URL or key=value string) without connecting.
 pub fn check_url(url: &str) -> Result<(), String> {
-    tokio_postgres::Config::from_str(url)
-        .map(|_| ())
-        .map_err(|_| {
-            "is not a PostgreSQL connection string such as postgres://steerhook@db.internal:5432/steerhook (the value is not shown: it may hold a password)".to_owned()
-        })
+    let config = tokio_postgres::Config::from_str(url).map_err(|_| {
+        "is not a PostgreSQL connection string such as postgres://steerhook@db.internal:5432/steerhook (the value is not shown: it may hold a password)".to_owned()
+    })?;
+    // Connections are made without TLS: a URL that demands it would only
+    // fail at the first connection, so say it now.
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err("asks for sslmode=require, but steerhook connects to PostgreSQL without TLS: use a private network or an encrypted tunnel (docs/DEPLOY.md) and sslmode=disable or prefer".to_owned());
+    }
+    Ok(())
 }
 
 /// The URL with its password replaced, for messages and `check-config`.
 pub fn redacted_url(url: &str) -> String {
+    // A marker the URL does not percent-encode, replaced after formatting.
+    const MARK: &str = "steerhookredactedpassword";
     if let Ok(mut parsed) = reqwest::Url::parse(url) {
         if parsed.password().is_some() {
-            let _ = parsed.set_password(Some("[redacted]"));
+            let _ = parsed.set_password(Some(MARK));
         }
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
             .map(|(k, v)| {
                 let v = if k == "password" {
-                    "[redacted]".to_owned()
+                    MARK.to_owned()
                 } else {
                     v.into_owned()
                 };
@@ -105,7 +112,7 @@ pub fn redacted_url(url: &str) -> String {
         if !pairs.is_empty() {
             parsed.query_pairs_mut().clear().extend_pairs(pairs);
         }
-        return parsed.to_string();
+        return parsed.to_string().replace(MARK, "[redacted]");
     }
     // key=value form: hide the password's value.
     url.split_whitespace()

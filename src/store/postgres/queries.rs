@@ -339,6 +339,16 @@ pub(super) async fn record_attempt(
     daemon: &str,
 ) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
+    // The event's row first: two jobs of one event finishing at once (two
+    // hooks, two daemons) then record one after the other. Otherwise each
+    // transaction's status refresh sees the other's job still running, and
+    // the event stays `pending` with every job finished.
+    tx.execute(
+        "SELECT 1 FROM events WHERE seq = $1 FOR UPDATE",
+        &[&job.event_seq],
+    )
+    .await
+    .map_err(pg_error)?;
     tx.execute(
         "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr, replay)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, (SELECT replays FROM jobs WHERE id = $1))",

@@ -1,7 +1,5 @@
-//! The e-mail hook against a real SMTP server on a real socket.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
-
-mod support;
+//! The e-mail hook's `Mailer` on its own, against a real SMTP server on a
+//! real socket.
 
 use std::time::Duration;
 
@@ -10,12 +8,11 @@ use steerhook::hooks::email::{
     EmailError, EmailHookSettings, EmailSpec, Mailer, SmtpSecurity, SmtpSettings,
 };
 use steerhook::secret::Secret;
-use support::smtp::SmtpServer;
 use tokio::net::TcpListener;
 
-const WAIT: Duration = Duration::from_secs(10);
+use crate::support::prelude::*;
 
-fn settings(port: u16) -> SmtpSettings {
+fn smtp_settings(port: u16) -> SmtpSettings {
     SmtpSettings {
         host: "127.0.0.1".into(),
         port,
@@ -72,7 +69,7 @@ fn mailer(settings: &SmtpSettings) -> Mailer {
 #[tokio::test]
 async fn email_reaches_the_server_with_recipients_subject_summary_and_last_log_lines() {
     let server = SmtpServer::start().await;
-    let mailer = mailer(&settings(server.port()));
+    let mailer = mailer(&smtp_settings(server.port()));
     let doc = failed_run_doc("evt_100", "run_123");
 
     let sent = mailer
@@ -84,7 +81,7 @@ async fn email_reaches_the_server_with_recipients_subject_summary_and_last_log_l
         .await
         .expect("sent");
 
-    let messages = server.wait_for_messages(1, WAIT).await;
+    let messages = server.wait_for_messages(1, DEADLINE).await;
     let m = &messages[0];
     assert_eq!(m.mail_from, "steerhook@example.test");
     assert_eq!(m.rcpt_to, ["ops@example.com", "dev@example.com"]);
@@ -137,7 +134,7 @@ async fn email_reaches_the_server_with_recipients_subject_summary_and_last_log_l
 #[tokio::test]
 async fn custom_subject_template_is_rendered_with_hook_and_scraper() {
     let server = SmtpServer::start().await;
-    let mailer = mailer(&settings(server.port()));
+    let mailer = mailer(&smtp_settings(server.port()));
     let mut spec = spec(&["ops@example.com"]);
     spec.settings.subject = Some("{hook}: {scraper} {status} ({eventId}, {runId})".into());
 
@@ -146,7 +143,7 @@ async fn custom_subject_template_is_rendered_with_hook_and_scraper() {
         .await
         .expect("sent");
 
-    let messages = server.wait_for_messages(1, WAIT).await;
+    let messages = server.wait_for_messages(1, DEADLINE).await;
     let expected = "ops-mail: price-watch failed (evt_7, run_7)";
     assert_eq!(messages[0].header("Subject").as_deref(), Some(expected));
     assert_eq!(sent.subject, expected);
@@ -155,7 +152,7 @@ async fn custom_subject_template_is_rendered_with_hook_and_scraper() {
 #[tokio::test]
 async fn resending_the_same_event_carries_the_same_message_id() {
     let server = SmtpServer::start().await;
-    let mailer = mailer(&settings(server.port()));
+    let mailer = mailer(&smtp_settings(server.port()));
     let doc = failed_run_doc("evt_same", "run_same");
 
     let first = mailer
@@ -165,7 +162,7 @@ async fn resending_the_same_event_carries_the_same_message_id() {
         .send_event(&spec(&["ops@example.com"]), &doc, "evt_same")
         .await;
 
-    let messages = server.wait_for_messages(2, WAIT).await;
+    let messages = server.wait_for_messages(2, DEADLINE).await;
     let ids: Vec<_> = messages.iter().map(|m| m.header("Message-ID")).collect();
     assert_eq!(ids[0], ids[1]);
     assert_eq!(
@@ -184,7 +181,7 @@ async fn resending_the_same_event_carries_the_same_message_id() {
 #[tokio::test]
 async fn send_is_transient_while_the_server_is_down_and_succeeds_once_it_is_back() {
     let mut server = SmtpServer::start().await;
-    let mailer = mailer(&settings(server.port()));
+    let mailer = mailer(&smtp_settings(server.port()));
     let doc = failed_run_doc("evt_down", "run_down");
     server.stop().await;
 
@@ -205,7 +202,7 @@ async fn send_is_transient_while_the_server_is_down_and_succeeds_once_it_is_back
         .send_event(&spec(&["ops@example.com"]), &doc, "evt_down")
         .await
         .expect("server is back");
-    server.wait_for_messages(1, WAIT).await;
+    server.wait_for_messages(1, DEADLINE).await;
     assert_eq!(server.messages().len(), 1);
 }
 
@@ -213,7 +210,7 @@ async fn send_is_transient_while_the_server_is_down_and_succeeds_once_it_is_back
 async fn rcpt_rejected_with_550_is_permanent_and_keeps_the_server_text() {
     let server = SmtpServer::start().await;
     server.reject_rcpt("550 5.1.1 mailbox unavailable");
-    let mailer = mailer(&settings(server.port()));
+    let mailer = mailer(&smtp_settings(server.port()));
 
     let err = mailer
         .send_event(
@@ -236,7 +233,7 @@ async fn rcpt_rejected_with_550_is_permanent_and_keeps_the_server_text() {
 #[tokio::test]
 async fn replies_451_are_transient_at_rcpt_and_at_data() {
     let server = SmtpServer::start().await;
-    let mailer = mailer(&settings(server.port()));
+    let mailer = mailer(&smtp_settings(server.port()));
     let doc = failed_run_doc("e", "r");
 
     server.reject_rcpt("451 4.3.0 try later");
@@ -264,7 +261,7 @@ async fn replies_451_are_transient_at_rcpt_and_at_data() {
 #[tokio::test]
 async fn configured_credentials_reach_the_server_and_the_password_never_prints() {
     let server = SmtpServer::start().await;
-    let mut settings = settings(server.port());
+    let mut settings = smtp_settings(server.port());
     settings.username = Some("mailer-user".into());
     settings.password = Some(Secret::new("pa55-w0rd-secret"));
     let mailer = mailer(&settings);
@@ -273,7 +270,7 @@ async fn configured_credentials_reach_the_server_and_the_password_never_prints()
         .send_event(&spec(&["ops@example.com"]), &failed_run_doc("e", "r"), "e")
         .await
         .expect("sent");
-    server.wait_for_messages(1, WAIT).await;
+    server.wait_for_messages(1, DEADLINE).await;
 
     let auths = server.auths();
     assert_eq!(auths.len(), 1, "{auths:?}");
@@ -301,18 +298,18 @@ async fn configured_credentials_reach_the_server_and_the_password_never_prints()
 #[tokio::test]
 async fn no_auth_is_attempted_without_a_username() {
     let server = SmtpServer::start().await;
-    mailer(&settings(server.port()))
+    mailer(&smtp_settings(server.port()))
         .send_event(&spec(&["ops@example.com"]), &failed_run_doc("e", "r"), "e")
         .await
         .expect("sent");
-    server.wait_for_messages(1, WAIT).await;
+    server.wait_for_messages(1, DEADLINE).await;
     assert!(server.auths().is_empty());
 }
 
 #[tokio::test]
 async fn a_run_id_with_crlf_cannot_inject_a_header() {
     let server = SmtpServer::start().await;
-    let mailer = mailer(&settings(server.port()));
+    let mailer = mailer(&smtp_settings(server.port()));
     let doc = failed_run_doc("evt_inj", "run_1\r\nBcc: attacker@evil.test");
 
     let sent = mailer
@@ -320,7 +317,7 @@ async fn a_run_id_with_crlf_cannot_inject_a_header() {
         .await
         .expect("sent");
 
-    let messages = server.wait_for_messages(1, WAIT).await;
+    let messages = server.wait_for_messages(1, DEADLINE).await;
     let m = &messages[0];
     assert_eq!(m.rcpt_to, ["ops@example.com"]);
     assert!(m.header("Bcc").is_none(), "injected header in:\n{}", m.data);
@@ -335,7 +332,7 @@ async fn a_run_id_with_crlf_cannot_inject_a_header() {
 #[tokio::test]
 async fn an_invalid_recipient_is_permanent_and_nothing_is_sent() {
     let server = SmtpServer::start().await;
-    let mailer = mailer(&settings(server.port()));
+    let mailer = mailer(&smtp_settings(server.port()));
 
     let err = mailer
         .send_event(&spec(&["not an address"]), &failed_run_doc("e", "r"), "e")
@@ -352,7 +349,7 @@ async fn a_server_that_never_greets_is_transient_after_the_timeout() {
     // Bound but never accepted: the kernel completes the TCP handshake,
     // then nothing is ever said.
     let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let mut settings = settings(silent.local_addr().expect("addr").port());
+    let mut settings = smtp_settings(silent.local_addr().expect("addr").port());
     settings.timeout = Duration::from_millis(300);
 
     let err = mailer(&settings)
@@ -367,7 +364,7 @@ async fn a_server_that_never_greets_is_transient_after_the_timeout() {
 #[tokio::test]
 async fn implicit_tls_against_a_plaintext_server_is_a_transient_tls_failure() {
     let server = SmtpServer::start().await;
-    let mut settings = settings(server.port());
+    let mut settings = smtp_settings(server.port());
     settings.security = SmtpSecurity::Tls;
 
     let err = mailer(&settings)
@@ -383,7 +380,7 @@ async fn implicit_tls_against_a_plaintext_server_is_a_transient_tls_failure() {
 #[tokio::test]
 async fn required_starttls_not_offered_is_permanent_and_sends_nothing() {
     let server = SmtpServer::start().await;
-    let mut settings = settings(server.port());
+    let mut settings = smtp_settings(server.port());
     settings.security = SmtpSecurity::StartTls;
     settings.username = Some("u".into());
     settings.password = Some(Secret::new("never-in-clear"));
@@ -402,7 +399,7 @@ async fn required_starttls_not_offered_is_permanent_and_sends_nothing() {
 #[tokio::test]
 async fn check_greets_and_authenticates_and_fails_transiently_when_down() {
     let mut server = SmtpServer::start().await;
-    let mut settings = settings(server.port());
+    let mut settings = smtp_settings(server.port());
     settings.username = Some("doctor".into());
     settings.password = Some(Secret::new("s3cret"));
     let mailer = mailer(&settings);

@@ -1,10 +1,8 @@
-//! Black-box tests of `hooks::shell`: every test runs real child processes.
-//! Nothing sleeps to synchronise; waits are polls with a deadline.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
+//! `hooks::shell` on its own: every test runs real child processes.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use steerhook::hooks::shell::{
@@ -12,70 +10,38 @@ use steerhook::hooks::shell::{
     ShellOutcome,
 };
 use steerhook::hooks::PayloadFile;
-use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
-#[path = "support/poll.rs"]
-#[allow(dead_code)] // the blocking variant is for other test binaries
-mod poll;
-#[path = "support/process.rs"]
-mod process;
-use poll::poll_until;
-use process::{is_alive, live_members_of_group};
+use crate::support::prelude::*;
 
-const DEADLINE: Duration = Duration::from_secs(10);
+/// How long one attempt may take before the test fails: well below the
+/// spec's 30 s timeout, so an attempt that hangs is caught, not timed out.
+const ATTEMPT_DEADLINE: Duration = Duration::from_secs(10);
 const DOCUMENT: &[u8] =
     br#"{"event":{"id":"evt_1","type":"run.succeeded","runId":"run_1"},"run":null,"logs":null}"#;
 
-/// A temp dir with a `payloads/` directory for the hook's payload files and
-/// an `out/` directory the hook can write evidence into.
-struct Sandbox {
-    dir: TempDir,
+/// A sandbox whose payload directory exists, as the dispatcher makes it.
+fn new_sandbox() -> Sandbox {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir(sandbox.payload_dir()).expect("payloads dir");
+    sandbox
 }
 
-impl Sandbox {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(dir.path().join("payloads")).expect("payloads dir");
-        std::fs::create_dir(dir.path().join("out")).expect("out dir");
-        Sandbox { dir }
-    }
-
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("out")
-    }
-
-    fn payload_dir(&self) -> PathBuf {
-        self.dir.path().join("payloads")
-    }
-
-    fn spec(&self, command: &[&str]) -> ShellHookSpec {
-        let mut env = BTreeMap::new();
-        env.insert("OUT".to_string(), self.out().display().to_string());
-        ShellHookSpec {
-            name: "test-hook".to_string(),
-            settings: ShellHookSettings {
-                command: command.iter().map(|arg| arg.to_string()).collect(),
-                working_dir: None,
-                env,
-                env_passthrough: Vec::new(),
-                timeout: Duration::from_secs(30),
-                kill_grace: Duration::from_millis(300),
-                max_output_bytes: 1024 * 1024,
-            },
-        }
-    }
-
-    fn read_out(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.out().join(name))
-            .unwrap_or_else(|err| panic!("reading out/{name}: {err}"))
-    }
-
-    fn payload_files_left(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.payload_dir())
-            .expect("payload dir")
-            .map(|entry| entry.expect("dir entry").path())
-            .collect()
+/// A spec running `command`, with `OUT` set to the sandbox's `out/`.
+fn hook_spec(sandbox: &Sandbox, command: &[&str]) -> ShellHookSpec {
+    let mut env = BTreeMap::new();
+    env.insert("OUT".to_string(), sandbox.out().display().to_string());
+    ShellHookSpec {
+        name: "test-hook".to_string(),
+        settings: ShellHookSettings {
+            command: command.iter().map(|arg| arg.to_string()).collect(),
+            working_dir: None,
+            env,
+            env_passthrough: Vec::new(),
+            timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_millis(300),
+            max_output_bytes: 1024 * 1024,
+        },
     }
 }
 
@@ -98,24 +64,18 @@ fn contract_vars() -> Vec<(String, String)> {
 }
 
 /// The attempt's payload file, as the dispatcher writes it: in the
-/// sandbox's `payloads/` (beside the `out/` the spec's `OUT` names), removed
-/// when dropped.
-async fn payload_for(spec: &ShellHookSpec, document: &[u8]) -> PayloadFile {
-    let out = PathBuf::from(&spec.settings.env["OUT"]);
-    let dir = out
-        .parent()
-        .expect("out/ is in the sandbox")
-        .join("payloads");
+/// sandbox's payload directory, removed when dropped.
+async fn payload_for(dir: &Path, document: &[u8]) -> PayloadFile {
     let document = document.to_vec();
-    PayloadFile::create(&dir, move |w| w.write_all(&document))
+    PayloadFile::create(dir, move |w| w.write_all(&document))
         .await
         .expect("the payload file is written")
 }
 
 /// One attempt with the contract's variables; the payload file lives as
 /// long as the attempt, as in the dispatcher.
-async fn run(spec: &ShellHookSpec, document: &[u8]) -> ShellOutcome {
-    let payload = payload_for(spec, document).await;
+async fn run_attempt(sandbox: &Sandbox, spec: &ShellHookSpec, document: &[u8]) -> ShellOutcome {
+    let payload = payload_for(&sandbox.payload_dir(), document).await;
     run_shell_hook(
         spec,
         Invocation {
@@ -125,18 +85,6 @@ async fn run(spec: &ShellHookSpec, document: &[u8]) -> ShellOutcome {
         CancellationToken::new(),
     )
     .await
-}
-
-/// Parses `env -0` output into name → value.
-fn parse_env(raw: &[u8]) -> BTreeMap<String, String> {
-    raw.split(|byte| *byte == 0)
-        .filter(|entry| !entry.is_empty())
-        .map(|entry| {
-            let entry = String::from_utf8(entry.to_vec()).expect("utf-8 env entry");
-            let (name, value) = entry.split_once('=').expect("NAME=value");
-            (name.to_string(), value.to_string())
-        })
-        .collect()
 }
 
 /// Waits until `out/pids` holds `count` pids (one per line) and returns them.
@@ -156,31 +104,18 @@ async fn wait_for_pids(sandbox: &Sandbox, count: usize) -> Vec<i32> {
     read()
 }
 
-async fn assert_all_gone(pids: &[i32], pgid: i32) {
-    poll_until(DEADLINE, "the hook's processes to be gone", || {
-        pids.iter().all(|pid| !is_alive(*pid)) && live_members_of_group(pgid).is_empty()
-    })
-    .await;
-}
-
-fn vm_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
-}
-
 #[tokio::test]
 async fn hook_receives_the_document_on_stdin_and_in_a_private_payload_file_that_is_removed_after() {
-    let sandbox = Sandbox::new();
-    let spec = sandbox.spec(&sh(r#"cat > "$OUT/stdin"
+    let sandbox = new_sandbox();
+    let spec = hook_spec(
+        &sandbox,
+        &sh(r#"cat > "$OUT/stdin"
         cat "$STEERHOOK_PAYLOAD_FILE" > "$OUT/file"
         stat -c %a "$STEERHOOK_PAYLOAD_FILE" > "$OUT/mode"
-        printf %s "$STEERHOOK_PAYLOAD_FILE" > "$OUT/path""#));
+        printf %s "$STEERHOOK_PAYLOAD_FILE" > "$OUT/path""#),
+    );
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(
         outcome.result,
@@ -207,8 +142,8 @@ async fn hook_environment_holds_only_path_contract_vars_passthrough_and_configur
     // Unique names: no other test reads or writes them.
     std::env::set_var("STEERHOOK_TEST_DAEMON_SECRET", "must-not-leak");
     std::env::set_var("STEERHOOK_TEST_PASSED_THROUGH", "passed");
-    let sandbox = Sandbox::new();
-    let mut spec = sandbox.spec(&["env", "-0"]);
+    let sandbox = new_sandbox();
+    let mut spec = hook_spec(&sandbox, &["env", "-0"]);
     spec.settings.env_passthrough = vec![
         "STEERHOOK_TEST_PASSED_THROUGH".to_string(),
         "STEERHOOK_TEST_NEVER_SET".to_string(),
@@ -217,7 +152,7 @@ async fn hook_environment_holds_only_path_contract_vars_passthrough_and_configur
         .env
         .insert("ETL_TARGET".to_string(), "warehouse".to_string());
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Ok(()));
     let env = parse_env(&outcome.stdout);
@@ -253,19 +188,19 @@ async fn hook_environment_holds_only_path_contract_vars_passthrough_and_configur
 
 #[tokio::test]
 async fn program_is_looked_up_in_the_hooks_path() {
-    let sandbox = Sandbox::new();
-    let bin = sandbox.dir.path().join("bin");
+    let sandbox = new_sandbox();
+    let bin = sandbox.dir().join("bin");
     std::fs::create_dir(&bin).expect("bin dir");
     // A symlink, not a freshly written executable: writing one races with
     // other tests' forks (ETXTBSY).
     std::os::unix::fs::symlink("/usr/bin/env", bin.join("steerhook-test-only-hook"))
         .expect("symlink");
-    let mut spec = sandbox.spec(&["steerhook-test-only-hook", "-0"]);
+    let mut spec = hook_spec(&sandbox, &["steerhook-test-only-hook", "-0"]);
     spec.settings
         .env
         .insert("PATH".to_string(), bin.display().to_string());
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Ok(()));
     assert_eq!(
@@ -276,7 +211,7 @@ async fn program_is_looked_up_in_the_hooks_path() {
 
 #[tokio::test]
 async fn argv_and_variables_reach_the_hook_unaltered_whatever_they_contain() {
-    let sandbox = Sandbox::new();
+    let sandbox = new_sandbox();
     let hostile = [
         "$(touch pwned)",
         "`touch pwned`",
@@ -291,10 +226,10 @@ async fn argv_and_variables_reach_the_hook_unaltered_whatever_they_contain() {
     ];
     let mut command = sh(r#"printf '%s\0' "$@""#);
     command.extend(hostile);
-    let mut spec = sandbox.spec(&command);
+    let mut spec = hook_spec(&sandbox, &command);
     spec.settings.working_dir = Some(sandbox.out());
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Ok(()));
     let mut expected = Vec::new();
@@ -310,8 +245,8 @@ async fn argv_and_variables_reach_the_hook_unaltered_whatever_they_contain() {
         .enumerate()
         .map(|(i, value)| (format!("STEERHOOK_TEST_VALUE_{i}"), value.to_string()))
         .collect();
-    let spec = sandbox.spec(&["env", "-0"]);
-    let payload = payload_for(&spec, DOCUMENT).await;
+    let spec = hook_spec(&sandbox, &["env", "-0"]);
+    let payload = payload_for(&sandbox.payload_dir(), DOCUMENT).await;
     let outcome = run_shell_hook(
         &spec,
         Invocation {
@@ -334,11 +269,11 @@ async fn argv_and_variables_reach_the_hook_unaltered_whatever_they_contain() {
 
 #[tokio::test]
 async fn hook_runs_in_its_working_dir() {
-    let sandbox = Sandbox::new();
-    let mut spec = sandbox.spec(&["pwd"]);
+    let sandbox = new_sandbox();
+    let mut spec = hook_spec(&sandbox, &["pwd"]);
     spec.settings.working_dir = Some(sandbox.out());
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Ok(()));
     assert_eq!(
@@ -349,10 +284,10 @@ async fn hook_runs_in_its_working_dir() {
 
 #[tokio::test]
 async fn non_zero_exit_is_exit_failure_with_its_output() {
-    let sandbox = Sandbox::new();
-    let spec = sandbox.spec(&sh("echo to-stdout; echo to-stderr >&2; exit 3"));
+    let sandbox = new_sandbox();
+    let spec = hook_spec(&sandbox, &sh("echo to-stdout; echo to-stderr >&2; exit 3"));
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Err(ShellFailure::Exit(3)));
     assert_eq!(outcome.result.as_ref().unwrap_err().code(), "EXIT_NONZERO");
@@ -365,14 +300,14 @@ async fn non_zero_exit_is_exit_failure_with_its_output() {
 
 #[tokio::test]
 async fn missing_program_is_a_spawn_failure_naming_it() {
-    let sandbox = Sandbox::new();
+    let sandbox = new_sandbox();
     for program in [
         "/nonexistent/steerhook-no-such-program",
         "steerhook-no-such-program",
     ] {
-        let spec = sandbox.spec(&[program, "--flag"]);
+        let spec = hook_spec(&sandbox, &[program, "--flag"]);
 
-        let outcome = run(&spec, DOCUMENT).await;
+        let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
         match &outcome.result {
             Err(ShellFailure::Spawn(message)) => {
@@ -394,21 +329,21 @@ async fn missing_program_is_a_spawn_failure_naming_it() {
 
 #[tokio::test]
 async fn non_executable_program_and_missing_working_dir_are_spawn_failures() {
-    let sandbox = Sandbox::new();
-    let script = sandbox.dir.path().join("not-executable.sh");
+    let sandbox = new_sandbox();
+    let script = sandbox.dir().join("not-executable.sh");
     std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("script");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let spec = sandbox.spec(&[script.to_str().expect("utf-8 path")]);
-    let outcome = run(&spec, DOCUMENT).await;
+    let spec = hook_spec(&sandbox, &[script.to_str().expect("utf-8 path")]);
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
     assert!(
         matches!(&outcome.result, Err(ShellFailure::Spawn(message)) if message.contains("not-executable.sh")),
         "{:?}",
         outcome.result
     );
 
-    let mut spec = sandbox.spec(&["true"]);
-    spec.settings.working_dir = Some(sandbox.dir.path().join("no-such-dir"));
-    let outcome = run(&spec, DOCUMENT).await;
+    let mut spec = hook_spec(&sandbox, &["true"]);
+    spec.settings.working_dir = Some(sandbox.dir().join("no-such-dir"));
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
     assert!(
         matches!(&outcome.result, Err(ShellFailure::Spawn(message)) if message.contains("no-such-dir")),
         "{:?}",
@@ -419,10 +354,10 @@ async fn non_executable_program_and_missing_working_dir_are_spawn_failures() {
 
 #[tokio::test]
 async fn hook_killed_by_a_signal_is_a_signal_failure() {
-    let sandbox = Sandbox::new();
-    let spec = sandbox.spec(&sh("kill -KILL $$"));
+    let sandbox = new_sandbox();
+    let spec = hook_spec(&sandbox, &sh("kill -KILL $$"));
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(outcome.result, Err(ShellFailure::Signal(9)));
     assert_eq!(
@@ -435,16 +370,19 @@ async fn hook_killed_by_a_signal_is_a_signal_failure() {
 
 #[tokio::test]
 async fn timeout_kills_the_whole_process_group_including_grandchildren() {
-    let sandbox = Sandbox::new();
-    let mut spec = sandbox.spec(&sh(r#"echo $$ > "$OUT/pids.tmp"
+    let sandbox = new_sandbox();
+    let mut spec = hook_spec(
+        &sandbox,
+        &sh(r#"echo $$ > "$OUT/pids.tmp"
         sleep 1000 & echo $! >> "$OUT/pids.tmp"
         sleep 1000 & echo $! >> "$OUT/pids.tmp"
         mv "$OUT/pids.tmp" "$OUT/pids"
-        wait"#));
+        wait"#),
+    );
     // Long enough for the script to record its pids even on a loaded machine.
     spec.settings.timeout = Duration::from_secs(2);
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(
         outcome.result,
@@ -457,24 +395,27 @@ async fn timeout_kills_the_whole_process_group_including_grandchildren() {
         outcome.duration
     );
     let pids = wait_for_pids(&sandbox, 3).await;
-    assert_all_gone(&pids, pids[0]).await;
+    wait_until_gone(&pids, pids[0]).await;
     assert!(sandbox.payload_files_left().is_empty());
 }
 
 #[tokio::test]
 async fn timeout_escalates_to_sigkill_when_the_group_ignores_sigterm() {
-    let sandbox = Sandbox::new();
+    let sandbox = new_sandbox();
     // Ignored signals stay ignored across fork and exec, so the sleeps ignore
     // SIGTERM too.
-    let mut spec = sandbox.spec(&sh(r#"trap '' TERM
+    let mut spec = hook_spec(
+        &sandbox,
+        &sh(r#"trap '' TERM
         echo $$ > "$OUT/pids.tmp"
         sleep 1000 & echo $! >> "$OUT/pids.tmp"
         mv "$OUT/pids.tmp" "$OUT/pids"
-        while :; do wait; done"#));
+        while :; do wait; done"#),
+    );
     spec.settings.timeout = Duration::from_secs(1);
     spec.settings.kill_grace = Duration::from_millis(300);
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     assert_eq!(
         outcome.result,
@@ -491,18 +432,21 @@ async fn timeout_escalates_to_sigkill_when_the_group_ignores_sigterm() {
         outcome.duration
     );
     let pids = wait_for_pids(&sandbox, 2).await;
-    assert_all_gone(&pids, pids[0]).await;
+    wait_until_gone(&pids, pids[0]).await;
 }
 
 #[tokio::test]
 async fn background_process_holding_the_pipes_does_not_hang_a_finished_hook() {
-    let sandbox = Sandbox::new();
-    let spec = sandbox.spec(&sh(r#"echo started
+    let sandbox = new_sandbox();
+    let spec = hook_spec(
+        &sandbox,
+        &sh(r#"echo started
         sleep 1000 & echo $! > "$OUT/pids.tmp"
         mv "$OUT/pids.tmp" "$OUT/pids"
-        exit 0"#));
+        exit 0"#),
+    );
 
-    let outcome = tokio::time::timeout(DEADLINE, run(&spec, DOCUMENT))
+    let outcome = tokio::time::timeout(ATTEMPT_DEADLINE, run_attempt(&sandbox, &spec, DOCUMENT))
         .await
         .expect("the attempt ended although a grandchild held stdout open");
 
@@ -519,15 +463,17 @@ async fn background_process_holding_the_pipes_does_not_hang_a_finished_hook() {
 async fn output_is_drained_completely_but_only_a_bounded_tail_is_kept() {
     const HUNDRED_MIB: usize = 100 * 1024 * 1024;
     const LIMIT: usize = 64 * 1024;
-    let sandbox = Sandbox::new();
-    let mut spec = sandbox.spec(&sh(
+    // Alone: no app of this binary allocates while the RSS is measured.
+    let _alone = Guard::exclusive().await;
+    let sandbox = new_sandbox();
+    let mut spec = hook_spec(&sandbox, &sh(
         "head -c 104857600 /dev/zero; printf END; head -c 3000000 /dev/zero >&2; printf ERR >&2",
     ));
     spec.settings.max_output_bytes = LIMIT;
     let rss_before = vm_kib("VmRSS:");
     let peak_before = vm_kib("VmHWM:");
 
-    let outcome = run(&spec, DOCUMENT).await;
+    let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
     let rss_growth_kib = vm_kib("VmRSS:").saturating_sub(rss_before);
     let peak_growth_kib = vm_kib("VmHWM:").saturating_sub(peak_before);
@@ -558,16 +504,20 @@ async fn output_is_drained_completely_but_only_a_bounded_tail_is_kept() {
 
 #[tokio::test]
 async fn cancel_token_interrupts_a_running_hook_and_kills_its_group() {
-    let sandbox = Sandbox::new();
-    let spec = sandbox.spec(&sh(r#"sleep 1000 & echo $! > "$OUT/pids.tmp"
+    let sandbox = new_sandbox();
+    let spec = hook_spec(
+        &sandbox,
+        &sh(r#"sleep 1000 & echo $! > "$OUT/pids.tmp"
         mv "$OUT/pids.tmp" "$OUT/pids"
-        wait"#));
+        wait"#),
+    );
     let cancel = CancellationToken::new();
     let attempt = {
         let spec = spec.clone();
         let cancel = cancel.clone();
+        let payloads = sandbox.payload_dir();
         tokio::spawn(async move {
-            let payload = payload_for(&spec, DOCUMENT).await;
+            let payload = payload_for(&payloads, DOCUMENT).await;
             run_shell_hook(
                 &spec,
                 Invocation {
@@ -582,7 +532,7 @@ async fn cancel_token_interrupts_a_running_hook_and_kills_its_group() {
     let pids = wait_for_pids(&sandbox, 1).await;
 
     cancel.cancel();
-    let outcome = tokio::time::timeout(DEADLINE, attempt)
+    let outcome = tokio::time::timeout(ATTEMPT_DEADLINE, attempt)
         .await
         .expect("the attempt ended after cancel")
         .expect("the attempt did not panic");
@@ -599,12 +549,12 @@ async fn cancel_token_interrupts_a_running_hook_and_kills_its_group() {
 
 #[tokio::test]
 async fn an_already_fired_cancel_token_does_not_start_the_hook() {
-    let sandbox = Sandbox::new();
-    let spec = sandbox.spec(&sh(r#"touch "$OUT/ran""#));
+    let sandbox = new_sandbox();
+    let spec = hook_spec(&sandbox, &sh(r#"touch "$OUT/ran""#));
     let cancel = CancellationToken::new();
     cancel.cancel();
 
-    let payload = payload_for(&spec, DOCUMENT).await;
+    let payload = payload_for(&sandbox.payload_dir(), DOCUMENT).await;
     let outcome = run_shell_hook(
         &spec,
         Invocation {
@@ -623,14 +573,15 @@ async fn an_already_fired_cancel_token_does_not_start_the_hook() {
 
 #[tokio::test]
 async fn hook_that_never_reads_stdin_still_succeeds_with_a_large_document() {
-    let sandbox = Sandbox::new();
+    let sandbox = new_sandbox();
     let document = vec![b'x'; 1024 * 1024];
     for command in [vec!["true"], sh("exec 0<&-; echo closed-stdin")] {
-        let spec = sandbox.spec(&command);
+        let spec = hook_spec(&sandbox, &command);
 
-        let outcome = tokio::time::timeout(DEADLINE, run(&spec, &document))
-            .await
-            .unwrap_or_else(|_| panic!("{command:?} blocked the attempt"));
+        let outcome =
+            tokio::time::timeout(ATTEMPT_DEADLINE, run_attempt(&sandbox, &spec, &document))
+                .await
+                .unwrap_or_else(|_| panic!("{command:?} blocked the attempt"));
 
         assert_eq!(outcome.result, Ok(()), "{command:?}");
     }
@@ -638,13 +589,16 @@ async fn hook_that_never_reads_stdin_still_succeeds_with_a_large_document() {
 
 #[tokio::test]
 async fn dropping_the_attempt_kills_the_group_and_removes_the_payload_file() {
-    let sandbox = Sandbox::new();
-    let spec = sandbox.spec(&sh(r#"sleep 1000 & echo $! > "$OUT/pids.tmp"
+    let sandbox = new_sandbox();
+    let spec = hook_spec(
+        &sandbox,
+        &sh(r#"sleep 1000 & echo $! > "$OUT/pids.tmp"
         mv "$OUT/pids.tmp" "$OUT/pids"
-        wait"#));
+        wait"#),
+    );
     let attempt = {
-        let spec = spec.clone();
-        tokio::spawn(async move { run(&spec, DOCUMENT).await })
+        let (sandbox, spec) = (sandbox.clone(), spec.clone());
+        tokio::spawn(async move { run_attempt(&sandbox, &spec, DOCUMENT).await })
     };
     let pids = wait_for_pids(&sandbox, 1).await;
 
