@@ -184,4 +184,37 @@ async fn the_readme_tour_works_on_the_shipped_example_config() {
 
     kill(Pid::from_raw(serve.0.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(serve.0.wait().unwrap().code(), Some(0));
+
+    // Run from the repository root, the tour leaves these behind: git must
+    // ignore every one of them.
+    let Some(git) = crate::support::tools::require_tool(
+        "the_readme_tour_works_on_the_shipped_example_config (.gitignore)",
+        "git",
+        "apt-get install -y git",
+    ) else {
+        return;
+    };
+    let mut left: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !["config.example.toml", "examples"].contains(&name.as_str()))
+        .collect();
+    left.sort();
+    assert!(left.iter().any(|n| n == "hook-output"), "{left:?}");
+    assert!(left.iter().any(|n| n == "steerhook.db.lock"), "{left:?}");
+    for name in &left {
+        // A trailing slash says "a directory" to git, which cannot look:
+        // the path does not exist in the repository.
+        let name = if work.path().join(name).is_dir() {
+            format!("{name}/")
+        } else {
+            name.clone()
+        };
+        let ignored = std::process::Command::new(&git)
+            .current_dir(repo_path(""))
+            .args(["check-ignore", "--no-index", "-q", &name])
+            .status()
+            .unwrap();
+        assert!(ignored.success(), "the tour leaves {name}, which .gitignore misses");
+    }
 }
