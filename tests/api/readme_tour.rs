@@ -215,6 +215,9 @@ async fn the_readme_tour_works_on_the_shipped_example_config() {
             .args(["check-ignore", "--no-index", "-q", &name])
             .status()
             .unwrap();
-        assert!(ignored.success(), "the tour leaves {name}, which .gitignore misses");
+        assert!(
+            ignored.success(),
+            "the tour leaves {name}, which .gitignore misses"
+        );
     }
 }
