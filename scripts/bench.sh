@@ -410,7 +410,7 @@ postgres_run() {
 import json, sys
 hwm, stored, dirs = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 runs = [json.load(open(d + "/load.json")) for d in dirs]
-out = {k: sum(r[k] for r in runs) for k in ("accepted_per_sec", "sent", "accepted")}
+out = {k: sum(r[k] for r in runs) for k in ("accepted_per_sec", "requests", "ok")}
 out.update({k: max(r[k] for r in runs) for k in ("p50_ms", "p99_ms", "max_ms", "seconds")})
 out["by_status"] = runs[-1]["by_status"]
 out["daemons"] = len(runs)

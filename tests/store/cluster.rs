@@ -381,3 +381,41 @@ async fn a_daemon_is_told_at_start_how_its_hooks_differ_from_the_others() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deliveries_of_one_event_finishing_on_two_daemons_at_once_leave_it_done() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let hooks = ["etl", "mail"];
+    let a = db.open(routing(false, &hooks)).await;
+    let b = db.open(routing(false, &hooks)).await;
+    register(&a, &hooks).await;
+    for round in 0..30 {
+        a.insert_event(event(round)).await.unwrap();
+        let x = a
+            .claim_due_job(claim_at(T0, &["etl"]))
+            .await
+            .unwrap()
+            .unwrap();
+        let y = b
+            .claim_due_job(claim_at(T0, &["mail"]))
+            .await
+            .unwrap()
+            .unwrap();
+        let (rx, ry) = tokio::join!(
+            a.record_attempt(x, ok(T0), JobNext::Succeeded, T0),
+            b.record_attempt(y, ok(T0), JobNext::Succeeded, T0)
+        );
+        rx.unwrap();
+        ry.unwrap();
+        let status = db.query_one::<String>(
+            "SELECT status FROM events WHERE run_id = $1",
+            &[&format!("run_{round}")],
+        );
+        assert_eq!(
+            status, "done",
+            "round {round}: a status computed from a stale view"
+        );
+    }
+}

@@ -36,6 +36,8 @@ use super::{
 
 /// Most events one ingest transaction takes.
 const MAX_BATCH_EVENTS: usize = 128;
+/// Ingest transactions in flight at once.
+const BATCHERS: usize = 2;
 /// Inserts waiting for a batch before senders have to wait.
 const INSERT_QUEUE_LEN: usize = 8_192;
 /// How long a request waits for a pooled connection before giving up (503).
@@ -231,9 +233,11 @@ impl PgStore {
                 location,
             }),
         };
-        // Batches run on separate connections, so a slow commit does not hold
-        // the next batch back; half the pool, leaving the rest to the worker.
-        let batchers = (pool_size / 2).clamp(1, 8);
+        // Two batches at once: one commits while the next gathers the
+        // inserts that arrive meanwhile; more would only make the batches
+        // smaller (more commits for the server) and take connections the
+        // worker needs (figures in docs/PERFORMANCE.md).
+        let batchers = (pool_size / 2).clamp(1, BATCHERS);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..batchers {
             tokio::spawn(run_batcher(

@@ -10,16 +10,26 @@ use crate::store::{
     LogPage, NewEvent, Routing, StoreError, StoredEvent,
 };
 
-/// Inserts a batch of events and their jobs in one transaction; the answers
-/// are in the order of `events`, and only valid once this returns `Ok`
-/// (the commit has happened).
+/// Inserts a batch of events and their jobs in one statement (atomic, so no
+/// explicit transaction: one round trip); the answers are in the order of
+/// `events`, and only valid once this returns `Ok` (the commit has happened).
 pub(super) async fn insert_batch(
     client: &mut Client,
     events: &[&NewEvent],
     routing: &Routing,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
-    let tx = client.transaction().await.map_err(pg_error)?;
-    let n = events.len();
+    // The first event of each dedupe key goes to the database; a later one
+    // in the same batch is its duplicate.
+    let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut unique = Vec::with_capacity(events.len());
+    for (i, ev) in events.iter().enumerate() {
+        let key = (ev.event.event_type.as_str(), ev.event.run_id.as_str());
+        if let std::collections::hash_map::Entry::Vacant(v) = first_of.entry(key) {
+            v.insert(i);
+            unique.push(*ev);
+        }
+    }
+    let n = unique.len();
     let mut ids = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
     let mut runs = Vec::with_capacity(n);
@@ -28,9 +38,11 @@ pub(super) async fn insert_batch(
     let mut clients = Vec::with_capacity(n);
     let mut bodies = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
-    for ev in events {
+    let (mut job_type, mut job_run, mut job_kind, mut job_hook, mut job_state) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ev in &unique {
         let e = &ev.event;
-        let has_jobs = routing.enrich || routing.hooks_for(e.event_type).next().is_some();
+        let hooks: Vec<&str> = routing.hooks_for(e.event_type).collect();
         ids.push(e.id.as_str());
         types.push(e.event_type.as_str());
         runs.push(e.run_id.as_str());
@@ -39,87 +51,93 @@ pub(super) async fn insert_batch(
         clients.push(ev.client_addr.as_deref());
         bodies.push(e.body.as_slice());
         // Nothing to do for this event: it is finished as soon as it is stored.
-        statuses.push(if has_jobs { "pending" } else { "done" });
+        statuses.push(if routing.enrich || !hooks.is_empty() {
+            "pending"
+        } else {
+            "done"
+        });
+        let mut job = |kind: JobKind, hook: &'static str, state: JobState| {
+            job_type.push(e.event_type.as_str());
+            job_run.push(e.run_id.as_str());
+            job_kind.push(kind.as_str());
+            job_hook.push(hook);
+            job_state.push(state.as_str());
+        };
+        let deliver_state = if routing.enrich {
+            job(JobKind::Fetch, "", JobState::Pending);
+            JobState::Blocked
+        } else {
+            JobState::Pending
+        };
+        for hook in hooks {
+            job_type.push(e.event_type.as_str());
+            job_run.push(e.run_id.as_str());
+            job_kind.push(JobKind::Deliver.as_str());
+            job_hook.push(hook);
+            job_state.push(deliver_state.as_str());
+        }
     }
-    // One statement for the whole batch. ON CONFLICT DO NOTHING also settles
-    // a race with another daemon inserting the same event: the later
-    // transaction waits for the earlier one, then inserts nothing.
-    let insert = tx
+    // The events, their jobs and the wake-up of idle daemons in one
+    // statement. ON CONFLICT DO NOTHING also settles a race with another
+    // daemon inserting the same event: the later statement waits for the
+    // earlier one's commit, then inserts nothing. Rows go in key order, so
+    // two statements sharing events take the keys' locks in the same order
+    // and wait for each other instead of deadlocking.
+    let insert = client
         .prepare_cached(
-            "INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body, status)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                                  $6::text[], $7::bytea[], $8::text[])
-                 AS t(id, event_type, run_id, signed_at, received_at, client_addr, body, status)
-             -- Every transaction takes the keys' locks in the same order, so
-             -- two batches sharing events (the same event sent to two
-             -- daemons) wait for each other instead of deadlocking.
-             ORDER BY event_type, run_id
-             ON CONFLICT (event_type, run_id) DO NOTHING
-             RETURNING seq, event_type, run_id",
+            "WITH ins AS (
+                 INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body, status)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                                      $6::text[], $7::bytea[], $8::text[])
+                     AS t(id, event_type, run_id, signed_at, received_at, client_addr, body, status)
+                 ORDER BY event_type, run_id
+                 ON CONFLICT (event_type, run_id) DO NOTHING
+                 RETURNING seq, event_type, run_id, received_at
+             ), new_jobs AS (
+                 INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
+                 SELECT ins.seq, j.kind, j.hook, j.state, ins.received_at, ins.received_at, ins.received_at
+                 FROM ins JOIN unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+                     AS j(event_type, run_id, kind, hook, state)
+                   ON j.event_type = ins.event_type AND j.run_id = ins.run_id
+                 ORDER BY ins.seq
+                 RETURNING 1
+             ), woke AS (
+                 SELECT pg_notify('steerhook_work', '') FROM (SELECT 1 FROM new_jobs LIMIT 1) AS any_job
+             )
+             SELECT event_type, run_id, (SELECT count(*) FROM woke) FROM ins",
         )
         .await
         .map_err(pg_error)?;
-    let rows = tx
+    let rows = client
         .query(
             &insert,
             &[
-                &ids, &types, &runs, &signed, &received, &clients, &bodies, &statuses,
+                &ids, &types, &runs, &signed, &received, &clients, &bodies, &statuses, &job_type,
+                &job_run, &job_kind, &job_hook, &job_state,
             ],
         )
         .await
         .map_err(pg_error)?;
-    let inserted: HashMap<(String, String), i64> = rows
+    let inserted: std::collections::HashSet<(String, String)> = rows
         .iter()
-        .map(|r| ((r.get::<_, String>(1), r.get::<_, String>(2)), r.get(0)))
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect();
-
-    // The event that got the row answers 202; any other with its key (sent
-    // earlier, by another daemon, or twice in this batch) is a duplicate.
-    let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; n];
-    let mut claimed_keys = std::collections::HashSet::new();
-    let mut job_event = Vec::new();
-    let mut job_kind = Vec::new();
-    let mut job_hook = Vec::new();
-    let mut job_state = Vec::new();
-    let mut job_due = Vec::new();
-    let mut duplicates = Vec::new();
-    for (i, ev) in events.iter().enumerate() {
-        let e = &ev.event;
-        let key = (e.event_type.as_str().to_owned(), e.run_id.clone());
-        match inserted.get(&key) {
-            Some(&seq) if claimed_keys.insert(key.clone()) => {
-                outcomes[i] = Some(InsertOutcome::Accepted { id: e.id.clone() });
-                let deliver_state = if routing.enrich {
-                    job_event.push(seq);
-                    job_kind.push(JobKind::Fetch.as_str());
-                    job_hook.push("");
-                    job_state.push(JobState::Pending.as_str());
-                    job_due.push(ev.received_at);
-                    JobState::Blocked
-                } else {
-                    JobState::Pending
-                };
-                for hook in routing.hooks_for(e.event_type) {
-                    job_event.push(seq);
-                    job_kind.push(JobKind::Deliver.as_str());
-                    job_hook.push(hook);
-                    job_state.push(deliver_state.as_str());
-                    job_due.push(ev.received_at);
-                }
-            }
-            _ => duplicates.push(i),
-        }
-    }
-    if !duplicates.is_empty() {
-        let dup_types: Vec<&str> = duplicates
-            .iter()
-            .map(|&i| events[i].event.event_type.as_str())
-            .collect();
-        let dup_runs: Vec<&str> = duplicates
-            .iter()
-            .map(|&i| events[i].event.run_id.as_str())
-            .collect();
-        let rows = tx
+    // Keys another statement stored first: their stored ids (committed,
+    // since ours waited for them).
+    let taken: Vec<&&NewEvent> = unique
+        .iter()
+        .filter(|ev| {
+            !inserted.contains(&(
+                ev.event.event_type.as_str().to_owned(),
+                ev.event.run_id.clone(),
+            ))
+        })
+        .collect();
+    let mut stored: HashMap<(String, String), String> = HashMap::new();
+    if !taken.is_empty() {
+        let dup_types: Vec<&str> = taken.iter().map(|e| e.event.event_type.as_str()).collect();
+        let dup_runs: Vec<&str> = taken.iter().map(|e| e.event.run_id.as_str()).collect();
+        let rows = client
             .query(
                 "SELECT e.event_type, e.run_id, e.id FROM events e
                  JOIN unnest($1::text[], $2::text[]) AS k(event_type, run_id)
@@ -128,44 +146,40 @@ pub(super) async fn insert_batch(
             )
             .await
             .map_err(pg_error)?;
-        let stored: HashMap<(String, String), String> = rows
+        stored = rows
             .iter()
             .map(|r| ((r.get::<_, String>(0), r.get::<_, String>(1)), r.get(2)))
             .collect();
-        for i in duplicates {
-            let e = &events[i].event;
+    }
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            let e = &ev.event;
             let key = (e.event_type.as_str().to_owned(), e.run_id.clone());
-            let id = stored.get(&key).cloned().ok_or_else(|| {
-                StoreError::Database(format!(
-                    "event {} was neither stored nor found stored",
-                    e.id
-                ))
-            })?;
-            outcomes[i] = Some(InsertOutcome::Duplicate { id });
-        }
-    }
-    if !job_event.is_empty() {
-        let jobs = tx
-            .prepare_cached(
-                "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
-                 SELECT s, k, h, st, d, d, d
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[])
-                      AS t(s, k, h, st, d)",
-            )
-            .await
-            .map_err(pg_error)?;
-        tx.execute(
-            &jobs,
-            &[&job_event, &job_kind, &job_hook, &job_state, &job_due],
-        )
-        .await
-        .map_err(pg_error)?;
-        notify_work(&tx).await?;
-    }
-    tx.commit().await.map_err(pg_error)?;
-    outcomes
-        .into_iter()
-        .map(|o| o.ok_or_else(|| StoreError::Database("an insert got no answer".into())))
+            let first = events[first_of[&(e.event_type.as_str(), e.run_id.as_str())]];
+            if inserted.contains(&key) {
+                Ok(
+                    if first_of[&(e.event_type.as_str(), e.run_id.as_str())] == i {
+                        InsertOutcome::Accepted { id: e.id.clone() }
+                    } else {
+                        InsertOutcome::Duplicate {
+                            id: first.event.id.clone(),
+                        }
+                    },
+                )
+            } else {
+                stored
+                    .get(&key)
+                    .map(|id| InsertOutcome::Duplicate { id: id.clone() })
+                    .ok_or_else(|| {
+                        StoreError::Database(format!(
+                            "event {} was neither stored nor found stored",
+                            e.id
+                        ))
+                    })
+            }
+        })
         .collect()
 }
 
@@ -339,10 +353,9 @@ pub(super) async fn record_attempt(
     daemon: &str,
 ) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
-    // The event's row first: two jobs of one event finishing at once (two
-    // hooks, two daemons) then record one after the other. Otherwise each
-    // transaction's status refresh sees the other's job still running, and
-    // the event stays `pending` with every job finished.
+    // The event's row first: two deliveries of one event finishing on two
+    // daemons at once each recompute the event's status from its jobs; the
+    // second waits here, so its statements see the first one's job.
     tx.execute(
         "SELECT 1 FROM events WHERE seq = $1 FOR UPDATE",
         &[&job.event_seq],
