@@ -343,6 +343,7 @@ impl Dispatcher {
             exit_code: None,
             stdout: None,
             stderr: None,
+            enrichment: None,
         };
         if job.kind == JobKind::Deliver {
             self.metrics
@@ -537,5 +538,6 @@ fn attempt_started(started_at: i64) -> AttemptRecord {
         exit_code: None,
         stdout: None,
         stderr: None,
+        enrichment: None,
     }
 }

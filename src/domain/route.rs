@@ -15,8 +15,10 @@ use serde_json::Value;
 
 use super::HookDocument;
 
-/// The top-level members of the hook document, the only places a pointer can reach.
-pub const DOCUMENT_MEMBERS: [&str; 4] = ["event", "run", "logs", "enrichment"];
+/// The members of the hook document a pointer can reach. Not `logs`: a
+/// run's logs may be hundreds of megabytes, streamed to the hook from the
+/// store, and routing reads what the delivery has in memory.
+pub const DOCUMENT_MEMBERS: [&str; 3] = ["event", "run", "enrichment"];
 /// Most entries one `match` may have.
 pub const MAX_MATCH_ENTRIES: usize = 32;
 /// Most values one entry may accept.
@@ -84,9 +86,15 @@ fn check_pointer(pointer: &str) -> Result<(), String> {
         }
     }
     let first = rest.split('/').next().unwrap_or_default();
+    if first == "logs" {
+        return Err(
+            "points into /logs, which a match cannot read (they may be hundreds of megabytes); match on /run/... or /event/payload/..."
+                .into(),
+        );
+    }
     if !DOCUMENT_MEMBERS.contains(&first) {
         return Err(format!(
-            "points outside the hook document, whose top level is /{} (e.g. /event/payload/..., /run/...)",
+            "points outside the hook document; a match reads /{} (e.g. /event/payload/..., /run/...)",
             DOCUMENT_MEMBERS.join(", /")
         ));
     }
@@ -177,8 +185,7 @@ impl Match {
     }
 
     /// [`Match::matches`] on a hook document; only the members the
-    /// pointers reach are turned into values (not a run's whole log when
-    /// only `/run/scraper` is asked about).
+    /// pointers reach are turned into values.
     pub fn matches_document(&self, doc: &HookDocument) -> Result<(), Mismatch> {
         let needs = |member: &str| {
             self.entries
@@ -194,6 +201,7 @@ impl Match {
                 "event".into(),
                 serde_json::json!({
                     "id": doc.event.id,
+                    "senderId": doc.event.sender_id,
                     "type": doc.event.event_type,
                     "runId": doc.event.run_id,
                     "receivedAt": doc.event.received_at,
@@ -203,14 +211,6 @@ impl Match {
         }
         if needs("run") {
             value.insert("run".into(), doc.run.as_deref().map_or(Value::Null, parse));
-        }
-        if needs("logs") {
-            value.insert(
-                "logs".into(),
-                doc.logs.as_ref().map_or(Value::Null, |logs| {
-                    Value::Array(logs.iter().map(|l| parse(l)).collect())
-                }),
-            );
         }
         if needs("enrichment") {
             value.insert(
@@ -296,7 +296,13 @@ mod tests {
     #[test]
     fn nothing_null_arrays_and_objects_never_match() {
         let d = doc();
-        for pointer in ["/run/missing", "/run/none", "/run/tags", "/run", "/logs/0"] {
+        for pointer in [
+            "/run/missing",
+            "/run/none",
+            "/run/tags",
+            "/run",
+            "/enrichment/error",
+        ] {
             let r = rule(&[(pointer, &["null", "[\"x\"]", ""])]);
             assert!(r.matches(&d).is_err(), "{pointer}");
         }
@@ -317,6 +323,7 @@ mod tests {
             ("/run/a~", "~0"),
             ("", "must start with /"),
             ("/payload/data", "outside the hook document"),
+            ("/logs/0/message", "cannot read"),
         ] {
             let err = Match::new([(pointer.to_owned(), vec!["x".to_owned()])]).unwrap_err();
             assert_eq!(err.0, pointer);

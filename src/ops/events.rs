@@ -69,31 +69,28 @@ fn show_value(v: &serde_json::Value) -> String {
     }
 }
 
-/// How much of the run and its logs the event's hooks got (SPEC §6),
-/// and why not more: shown beside the status, which only the deliveries
-/// decide (SPEC §2).
-pub fn enrichment(ev: &EventDetail) -> (&'static str, Option<String>) {
+/// What the event's hooks are told about enrichment (SPEC §6) and why not
+/// more, as `events show` puts it beside the status, which only the
+/// deliveries decide (SPEC §2). `None` when there is nothing to say.
+pub fn enrichment_line(ev: &EventDetail) -> Option<String> {
     let fetch = ev.jobs.iter().find(|j| j.kind == JobKind::Fetch.as_str());
-    match fetch {
-        None => (
-            "none",
-            Some("no [opensteer] was configured when it arrived".into()),
-        ),
-        Some(f) if is_unfinished(&f.state) => {
-            ("pending", Some("the fetch has not finished".into()))
-        }
-        Some(_) => match (&ev.run, &ev.enrichment_error) {
-            (Some(_), None) if ev.logs_complete => ("complete", None),
-            (Some(_), error) => (
-                "partial",
-                Some(
-                    error
-                        .clone()
-                        .unwrap_or_else(|| "log paging stopped early".into()),
-                ),
+    match (&ev.enrichment, fetch) {
+        (Some(e), _) => Some(match &e.error {
+            Some(error) => format!(
+                "enrichment {} ({}): {}",
+                e.status,
+                escape(&error.code),
+                escape(&error.message)
             ),
-            (None, error) => ("none", error.clone()),
-        },
+            None => format!("enrichment {}", e.status),
+        }),
+        (None, None) if ev.run.is_none() => {
+            Some("enrichment none (no [opensteer] when it arrived)".into())
+        }
+        (None, Some(f)) if is_unfinished(&f.state) => {
+            Some("enrichment pending (the fetch has not finished)".into())
+        }
+        (None, _) => None,
     }
 }
 
@@ -102,10 +99,15 @@ fn is_unfinished(state: &str) -> bool {
 }
 
 /// The job's heading: its state, in words where the word alone says too little.
-fn job_heading(job: &JobDetail, fetch: Option<&JobDetail>) -> String {
+fn job_heading(ev: &EventDetail, job: &JobDetail, fetch: Option<&JobDetail>) -> String {
     let state = escape(&job.state);
     let attempts = super::count(job.attempts as usize, "attempt", "attempts");
     match job.state.parse::<JobState>() {
+        // What happened next, not only that it failed (SPEC §2).
+        Ok(JobState::Failed) if job.kind == JobKind::Fetch.as_str() => format!(
+            "gave up after {attempts}; hooks ran with enrichment {}",
+            ev.enrichment.as_ref().map_or("none", |e| e.status.as_str())
+        ),
         Ok(JobState::Blocked) => {
             let when = match fetch {
                 Some(f) if f.state == JobState::Running.as_str() => {
@@ -147,17 +149,22 @@ fn job_heading(job: &JobDetail, fetch: Option<&JobDetail>) -> String {
 pub fn render_event(ev: &EventDetail) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "event     {}", escape(&ev.id));
+    if let Some(sender) = ev.sender_id.as_deref().filter(|s| *s != ev.id) {
+        // SPEC §5: another stored event already held the sender's id.
+        let _ = writeln!(
+            s,
+            "sent as   {} (an id another event holds)",
+            escape(sender)
+        );
+    }
     let _ = writeln!(s, "type      {}", escape(&ev.event_type));
     let _ = writeln!(s, "run       {}", escape(&ev.run_id));
     // The status is the deliveries' (SPEC §2); what the hooks got of the
     // run is beside it, not part of it.
-    let (enriched, why) = enrichment(ev);
     let _ = writeln!(s, "status    {}", escape(&ev.status));
-    let _ = writeln!(
-        s,
-        "enrichment {enriched}{}",
-        why.map(|w| format!(": {}", escape(&w))).unwrap_or_default()
-    );
+    if let Some(line) = enrichment_line(ev) {
+        let _ = writeln!(s, "{line}");
+    }
     let _ = writeln!(
         s,
         "received  {} from {}",
@@ -206,7 +213,7 @@ pub fn render_event(ev: &EventDetail) -> String {
         } else {
             format!("hook {}", escape(&job.hook))
         };
-        let _ = writeln!(s, "\n{name}: {}", job_heading(job, fetch));
+        let _ = writeln!(s, "\n{name}: {}", job_heading(ev, job, fetch));
         if job.replays > 0 {
             let _ = writeln!(
                 s,
@@ -265,10 +272,7 @@ pub async fn events_show(store: &Store, id: String, json: bool) -> anyhow::Resul
         bail!("no event with id {id:?}; `steerhook events list` shows the stored ids");
     };
     if json {
-        let mut value = serde_json::to_value(&ev)?;
-        let (status, error) = enrichment(&ev);
-        value["enrichment"] = serde_json::json!({"status": status, "reason": error});
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&ev)?);
     } else {
         print!("{}", render_event(&ev));
     }
@@ -311,33 +315,45 @@ mod tests {
             run: None,
             log_count: 0,
             enrichment_error: None,
-            logs_complete: false,
+            enrichment: None,
+            sender_id: None,
             jobs,
         }
     }
 
     #[test]
-    fn the_enrichment_says_what_the_hooks_got_and_why_not_more() {
-        let mut ev = event(vec![job("fetch", "succeeded")]);
-        ev.run = Some(serde_json::json!({"status": "succeeded"}));
-        ev.logs_complete = true;
-        assert_eq!(enrichment(&ev), ("complete", None));
-        ev.logs_complete = false;
+    fn the_enrichment_line_says_what_the_hooks_got_and_why_not_more() {
+        use crate::domain::{Enrichment, EnrichmentStatus};
+        let mut ev = event(vec![job("fetch", "failed")]);
+        ev.enrichment = Some(Enrichment::because(
+            EnrichmentStatus::Partial,
+            "HTTP_500",
+            "page 3 answered 500",
+        ));
         assert_eq!(
-            enrichment(&ev),
-            ("partial", Some("log paging stopped early".into()))
+            enrichment_line(&ev).as_deref(),
+            Some("enrichment partial (HTTP_500): page 3 answered 500")
         );
-        ev.enrichment_error = Some("HTTP 500 on page 3".into());
-        assert_eq!(enrichment(&ev).1.as_deref(), Some("HTTP 500 on page 3"));
-        ev.run = None;
-        assert_eq!(enrichment(&ev).0, "none");
+        let text = render_event(&ev);
+        assert!(
+            text.contains("status    done\nenrichment partial (HTTP_500)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "fetch run and logs: gave up after 1 attempt; hooks ran with enrichment partial"
+            ),
+            "{text}"
+        );
+        ev.enrichment = Some(Enrichment::complete());
+        assert_eq!(enrichment_line(&ev).as_deref(), Some("enrichment complete"));
         assert_eq!(
-            enrichment(&event(vec![job("fetch", "running")])).0,
-            "pending"
+            enrichment_line(&event(vec![job("fetch", "running")])).as_deref(),
+            Some("enrichment pending (the fetch has not finished)")
         );
         assert_eq!(
-            enrichment(&event(vec![job("deliver", "succeeded")])).0,
-            "none"
+            enrichment_line(&event(vec![job("deliver", "succeeded")])).as_deref(),
+            Some("enrichment none (no [opensteer] when it arrived)")
         );
     }
 

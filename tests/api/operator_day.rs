@@ -547,12 +547,12 @@ async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_deliver
     let (code, stdout, stderr) = cli(&config, &["events", "show", "evt_gone"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("status    done\nenrichment none: ")
+        stdout.contains("status    done\nenrichment none (CLOUD_CONTRACT_MISMATCH): ")
             && stdout.contains("CLOUD_CONTRACT_MISMATCH"),
         "done, with the reason for no enrichment: {stdout}"
     );
     assert!(
-        stdout.contains("fetch run and logs: failed after 1 attempt"),
+        stdout.contains("fetch run and logs: gave up after 1 attempt; hooks ran with enrichment none"),
         "{stdout}"
     );
     assert_eq!(runs_of(&sandbox, "etl"), ["evt_gone 1"]);
@@ -571,7 +571,7 @@ async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_deliver
         "{stdout}"
     );
     assert!(
-        stdout.contains("status    pending\nenrichment pending: the fetch has not finished"),
+        stdout.contains("status    pending\nenrichment pending (the fetch has not finished)"),
         "{stdout}"
     );
     let (_, json, _) = cli(&config, &["events", "show", "evt_gone", "--json"]);

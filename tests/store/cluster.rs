@@ -383,6 +383,65 @@ async fn a_daemon_is_told_at_start_how_its_hooks_differ_from_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_schema_version_1_gets_unique_ids_and_keeps_what_hooks_were_told() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    drop(db.open(routing(false, &[])).await);
+    // Back to version 1, as a daemon before the second migration left it
+    // (and without the third's columns):
+    // a non-unique id index, and rows sharing an id.
+    db.execute_batch(
+        "DROP INDEX events_by_id;
+         CREATE INDEX events_by_id ON events (id);
+         DROP INDEX log_entries_by_ts;
+         ALTER TABLE log_entries DROP COLUMN ts;
+         ALTER TABLE events DROP COLUMN sender_id, DROP COLUMN enrichment_status,
+             DROP COLUMN enrichment_code, DROP COLUMN logs_bytes, DROP COLUMN settle_polls;
+         ALTER TABLE jobs DROP COLUMN replays;
+         ALTER TABLE attempts DROP COLUMN replay;
+         UPDATE steerhook_schema SET version = 1;
+         INSERT INTO events (seq, id, event_type, run_id, signed_at, received_at, body, run_json, logs_complete, enrichment_error)
+         VALUES (1, 'evt_a', 'run.succeeded', 'r1', 0, 0, convert_to('{\"id\":\"evt_a\"}', 'UTF8'), '{}', true, NULL),
+                (2, 'evt_a', 'run.succeeded', 'r2', 0, 0, convert_to('{\"id\":\"evt_a\"}', 'UTF8'), NULL, false, 'gone'),
+                (3, 'evt_gen', 'run.succeeded', 'r3', 0, 0, convert_to('{\"n\":1e99999}', 'UTF8'), NULL, false, NULL);
+         INSERT INTO jobs (event_seq, kind, state, due_at, created_at, updated_at, last_error_code)
+         VALUES (1, 'fetch', 'succeeded', 0, 0, 0, NULL), (2, 'fetch', 'failed', 0, 0, 0, 'HTTP_404');
+         INSERT INTO log_entries (event_seq, page, pos, entry) VALUES (1, 0, 0, '{\"a\":1}');",
+    );
+    drop(db.open(routing(false, &[])).await);
+    let rows = db.query::<(String, Option<String>, Option<String>, Option<String>, i64)>(
+        "SELECT id, sender_id, enrichment_status, enrichment_code, logs_bytes FROM events ORDER BY seq",
+        &[],
+    );
+    assert_eq!(
+        rows,
+        [
+            (
+                "evt_a".into(),
+                Some("evt_a".into()),
+                Some("complete".into()),
+                None,
+                7
+            ),
+            (
+                "evt_a~2".into(),
+                Some("evt_a".into()),
+                Some("none".into()),
+                Some("HTTP_404".into()),
+                0
+            ),
+            ("evt_gen".into(), None, None, None, 0),
+        ]
+    );
+    assert_eq!(
+        db.count("SELECT version FROM steerhook_schema"),
+        3,
+        "migrated to the latest"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_deliveries_of_one_event_finishing_on_two_daemons_at_once_leave_it_done() {
     let Some(db) = TestDb::postgres().await else {
         return;

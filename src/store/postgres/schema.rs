@@ -9,7 +9,8 @@ use crate::store::StoreError;
 
 /// Every migration, oldest first; the schema's version is how many have run.
 /// Never edit one that has shipped: add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq              BIGSERIAL PRIMARY KEY,
     id               TEXT    NOT NULL,
@@ -51,9 +52,8 @@ CREATE TABLE jobs (
     event_seq       BIGINT  NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
     kind            TEXT    NOT NULL,          -- fetch | deliver
     hook            TEXT    NOT NULL DEFAULT '',
-    state           TEXT    NOT NULL,          -- blocked | pending | running | succeeded | failed | skipped
+    state           TEXT    NOT NULL,          -- blocked | pending | running | succeeded | failed
     attempts        INTEGER NOT NULL DEFAULT 0,
-    replays         INTEGER NOT NULL DEFAULT 0, -- times `replay` queued it again
     due_at          BIGINT  NOT NULL,          -- unix ms
     lease_until     BIGINT,                    -- unix ms, while running
     claimed_by      TEXT,                      -- the daemon running it
@@ -75,13 +75,12 @@ CREATE TABLE attempts (
     attempt     INTEGER NOT NULL,
     started_at  BIGINT  NOT NULL,
     duration_ms BIGINT  NOT NULL,
-    outcome     TEXT    NOT NULL,              -- ok | retry | failed | interrupted | skipped
+    outcome     TEXT    NOT NULL,              -- ok | retry | failed | interrupted
     error_code  TEXT,
     error       TEXT,
     exit_code   INTEGER,
     stdout      BYTEA,
-    stderr      BYTEA,
-    replay      INTEGER NOT NULL DEFAULT 0     -- 0 the first run of the job, n its n-th replay
+    stderr      BYTEA
 );
 CREATE INDEX attempts_by_job ON attempts (job_id);
 
@@ -95,8 +94,7 @@ CREATE TABLE quarantine (
 );
 
 -- One row per hook any daemon has configured: the row every claim of that
--- hook locks (so `concurrency` holds across daemons) and its pause switch
--- (`hooks pause`, read by every daemon's claims).
+-- hook locks (so `concurrency` holds across daemons) and its pause switch.
 CREATE TABLE hooks (
     name   TEXT    PRIMARY KEY,
     paused BOOLEAN NOT NULL DEFAULT false
@@ -116,7 +114,81 @@ CREATE TABLE pauses (
     name     TEXT   PRIMARY KEY,
     until_ms BIGINT NOT NULL
 );
-"#];
+"#,
+    ENRICHMENT_AND_UNIQUE_IDS,
+    OPERATOR_COMMANDS,
+];
+
+/// The operator's commands (SPEC §2): replays counted on jobs and marked on
+/// attempts; `skipped` is a job state and an attempt outcome (text, no
+/// change). `hooks pause` uses the `hooks` table of the first migration,
+/// and BIGSERIAL ids are never given twice. The same as SQLite's fifth.
+const OPERATOR_COMMANDS: &str = r#"
+ALTER TABLE jobs ADD COLUMN replays INTEGER NOT NULL DEFAULT 0;     -- times `replay` queued it again
+ALTER TABLE attempts ADD COLUMN replay INTEGER NOT NULL DEFAULT 0;  -- 0 the first run of the job, n its n-th replay
+
+-- SPEC §2: a fetch that gave up does not make an event failed; only a
+-- delivery does. Events stored before said otherwise.
+UPDATE events SET status = 'done'
+WHERE status = 'failed'
+  AND NOT EXISTS (SELECT 1 FROM jobs
+                  WHERE jobs.event_seq = events.seq AND jobs.kind = 'deliver' AND jobs.state = 'failed');
+"#;
+
+/// What the hooks are told about enrichment (SPEC §6), recorded rather than
+/// guessed; unique event ids and the sender's own (SPEC §5); the bookkeeping
+/// of `max_log_bytes` and of the settle window; each log entry's timestamp,
+/// for the order of SPEC §5. The same as SQLite's fourth migration.
+const ENRICHMENT_AND_UNIQUE_IDS: &str = r#"
+ALTER TABLE events ADD COLUMN sender_id TEXT;          -- the id the sender gave, when it gave one
+ALTER TABLE events ADD COLUMN enrichment_status TEXT;  -- complete | partial | none; NULL until the fetch decides
+ALTER TABLE events ADD COLUMN enrichment_code TEXT;    -- with enrichment_error (the message): why not complete
+ALTER TABLE events ADD COLUMN logs_bytes BIGINT NOT NULL DEFAULT 0;     -- bytes of log entries stored
+ALTER TABLE events ADD COLUMN settle_polls INTEGER NOT NULL DEFAULT 0;  -- run fetches while it had not settled
+
+-- The sender's id, for rows stored before: the id came from the body
+-- (rather than being generated) when the body's "id" or "eventId" is it.
+-- A body PostgreSQL's jsonb does not take (huge numbers) is left out.
+CREATE FUNCTION pg_temp.steerhook_body_json(b BYTEA) RETURNS JSONB AS $$
+BEGIN
+    RETURN convert_from(b, 'UTF8')::jsonb;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+UPDATE events SET sender_id = id
+WHERE id IN (pg_temp.steerhook_body_json(body) ->> 'id', pg_temp.steerhook_body_json(body) ->> 'eventId');
+DROP FUNCTION pg_temp.steerhook_body_json(BYTEA);
+
+-- Rows that shared an id with an older row get an id of their own; the
+-- oldest keeps it.
+UPDATE events SET id = id || '~' || seq
+WHERE EXISTS (SELECT 1 FROM events AS older WHERE older.id = events.id AND older.seq < events.seq);
+DROP INDEX events_by_id;
+CREATE UNIQUE INDEX events_by_id ON events (id);
+
+-- Finished fetches of rows stored before: what the hook document said then.
+UPDATE events SET
+    enrichment_status = CASE
+        WHEN run_json IS NULL THEN 'none'
+        WHEN enrichment_error IS NOT NULL OR NOT logs_complete THEN 'partial'
+        ELSE 'complete' END,
+    enrichment_code = CASE
+        WHEN enrichment_error IS NULL THEN NULL
+        ELSE (SELECT coalesce(last_error_code, 'FETCH_FAILED') FROM jobs
+              WHERE jobs.event_seq = events.seq AND jobs.kind = 'fetch') END
+WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = events.seq AND jobs.kind = 'fetch'
+                AND jobs.state IN ('succeeded', 'failed'));
+UPDATE events SET logs_bytes = (SELECT coalesce(sum(octet_length(entry)), 0)
+                                FROM log_entries WHERE log_entries.event_seq = events.seq);
+
+-- The entry's timestamp (SPEC §5), unix microseconds; NULL when it has none.
+ALTER TABLE log_entries ADD COLUMN ts BIGINT;
+-- The order hooks get when every entry of an event has a timestamp, read
+-- in index order rather than sorted: by time, ties oldest page first (page
+-- 0 is the newest), then as sent.
+CREATE INDEX log_entries_by_ts ON log_entries (event_seq, ts, page DESC, pos);
+"#;
 
 /// The schema version this binary knows.
 pub(super) fn known_version() -> i32 {
