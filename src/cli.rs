@@ -37,14 +37,34 @@ pub enum Command {
     /// Inspect stored events.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Queue an event's deliveries again (all hooks, or one). Works while `serve` runs.
+    /// Queue deliveries again: one event's (all hooks, or one), or every
+    /// failed one with --status failed. Works while `serve` runs.
+    #[command(
+        after_help = "Examples:\n  steerhook replay evt_123\n  steerhook replay --status failed --hook etl --since 2d --dry-run"
+    )]
     Replay {
         /// Event id.
-        id: String,
+        #[arg(required_unless_present = "status", conflicts_with = "status")]
+        id: Option<String>,
+        /// Queue every delivery in this state again, instead of one event's.
+        #[arg(long, value_enum)]
+        status: Option<ReplayStatusArg>,
         /// Only this hook.
         #[arg(long, value_name = "NAME")]
         hook: Option<String>,
+        /// With --status: only events received within this long, e.g. 2h, 7d.
+        #[arg(long, value_name = "DURATION", conflicts_with = "id")]
+        since: Option<humantime::Duration>,
+        /// With --status: count what would be queued; change nothing.
+        #[arg(long, conflicts_with = "id")]
+        dry_run: bool,
     },
+    /// The configured hooks: list them, pause or resume one.
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+    /// The signed bodies refused with PAYLOAD_INVALID, kept for inspection.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// Print the x-opensteer-signature value for a body (stdin when no FILE).
     Sign {
         /// The webhook secret.
@@ -76,6 +96,9 @@ pub enum Command {
         /// e.g. 30d, 12h [default: storage.retention_days].
         #[arg(long, value_name = "DURATION")]
         older_than: Option<humantime::Duration>,
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check a saved request offline; prints ok or the error code.
     Verify {
@@ -141,6 +164,58 @@ pub enum EventsCommand {
     },
 }
 
+/// `steerhook hooks ...`
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// One line per configured hook: kind, paused, deliveries pending, running,
+    /// and failed, succeeded, skipped in the last 24 h.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop starting this hook's deliveries (every daemon on the database);
+    /// running ones finish, events keep being accepted and queued.
+    Pause {
+        /// The hook's name.
+        name: String,
+    },
+    /// Start this hook's deliveries again, the queued ones first.
+    Resume {
+        /// The hook's name.
+        name: String,
+    },
+}
+
+/// `steerhook quarantine ...`
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Newest first: id, received, from, size, why.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One body: when, from which client, why, and the body itself.
+    Show {
+        /// Its id, from `quarantine list`.
+        id: i64,
+        /// Machine-readable output (the body as sent, and base64).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which deliveries `replay --status` queues again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayStatusArg {
+    /// Deliveries that ended failed (every attempt used).
+    Failed,
+}
+
 /// An event type on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EventTypeArg {
@@ -166,7 +241,7 @@ impl From<EventTypeArg> for EventType {
 pub enum StatusArg {
     /// Its fetch or a delivery is unfinished.
     Pending,
-    /// Every delivery succeeded.
+    /// Every delivery succeeded or was skipped.
     Done,
     /// At least one delivery ended failed.
     Failed,

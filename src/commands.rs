@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, EventsCommand};
+use crate::cli::{Cli, Command, EventsCommand, HooksCommand, QuarantineCommand};
 use crate::config::{ConfigError, Settings};
 use crate::secret::Secret;
 use crate::signature::{sign, Verifier};
@@ -123,7 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => {
                     println!("{}", e.code());
-                    eprintln!("{e}");
+                    eprintln!("{}", offline_explanation(&e, at.is_some()));
                     Ok(ExitCode::from(1))
                 }
             }
@@ -169,32 +169,111 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Replay { id, hook } => {
+        Command::Replay {
+            id,
+            status,
+            hook,
+            since,
+            dry_run,
+        } => {
             let settings = load_settings_for_inspection(&cli)?;
             runtime()?.block_on(async {
                 let store = crate::startup::open_existing_store(&settings).await?;
-                crate::ops::replay(&store, &settings, id.clone(), hook.clone()).await
+                match (id, status) {
+                    (Some(id), _) => {
+                        crate::ops::replay(&store, &settings, id.clone(), hook.clone()).await
+                    }
+                    // clap requires one of the two; --status has one value.
+                    (None, _) => {
+                        crate::ops::replay_failed(
+                            &store,
+                            &settings,
+                            hook.clone(),
+                            since.map(Into::into),
+                            *dry_run,
+                        )
+                        .await
+                    }
+                }
             })
         }
-        Command::Prune { older_than } => {
+        Command::Hooks(cmd) => {
+            let settings = load_settings_for_inspection(&cli)?;
+            runtime()?.block_on(async {
+                let store = crate::startup::open_existing_store(&settings).await?;
+                match cmd {
+                    HooksCommand::List { json } => {
+                        crate::ops::hooks_list(&store, &settings, *json).await
+                    }
+                    HooksCommand::Pause { name } => {
+                        crate::ops::hooks_set_paused(&store, &settings, name.clone(), true).await
+                    }
+                    HooksCommand::Resume { name } => {
+                        crate::ops::hooks_set_paused(&store, &settings, name.clone(), false).await
+                    }
+                }
+            })
+        }
+        Command::Quarantine(cmd) => {
+            let settings = load_settings_for_inspection(&cli)?;
+            runtime()?.block_on(async {
+                let store = crate::startup::open_existing_store(&settings).await?;
+                match cmd {
+                    QuarantineCommand::List { limit, json } => {
+                        crate::ops::quarantine_list(&store, *limit, *json).await
+                    }
+                    QuarantineCommand::Show { id, json } => {
+                        crate::ops::quarantine_show(&store, *id, *json).await
+                    }
+                }
+            })
+        }
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => {
             let settings = load_settings_for_inspection(&cli)?;
             let age = older_than.map_or(settings.storage.retention, Into::into);
             runtime()?.block_on(async {
                 let store = crate::startup::open_existing_store(&settings).await?;
-                crate::ops::prune(&store, age).await
+                crate::ops::prune(&store, age, *dry_run).await
             })
         }
         Command::Doctor => {
             let settings = match load_settings(&cli) {
                 Ok(s) => s,
-                Err(e) => {
-                    println!("FAIL  config                 {e:#}");
-                    return Err(e);
-                }
+                Err(e) => return Ok(crate::ops::doctor_config_failed(&e)),
             };
             runtime()?.block_on(crate::ops::doctor(&settings))
         }
         Command::Completions { shell } => crate::completions::print_completions(*shell),
         Command::Man { out } => crate::completions::man(out.as_deref()),
+    }
+}
+
+/// `verify` runs offline: its messages speak of the command line, not of a
+/// server's clock or configuration.
+fn offline_explanation(e: &crate::signature::SignatureError, at_given: bool) -> String {
+    use crate::signature::SignatureError;
+    match e {
+        SignatureError::OutOfTolerance {
+            skew_secs,
+            tolerance_secs,
+        } => {
+            let reference = if at_given {
+                "the time given with --at"
+            } else {
+                "this machine's clock (give the time the request arrived with --at)"
+            };
+            format!(
+                "the signature timestamp is {} s {} {reference}, more than --tolerance {tolerance_secs} s",
+                skew_secs.unsigned_abs(),
+                if *skew_secs < 0 { "before" } else { "after" },
+            )
+        }
+        SignatureError::Mismatch => {
+            "no v1 signature matches the --secret given; check the secret, and that the file holds the body exactly as received (no added newline)".to_owned()
+        }
+        other => other.to_string(),
     }
 }

@@ -18,7 +18,7 @@
 //! - [`dispatch`]: the worker: claim, fetch job, delivery job, retry policy.
 //! - [`hooks`]: the `Sink` interface and the hook kinds (shell, e-mail, HTTP).
 //! - [`metrics`]: the Prometheus registry and its text rendering.
-//! - [`ops`]: the operator's commands (`events`, `replay`, `prune`, `doctor`).
+//! - [`ops`]: the operator's commands (`events`, `replay`, `hooks`, `quarantine`, `prune`, `doctor`).
 //! - [`send_test`]: `steerhook send-test`, a signed sample webhook.
 //! - [`instance`]: the database's resolved path, its instance lock and payload directory.
 //! - [`terminal`]: escaping for text printed to a terminal.

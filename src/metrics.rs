@@ -138,7 +138,8 @@ impl Metrics {
         self.auth_faults.inc();
     }
 
-    /// Counts a delivery attempt.
+    /// Counts a delivery attempt. A `skipped` one (its `match` did not
+    /// hold) started no hook, so it adds nothing to the hook's durations.
     pub fn observe_delivery(&self, hook: &str, outcome: &str, took: Duration) {
         self.deliveries
             .get_or_create(&vec![
@@ -146,6 +147,9 @@ impl Metrics {
                 ("outcome", outcome.to_owned()),
             ])
             .inc();
+        if outcome == crate::store::AttemptOutcome::Skipped.as_str() {
+            return;
+        }
         self.hook_seconds
             .get_or_create(&vec![("hook", hook.to_owned())])
             .observe(took.as_secs_f64());

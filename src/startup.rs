@@ -282,6 +282,12 @@ impl Application {
             ))));
         }
         tracing::info!(%addr, "steerhook is listening");
+        if settings.example_secret_exposed() {
+            tracing::warn!(
+                listen = %settings.server.listen,
+                "webhook.secrets holds the example secret of config.example.toml, which anyone can read, and server.listen is not a loopback address: anyone can sign webhooks to this daemon; use the secret your Opensteer runs are queued with"
+            );
+        }
         if settings.queue.paused {
             tracing::warn!("queue.paused = true: events are stored but no hook runs until it is false and the daemon restarted");
         }
@@ -412,6 +418,12 @@ async fn prune_periodically(
         let cutoff = clock.now_ms() - retention.as_millis() as i64;
         match store.prune(cutoff, false).await {
             Ok(p) if p == crate::store::Pruned::default() => {}
+            Ok(p) if p.failed_events > 0 => tracing::warn!(
+                events = p.events,
+                failed_events = p.failed_events,
+                quarantined = p.quarantined,
+                "pruned past retention, with events whose failed deliveries were never replayed (storage.retention_days)"
+            ),
             Ok(p) => {
                 tracing::info!(
                     events = p.events,

@@ -681,7 +681,7 @@ async fn probe_reports_an_accepted_key_and_the_server_date_on_404() {
 }
 
 #[tokio::test]
-async fn probe_reports_a_rejected_key_and_no_verdict_on_other_answers() {
+async fn probe_reports_a_rejected_key_no_verdict_and_answers_that_are_not_opensteers() {
     let cases = [
         (
             api_error_saying(401, "CLOUD_AUTH_FAILED", "bad key"),
@@ -694,7 +694,25 @@ async fn probe_reports_a_rejected_key_and_no_verdict_on_other_answers() {
             500,
             KeyCheck::Rejected,
         ),
-        (ResponseTemplate::new(503), 503, KeyCheck::Unknown),
+        (
+            api_error_saying(503, "CLOUD_CAPACITY_FULL", "busy"),
+            503,
+            KeyCheck::Unknown,
+        ),
+        // Any web server answers an empty 404 to a path it does not have:
+        // that proves nothing about the key, the base URL is wrong.
+        (ResponseTemplate::new(404), 404, KeyCheck::NotOpensteer),
+        (
+            ResponseTemplate::new(404).set_body_string("<html>Not Found</html>"),
+            404,
+            KeyCheck::NotOpensteer,
+        ),
+        (ResponseTemplate::new(503), 503, KeyCheck::NotOpensteer),
+        (
+            ResponseTemplate::new(200).set_body_string("<html>welcome</html>"),
+            200,
+            KeyCheck::NotOpensteer,
+        ),
     ];
     for (response, status, key) in cases {
         let server = MockServer::start().await;

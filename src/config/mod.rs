@@ -40,6 +40,10 @@ const SECRET_KEYS: [&str; 4] = [
 const HOOK_SECRET_KEYS: [&str; 2] = ["secret", "bearer_token"];
 /// Largest accepted `webhook.tolerance_secs`.
 pub const MAX_TOLERANCE_SECS: u64 = 3600;
+/// The webhook secret of the shipped `config.example.toml`: public, so
+/// anyone can sign webhooks with it. Fine for the README tour on loopback;
+/// `serve` and `doctor` warn when it is used on any other address.
+pub const EXAMPLE_WEBHOOK_SECRET: &str = "whsec_example_change_me";
 
 /// A configuration problem, naming the key it is about. Exit code 78.
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +284,8 @@ pub struct HookSettings {
     pub max_attempts: u32,
     /// Deliveries of this hook running at once.
     pub concurrency: usize,
+    /// `match`: the runs it is for; `None`: every run of its events.
+    pub route: Option<crate::domain::Match>,
     /// What the hook does.
     pub kind: HookKind,
 }
@@ -420,6 +426,20 @@ impl Settings {
     pub fn hook(&self, name: &str) -> Option<&HookSettings> {
         self.hooks.iter().find(|h| h.name == name)
     }
+
+    /// Whether `webhook.secrets` holds [`EXAMPLE_WEBHOOK_SECRET`].
+    pub fn uses_example_secret(&self) -> bool {
+        self.webhook
+            .secrets
+            .iter()
+            .any(|s| s.expose() == EXAMPLE_WEBHOOK_SECRET)
+    }
+
+    /// Whether the example secret is in use where others can reach the
+    /// daemon: `server.listen` is not a loopback address.
+    pub fn example_secret_exposed(&self) -> bool {
+        self.uses_example_secret() && !self.server.listen.ip().is_loopback()
+    }
 }
 
 /// Reports a TOML syntax error by line and column only: the library's own
@@ -497,10 +517,6 @@ mod tests {
             (
                 format!("{HTTP_HOOK}headers = {{ \"X Bad\" = \"x\" }}\n"),
                 "hook[0].headers.X Bad",
-            ),
-            (
-                format!("{HTTP_HOOK}match = {{ \"/run/scraper\" = \"products\" }}\n"),
-                "hook[0].match",
             ),
             (
                 format!("{HTTP_HOOK}secret = \"not base64!\"\n"),
@@ -645,6 +661,100 @@ mod tests {
         };
         assert_eq!(http.body_key.as_deref(), Some("conf"));
         assert_eq!(s.hooks[0].max_attempts, 8);
+    }
+
+    const SHELL_HOOK: &str = "[[hook]]\nname=\"etl\"\nkind=\"shell\"\nevents=[\"run.succeeded\"]\ncommand=[\"/bin/true\"]\n";
+
+    #[test]
+    fn a_bad_match_is_a_configuration_error_naming_the_pointer() {
+        for (entry, key, why) in [
+            (
+                "\"run/scraper\" = \"x\"",
+                "hook[0].match.run/scraper",
+                "RFC 6901",
+            ),
+            ("\"/run/a~2\" = \"x\"", "hook[0].match./run/a~2", "~0"),
+            ("\"/run/pages\" = 3", "hook[0].match./run/pages", "\"3\""),
+            (
+                "\"/run/tags\" = [\"a\", 1]",
+                "hook[0].match./run/tags",
+                "list of strings",
+            ),
+            ("\"/run/tags\" = []", "hook[0].match./run/tags", "no value"),
+            ("\"/scraper\" = \"x\"", "hook[0].match./scraper", "/run"),
+        ] {
+            let text = format!("{MINIMAL}{SHELL_HOOK}match = {{ {entry} }}\n");
+            let err = Settings::from_toml(&text).expect_err(&text);
+            assert_eq!(err.key, key, "{entry}: {err}");
+            assert!(err.message.contains(why), "{entry}: {err}");
+        }
+        let err = Settings::from_toml(&format!("{MINIMAL}{SHELL_HOOK}match = {{}}\n")).unwrap_err();
+        assert_eq!(err.key, "hook[0].match");
+    }
+
+    #[test]
+    fn match_pointers_keep_their_case_dots_and_escapes_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steerhook.toml");
+        std::fs::write(
+            &path,
+            format!("{MINIMAL}{SHELL_HOOK}match = {{ \"/run/scraperName\" = \"Products\", \"/event/payload/data.v2/a~1b\" = [\"x\", \"y\"] }}\n{HTTP_HOOK}match = {{ \"/event/type\" = \"run.succeeded\" }}\n"),
+        )
+        .unwrap();
+        let s = Settings::load(&path, &HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        let route = |i: usize| s.hooks[i].route.as_ref().map(ToString::to_string);
+        assert_eq!(
+            route(0).as_deref(),
+            Some("/event/payload/data.v2/a~1b = x | y, /run/scraperName = Products")
+        );
+        assert_eq!(
+            route(1).as_deref(),
+            Some("/event/type = run.succeeded"),
+            "any kind"
+        );
+        assert!(
+            s.summary().contains(
+                "only runs where /event/payload/data.v2/a~1b = x | y, /run/scraperName = Products"
+            ),
+            "{}",
+            s.summary()
+        );
+    }
+
+    #[test]
+    fn the_example_secret_is_the_one_config_example_toml_ships_and_only_loopback_is_quiet() {
+        assert!(include_str!("../../config.example.toml")
+            .contains(&format!("\"{EXAMPLE_WEBHOOK_SECRET}\"")));
+        let with = |listen: &str| {
+            Settings::from_toml(&format!(
+                "[server]\nlisten = \"{listen}\"\n[webhook]\nsecrets = [\"whsec_mine\", \"{EXAMPLE_WEBHOOK_SECRET}\"]\n"
+            ))
+            .unwrap()
+        };
+        assert!(!with("127.0.0.1:8787").example_secret_exposed());
+        assert!(!with("[::1]:8787").example_secret_exposed());
+        assert!(with("0.0.0.0:8787").example_secret_exposed());
+        assert!(with("192.0.2.10:8787").example_secret_exposed());
+        assert!(!Settings::from_toml(MINIMAL).unwrap().uses_example_secret());
+    }
+
+    #[test]
+    fn the_commented_match_of_the_example_config_is_valid() {
+        let example = include_str!("../../config.example.toml");
+        let line = example
+            .lines()
+            .find(|l| l.starts_with("# match = "))
+            .expect("a commented match in config.example.toml");
+        let text = format!("{MINIMAL}{SHELL_HOOK}{}\n", &line[2..]);
+        let s = Settings::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            s.hooks[0]
+                .route
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("/run/scraper = products")
+        );
     }
 
     #[test]

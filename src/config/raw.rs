@@ -200,6 +200,10 @@ pub(super) struct RawHook {
     pub(super) max_attempts: u32,
     #[serde(default = "d_hook_concurrency")]
     pub(super) concurrency: u64,
+    /// Any kind: JSON Pointer -> a string or a list of strings (SPEC §3);
+    /// checked in `validate`, which words the errors.
+    #[serde(rename = "match")]
+    pub(super) route: Option<BTreeMap<String, serde_json::Value>>,
     // shell
     pub(super) command: Option<Vec<String>>,
     pub(super) working_dir: Option<PathBuf>,

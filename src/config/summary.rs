@@ -106,6 +106,9 @@ impl Settings {
                 events.join(", "),
                 h.max_attempts
             );
+            if let Some(route) = &h.route {
+                let _ = writeln!(s, "  {:<15} only runs where {route}", "");
+            }
         }
         s
     }

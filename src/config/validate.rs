@@ -15,7 +15,7 @@ use super::{
     OpensteerSettings, QueueSettings, ServerSettings, Settings, ShellHookSettings, SmtpSettings,
     StorageBackend, StorageSettings, WebhookSettings, DEFAULT_TOLERANCE_SECS, MAX_TOLERANCE_SECS,
 };
-use crate::domain::EventType;
+use crate::domain::{EventType, Match};
 use crate::hooks::http::{self as http_hook, BodyShape, HookUrl, SigningKey};
 use crate::secret::Secret;
 
@@ -408,8 +408,42 @@ fn hook(
         events,
         max_attempts: h.max_attempts,
         concurrency: count(&at("concurrency"), h.concurrency, 1, 256)?,
+        route: h.route.as_ref().map(|m| route(i, m)).transpose()?,
         kind,
     })
+}
+
+/// `hook[i].match`: JSON Pointer -> a string or a list of strings (SPEC §3).
+fn route(
+    i: usize,
+    table: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<Match, ConfigError> {
+    let key = |pointer: &str| {
+        if pointer.is_empty() {
+            format!("hook[{i}].match")
+        } else {
+            format!("hook[{i}].match.{pointer}")
+        }
+    };
+    let mut entries = Vec::with_capacity(table.len());
+    for (pointer, value) in table {
+        let wrong = || {
+            ConfigError::new(
+                key(pointer),
+                "must be a string or a list of strings, e.g. \"products\" or [\"products\", \"prices\"] (numbers and booleans too are written as strings: \"3\", \"true\")",
+            )
+        };
+        let accepted = match value {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(list) => list
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
+                .collect::<Result<_, _>>()?,
+            _ => return Err(wrong()),
+        };
+        entries.push((pointer.clone(), accepted));
+    }
+    Match::new(entries).map_err(|(pointer, message)| ConfigError::new(key(&pointer), message))
 }
 
 fn shell_hook(i: usize, h: &RawHook) -> Result<ShellHookSettings, ConfigError> {

@@ -84,6 +84,15 @@ impl Dispatcher {
                     .await;
             }
         };
+        // SPEC §3: evaluated now, after the fetch, so `/run/...` can be asked.
+        if let Some(Err(miss)) = hook.route.as_ref().map(|r| r.matches_document(&doc)) {
+            rec.outcome = AttemptOutcome::Skipped;
+            rec.error_code = Some("NOT_MATCHED".into());
+            rec.error = Some(miss.to_string());
+            return self
+                .finish_delivery(job, rec, JobNext::Skipped, started)
+                .await;
+        }
         // Dropped (the file removed) when this attempt ends, however it ends.
         let payload = {
             let doc = doc.clone();
@@ -174,6 +183,7 @@ impl Dispatcher {
             JobNext::Succeeded => {
                 tracing::info!(duration_ms = rec.duration_ms, "delivered")
             }
+            JobNext::Skipped => tracing::info!("skipped, the hook was not started: {error}"),
             JobNext::RetryAt(at) if rec.outcome == AttemptOutcome::Interrupted => tracing::warn!(
                 code,
                 retry_in_ms = at - now,

@@ -70,6 +70,8 @@ struct Hook {
     sink: Arc<dyn Sink>,
     max_attempts: u32,
     concurrency: usize,
+    /// `match`: the runs this hook is for (SPEC §3).
+    route: Option<crate::domain::Match>,
 }
 
 /// What this process is running, for the concurrency limits and the claim.
@@ -140,6 +142,7 @@ impl Dispatcher {
                         sink: sinks.remove(&h.name)?,
                         max_attempts: h.max_attempts,
                         concurrency: h.concurrency,
+                        route: h.route.clone(),
                     },
                 ))
             })

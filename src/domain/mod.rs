@@ -3,8 +3,10 @@
 
 mod event;
 mod hook_document;
+mod route;
 
 pub use event::{EventType, IncomingEvent, PayloadError, ReadEvent, Rejected};
 pub use hook_document::{
     DocumentEvent, Enrichment, EnrichmentError, EnrichmentStatus, HookDocument,
 };
+pub use route::{Match, Mismatch};

@@ -382,6 +382,60 @@ impl Store {
             Backend::Postgres(s) => s.prune(cutoff, wait).await,
         }
     }
+
+    /// What [`Store::prune`] would delete at `cutoff`, counted without
+    /// deleting anything (`prune --dry-run`).
+    pub async fn count_prunable(&self, cutoff: i64) -> Result<Pruned, StoreError> {
+        on_backend!(self, s => s.count_prunable(cutoff).await)
+    }
+
+    /// Queues again, in one transaction, every delivery in state `failed`
+    /// that `f` selects (`replay --status failed`): due at once, with a
+    /// fresh attempt count and its replay counted. Where the event's fetch
+    /// failed and `enrich` is on, the run is fetched again first. Running
+    /// deliveries are not failed, so they are left alone.
+    pub async fn replay_failed(
+        &self,
+        f: FailedDeliveries,
+        enrich: bool,
+        now: i64,
+    ) -> Result<BulkReplayReport, StoreError> {
+        on_backend!(self, s => s.replay_failed(f, enrich, now).await)
+    }
+
+    /// What [`Store::replay_failed`] would queue, counted without changing
+    /// anything (`--dry-run`).
+    pub async fn count_failed(
+        &self,
+        f: FailedDeliveries,
+        enrich: bool,
+    ) -> Result<BulkReplayReport, StoreError> {
+        on_backend!(self, s => s.count_failed(f, enrich).await)
+    }
+
+    /// Every hook the database knows (by its deliveries or its pause), in
+    /// name order: paused or not, deliveries waiting and running now, and
+    /// those that finished at or after `since` (unix ms) by how they ended.
+    pub async fn hook_activity(&self, since: i64) -> Result<Vec<HookActivity>, StoreError> {
+        on_backend!(self, s => s.hook_activity(since).await)
+    }
+
+    /// Pauses (`true`) or resumes a hook: no daemon on the database starts
+    /// its deliveries while it is paused; running ones finish. Returns
+    /// whether that changed anything.
+    pub async fn set_hook_paused(&self, name: String, paused: bool) -> Result<bool, StoreError> {
+        on_backend!(self, s => s.set_hook_paused(name, paused).await)
+    }
+
+    /// Quarantined bodies (SPEC §4 step 6), newest first, at most `limit`.
+    pub async fn list_quarantine(&self, limit: u32) -> Result<Vec<QuarantineSummary>, StoreError> {
+        on_backend!(self, s => s.list_quarantine(limit).await)
+    }
+
+    /// The quarantined body with this id, with its bytes.
+    pub async fn find_quarantined(&self, id: i64) -> Result<Option<QuarantinedDetail>, StoreError> {
+        on_backend!(self, s => s.find_quarantined(id).await)
+    }
 }
 
 fn sqlite_options(settings: &StorageSettings) -> StoreOptions {

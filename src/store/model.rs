@@ -75,6 +75,8 @@ stored_words! {
         Succeeded = "succeeded",
         /// Given up; replayable.
         Failed = "failed",
+        /// Finished without running: the hook's `match` did not hold (SPEC §3).
+        Skipped = "skipped",
     }
 }
 
@@ -99,6 +101,8 @@ stored_words! {
         Failed = "failed",
         /// The daemon stopped while it ran; it runs again.
         Interrupted = "interrupted",
+        /// The hook's `match` did not hold; the hook was not started.
+        Skipped = "skipped",
     }
 }
 
@@ -107,7 +111,7 @@ stored_words! {
     EventStatus {
         /// Its fetch or a delivery is unfinished.
         Pending = "pending",
-        /// Every delivery succeeded.
+        /// Every delivery succeeded or was skipped.
         Done = "done",
         /// At least one delivery ended failed.
         Failed = "failed",
@@ -254,6 +258,8 @@ pub enum JobNext {
     RetryAt(i64),
     /// Given up; replayable.
     Failed,
+    /// Not run: the hook's `match` did not hold. Finished.
+    Skipped,
 }
 
 /// The stored event, as the worker needs it.
@@ -423,8 +429,10 @@ pub struct AttemptDetail {
     pub started_at_ms: i64,
     /// How long it ran.
     pub duration_ms: i64,
-    /// ok | retry | failed | interrupted
+    /// ok | retry | failed | interrupted | skipped
     pub outcome: String,
+    /// 0 for the delivery's first run; n for the attempts of its n-th replay.
+    pub replay: u32,
     /// Error code.
     pub error_code: Option<String>,
     /// Error message.
@@ -445,8 +453,10 @@ pub struct JobDetail {
     pub kind: String,
     /// Hook name; empty for fetch.
     pub hook: String,
-    /// blocked | pending | running | succeeded | failed
+    /// blocked | pending | running | succeeded | failed | skipped
     pub state: String,
+    /// How many times `replay` queued it again.
+    pub replays: u32,
     /// Attempts made.
     pub attempts: u32,
     /// Next attempt, unix ms (pending jobs).
@@ -510,13 +520,95 @@ pub struct ReplayReport {
     pub refetch: bool,
 }
 
-/// What `prune` deleted.
+/// What `prune` deleted (or, counting only, would delete).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
     /// Finished events, with their jobs, attempts and logs.
     pub events: usize,
+    /// Of those, events with a delivery that ended `failed` and was never
+    /// replayed (or replayed and failed again): work the warehouse never got.
+    pub failed_events: usize,
     /// Quarantined bodies.
     pub quarantined: usize,
+}
+
+/// Which failed deliveries `replay --status failed` queues again.
+#[derive(Debug, Clone, Default)]
+pub struct FailedDeliveries {
+    /// Only deliveries to these hooks (the configured ones, or the one asked for).
+    pub hooks: Vec<String>,
+    /// Only events received at or after this time, unix ms.
+    pub since: Option<i64>,
+}
+
+/// What `replay --status failed` did (or, counting only, would do).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkReplayReport {
+    /// Deliveries queued again, per hook, by hook name.
+    pub by_hook: Vec<(String, usize)>,
+    /// Events they belong to.
+    pub events: usize,
+    /// Of those events, how many have their run fetched again first (the
+    /// earlier fetch failed).
+    pub refetch: usize,
+    /// Failed deliveries left alone because their hook is not in the list
+    /// (no longer configured).
+    pub other_hooks: usize,
+}
+
+impl BulkReplayReport {
+    /// Deliveries queued again, all hooks together.
+    pub fn deliveries(&self) -> usize {
+        self.by_hook.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// One hook as the database knows it, for `hooks list`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HookActivity {
+    /// The hook's name.
+    pub name: String,
+    /// Whether `hooks pause` stopped the starting of its deliveries.
+    pub paused: bool,
+    /// Deliveries waiting (for their fetch or their due time).
+    pub pending: i64,
+    /// Deliveries running now.
+    pub running: i64,
+    /// Deliveries that ended `failed` within the window.
+    pub failed: i64,
+    /// Deliveries that ended `succeeded` within the window.
+    pub succeeded: i64,
+    /// Deliveries that ended `skipped` within the window.
+    pub skipped: i64,
+}
+
+/// One quarantined body, for `quarantine list`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineSummary {
+    /// Its id, for `quarantine show`.
+    pub id: i64,
+    /// Unix ms.
+    pub received_at_ms: i64,
+    /// Who sent it.
+    pub client_addr: Option<String>,
+    /// The signature's t (it was signed correctly).
+    pub signed_at: Option<i64>,
+    /// Why it was refused.
+    pub reason: String,
+    /// The body's size in bytes.
+    pub size: i64,
+}
+
+/// One quarantined body with its bytes, for `quarantine show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedDetail {
+    /// When, from whom, why.
+    pub summary: QuarantineSummary,
+    /// The body as received.
+    pub body: Vec<u8>,
 }
 
 #[cfg(test)]

@@ -52,9 +52,21 @@ fn sign_then_verify_round_trips_and_refuses_a_tampered_body_or_a_far_clock() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(stdout(&out), "SIGNATURE_MISMATCH");
 
+    // `verify` runs offline: its words are about the command line.
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("the --secret given") && !stderr.contains("configured"),
+        "{stderr}"
+    );
+
     let out = verify(&body_path, "1767236400"); // three hours later
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(stdout(&out), "TIMESTAMP_OUT_OF_TOLERANCE");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("10800 s before the time given with --at") && !stderr.contains("server"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -327,3 +327,58 @@ fn a_toml_syntax_error_does_not_quote_a_secret() {
     );
     assert_config_error(&text_of_config, &[], "line 4");
 }
+
+/// `check-config` writes each value as the file does: no `Some(..)`, no
+/// `None`, no Rust variant names (`Full`, `Starttls`).
+#[test]
+fn check_config_prints_every_value_as_a_user_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_of_config = config_text(
+        dir.path(),
+        "127.0.0.1:8787",
+        &secrets_line(),
+        "[opensteer]\napi_key = \"osk_x\"\n\
+         [smtp]\nhost = \"mail.internal\"\nport = 587\nsecurity = \"starttls\"\nusername = \"steerhook\"\npassword = \"pw_never_shown\"\n\
+         [[hook]]\nname = \"etl\"\nkind = \"shell\"\nevents = [\"run.succeeded\"]\ncommand = [\"/bin/true\"]\n\
+         match = { \"/run/scraper\" = [\"products\", \"prices\"] }\n\
+         [[hook]]\nname = \"ops-mail\"\nkind = \"email\"\nevents = [\"run.failed\"]\nto = [\"ops@example.com\"]\n\
+         [[hook]]\nname = \"airflow\"\nkind = \"http\"\nevents = [\"run.succeeded\"]\nurl = \"https://airflow.internal/api\"\n",
+    );
+    let path = write_config(dir.path(), &text_of_config);
+    let out = run_cli(&path, &["check-config"], &[]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for written in [
+        "synchronous=full",
+        "security starttls, with login",
+        "only runs where /run/scraper = products | prices",
+    ] {
+        assert!(shown.contains(written), "{written} in:\n{shown}");
+    }
+    for debug in [
+        "Some(",
+        "None",
+        "Full",
+        "Starttls",
+        "Sqlite",
+        "Document",
+        "pw_never_shown",
+    ] {
+        assert!(!shown.contains(debug), "{debug} in:\n{shown}");
+    }
+}
+
+#[test]
+fn a_match_pointer_that_is_not_rfc_6901_exits_78_naming_it() {
+    let d = Path::new("/tmp/unused");
+    assert_config_error(
+        &config_text(
+            d,
+            "127.0.0.1:0",
+            &secrets_line(),
+            &format!("[[hook]]\nname = \"etl\"\n{SHELL_HOOK}match = {{ \"run/scraper\" = \"products\" }}\n"),
+        ),
+        &[],
+        "hook[0].match.run/scraper",
+    );
+}

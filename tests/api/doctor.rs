@@ -60,7 +60,13 @@ async fn doctor_passes_with_an_accepted_key_a_close_clock_and_an_answering_smtp_
     .await
     .unwrap();
     assert_eq!(code, 0, "{stdout}");
-    assert!(line(&stdout, "opensteer api").starts_with("ok"), "{stdout}");
+    let key = line(&stdout, "opensteer api");
+    assert!(
+        key.starts_with("ok")
+            && key.contains("key accepted")
+            && key.contains("answered 404 RUN_NOT_FOUND"),
+        "the status and code it saw: {key}"
+    );
     assert!(line(&stdout, "clock").starts_with("ok"), "{stdout}");
     assert!(line(&stdout, "smtp").starts_with("ok"), "{stdout}");
     assert!(
@@ -107,4 +113,74 @@ async fn doctor_fails_on_a_rejected_key_a_skewed_clock_and_a_silent_smtp_port() 
         line(&stdout, "database").starts_with("ok"),
         "the other checks still run: {stdout}"
     );
+}
+
+/// A server that answers 404 with an empty body to every path is not the
+/// API: "key accepted" there was a lie, and every fetch then failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_when_the_base_url_answers_an_empty_404_to_everything() {
+    let api = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&api)
+        .await;
+    let smtp = SmtpServer::start().await;
+    let (code, stdout) = tokio::task::spawn_blocking({
+        let cfg = doctor_config(&api.uri(), smtp.port());
+        move || doctor(&cfg)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{stdout}");
+    let key = line(&stdout, "opensteer api");
+    assert!(
+        key.starts_with("FAIL")
+            && key.contains("answered 404 (empty body)")
+            && key.contains("opensteer.base_url"),
+        "{key}"
+    );
+    assert!(stdout.ends_with("1 check failed\n"), "{stdout}");
+}
+
+/// The example config's secret is public: `doctor` fails on it where the
+/// daemon is reachable from elsewhere, and only notes it on loopback.
+#[test]
+fn doctor_fails_on_the_example_secret_on_a_public_address() {
+    let config = |listen: &str| {
+        Config::default()
+            .listen(listen)
+            .secrets(&[steerhook::config::EXAMPLE_WEBHOOK_SECRET])
+    };
+    let (code, stdout) = doctor(&config("0.0.0.0:8787"));
+    assert_eq!(code, 1, "{stdout}");
+    let secrets = line(&stdout, "webhook secrets");
+    assert!(
+        secrets.starts_with("FAIL")
+            && secrets.contains("example secret")
+            && secrets.contains("0.0.0.0:8787"),
+        "{secrets}"
+    );
+    let (code, stdout) = doctor(&config("127.0.0.1:8787"));
+    assert_eq!(code, 0, "{stdout}");
+    let secrets = line(&stdout, "webhook secrets");
+    assert!(
+        secrets.starts_with("ok") && secrets.contains("example secret"),
+        "{secrets}"
+    );
+    assert!(
+        !stdout.contains(steerhook::config::EXAMPLE_WEBHOOK_SECRET),
+        "{stdout}"
+    );
+}
+
+/// A configuration that does not load is a failed check: exit 1 (SPEC §2).
+#[test]
+fn doctor_exits_1_with_a_fail_line_when_the_configuration_is_invalid() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.path("steerhook.toml");
+    std::fs::write(&config, "[server]\nlisten = \"nope\"\n").unwrap();
+    let (code, stdout, _) = cli(&config, &["doctor"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(line(&stdout, "config").starts_with("FAIL"), "{stdout}");
+    assert!(stdout.contains("server.listen"), "{stdout}");
 }

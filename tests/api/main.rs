@@ -8,11 +8,13 @@
 
 mod cli;
 mod config_cli;
+mod doc_configs;
 mod doctor;
 mod harness;
 mod logs;
 mod monitoring;
 mod operate;
+mod operator_day;
 mod readme_tour;
 mod shutdown;
 mod storage;

@@ -96,7 +96,7 @@ async fn events_list_and_show_describe_what_the_server_stored_and_delivered() {
     let (code, stdout, _) = cli(&config, &["events", "show", "evt_a"]);
     assert_eq!(code, 0);
     assert!(
-        stdout.contains("hook etl: succeeded after 1 attempt(s)"),
+        stdout.contains("hook etl: succeeded after 1 attempt\n"),
         "{stdout}"
     );
     assert!(
@@ -282,7 +282,7 @@ async fn prune_never_removes_an_event_with_unfinished_deliveries() {
     );
 }
 
-fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
@@ -384,6 +384,13 @@ async fn doctor_prints_a_line_per_check_and_fails_on_an_unsafe_hook_program() {
     let bad = Config::default()
         .hook(&hook("writable", &script.display().to_string()))
         .hook(&hook("missing", "/nonexistent/etl.sh"))
+        // The shape of the shipped example hook: the interpreter exists,
+        // the script it is given does not.
+        .hook(&format!(
+            "[[hook]]\nname = \"script\"\nkind = \"shell\"\nevents = [\"run.failed\"]\n\
+             command = [\"/bin/sh\", \"does-not-exist.sh\"]\nworking_dir = {}\n",
+            toml_str(&dir.path().display().to_string())
+        ))
         .secrets(&["whsec_with_a_newline\n"]);
     std::fs::write(&config, bad.toml_at(&db)).unwrap();
     let (code, stdout, _) = cli(&config, &["doctor"]);
@@ -398,6 +405,8 @@ async fn doctor_prints_a_line_per_check_and_fails_on_an_unsafe_hook_program() {
     };
     fail("hook writable", "writable by group or others");
     fail("hook missing", "No such file");
+    fail("hook script", "does-not-exist.sh: No such file");
+    fail("hook script", "relative to working_dir");
     fail("webhook secrets", "whitespace");
     assert!(
         !stdout.contains("whsec_with_a_newline"),

@@ -1,6 +1,8 @@
 //! The README's tour, as a newcomer types it: `serve` on the shipped
 //! `config.example.toml` (SQLite file in the working directory, no API key),
-//! `send-test`, the example hook fires, `events list` / `events show`.
+//! `send-test`, the example hook fires, `events list` / `events show`, then
+//! the operator's day: `hooks pause|list|resume`, `replay --status failed`,
+//! `quarantine list|show`.
 
 use std::process::Stdio;
 use std::time::Instant;
@@ -115,6 +117,107 @@ async fn the_readme_tour_works_on_the_shipped_example_config() {
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 
+    // The operator's day: pause a hook, events still come in, resume.
+    let text = |out: std::process::Output| {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(text(run(&["hooks", "pause", "save-event"])).contains("paused"));
+    let sent = text(run(&["send-test", "--run-id", "run_paused"]));
+    let answer: serde_json::Value = serde_json::from_str(sent.lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {sent}"));
+    let paused_id = answer["id"].as_str().unwrap().to_owned();
+    let listed = text(run(&["hooks", "list"]));
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("save-event"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(line.split_whitespace().nth(2), Some("yes"), "{listed}");
+    let show = text(run(&["events", "show", &paused_id]));
+    assert!(show.contains("status    pending"), "{show}");
+    assert!(text(run(&["hooks", "resume", "save-event"])).contains("resumed"));
+    wait_for(
+        DEADLINE,
+        "the resumed hook to save the paused event",
+        || {
+            work.path()
+                .join("hook-output")
+                .join(format!("{paused_id}.json"))
+                .exists()
+                .then_some(())
+        },
+    )
+    .await;
+    let replay = text(run(&["replay", "--status", "failed", "--dry-run"]));
+    assert!(replay.contains("no failed deliveries"), "{replay}");
+
+    // A signed body that is not an event is quarantined, and can be read.
+    let refused = client
+        .post(format!("http://{listen}/webhooks/opensteer"))
+        .header(
+            "x-opensteer-signature",
+            steerhook::signature::sign(
+                steerhook::config::EXAMPLE_WEBHOOK_SECRET,
+                system_now_secs(),
+                b"[1, 2]",
+            ),
+        )
+        .body("[1, 2]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let quarantined = text(run(&["quarantine", "list"]));
+    let id = quarantined
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{quarantined}"))
+        .to_owned();
+    let shown = text(run(&["quarantine", "show", &id]));
+    assert!(shown.contains("\nbody\n[1, 2]"), "{shown}");
+
     kill(Pid::from_raw(serve.0.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(serve.0.wait().unwrap().code(), Some(0));
+
+    // Run from the repository root, the tour leaves these behind: git must
+    // ignore every one of them.
+    let Some(git) = crate::support::tools::require_tool(
+        "the_readme_tour_works_on_the_shipped_example_config (.gitignore)",
+        "git",
+        "apt-get install -y git",
+    ) else {
+        return;
+    };
+    let mut left: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !["config.example.toml", "examples"].contains(&name.as_str()))
+        .collect();
+    left.sort();
+    assert!(left.iter().any(|n| n == "hook-output"), "{left:?}");
+    assert!(left.iter().any(|n| n == "steerhook.db.lock"), "{left:?}");
+    for name in &left {
+        // A trailing slash says "a directory" to git, which cannot look:
+        // the path does not exist in the repository.
+        let name = if work.path().join(name).is_dir() {
+            format!("{name}/")
+        } else {
+            name.clone()
+        };
+        let ignored = std::process::Command::new(&git)
+            .current_dir(repo_path(""))
+            .args(["check-ignore", "--no-index", "-q", &name])
+            .status()
+            .unwrap();
+        assert!(
+            ignored.success(),
+            "the tour leaves {name}, which .gitignore misses"
+        );
+    }
 }

@@ -177,7 +177,7 @@ crate::backends! {
         );
         let shown = events_show(&sandbox, &id).await;
         for expected in [
-            "fetch run and logs: gave up after 3 attempt(s); hooks ran with enrichment partial",
+            "fetch run and logs: gave up after 3 attempts; hooks ran with enrichment partial",
             "enrichment partial (HTTP_500)",
         ] {
             assert!(shown.contains(expected), "{expected:?} in:\n{shown}");

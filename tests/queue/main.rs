@@ -13,6 +13,7 @@ mod ids;
 mod load;
 mod panics;
 mod retry;
+mod routing;
 mod secrets;
 mod storage_fault;
 #[path = "../support/mod.rs"]

@@ -243,6 +243,56 @@ async fn two_daemons_taking_the_same_events_in_opposite_orders_never_deadlock() 
     assert_eq!(accepted, 200);
 }
 
+/// `hooks pause` on one daemon's database pauses the hook for every daemon;
+/// `hooks resume` wakes the idle ones (NOTIFY) instead of waiting for a poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_paused_through_one_daemon_is_paused_for_all_and_resume_wakes_them() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(false, &["etl"])).await;
+    let b = db.open(routing(false, &["etl"])).await;
+    register(&a, &["etl"]).await;
+    a.insert_event(event(1)).await.unwrap();
+    // What the CLI does: its own store on the database.
+    let cli = db.open(routing(false, &[])).await;
+    assert!(cli.set_hook_paused("etl".into(), true).await.unwrap());
+    for daemon in [&a, &b] {
+        assert!(
+            daemon
+                .claim_due_job(claim_at(T0, &["etl"]))
+                .await
+                .unwrap()
+                .is_none(),
+            "a paused hook's delivery was started"
+        );
+    }
+    let wake = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    b.watch_for_work(wake.clone(), stop.clone());
+    // The listener may not be listening yet: resume until one is heard.
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            cli.set_hook_paused("etl".into(), false).await.unwrap();
+            if tokio::time::timeout(Duration::from_millis(500), wake.notified())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    stop.cancel();
+    assert!(heard.is_ok(), "resume woke no idle daemon within 10 s");
+    let job = b
+        .claim_due_job(claim_at(T0, &["etl"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.hook, "etl");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_runs_on_one_daemon_at_a_time() {
     let Some(db) = TestDb::postgres().await else {
@@ -338,7 +388,8 @@ async fn a_database_of_schema_version_1_gets_unique_ids_and_keeps_what_hooks_wer
         return;
     };
     drop(db.open(routing(false, &[])).await);
-    // Back to version 1, as a daemon before the second migration left it:
+    // Back to version 1, as a daemon before the second migration left it
+    // (and without the third's columns):
     // a non-unique id index, and rows sharing an id.
     db.execute_batch(
         "DROP INDEX events_by_id;
@@ -347,6 +398,8 @@ async fn a_database_of_schema_version_1_gets_unique_ids_and_keeps_what_hooks_wer
          ALTER TABLE log_entries DROP COLUMN ts;
          ALTER TABLE events DROP COLUMN sender_id, DROP COLUMN enrichment_status,
              DROP COLUMN enrichment_code, DROP COLUMN logs_bytes, DROP COLUMN settle_polls;
+         ALTER TABLE jobs DROP COLUMN replays;
+         ALTER TABLE attempts DROP COLUMN replay;
          UPDATE steerhook_schema SET version = 1;
          INSERT INTO events (seq, id, event_type, run_id, signed_at, received_at, body, run_json, logs_complete, enrichment_error)
          VALUES (1, 'evt_a', 'run.succeeded', 'r1', 0, 0, convert_to('{\"id\":\"evt_a\"}', 'UTF8'), '{}', true, NULL),
@@ -381,7 +434,11 @@ async fn a_database_of_schema_version_1_gets_unique_ids_and_keeps_what_hooks_wer
             ("evt_gen".into(), None, None, None, 0),
         ]
     );
-    assert_eq!(db.count("SELECT version FROM steerhook_schema"), 2);
+    assert_eq!(
+        db.count("SELECT version FROM steerhook_schema"),
+        3,
+        "migrated to the latest"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod conformance;
+mod operator;
 
 #[path = "../support/mod.rs"]
 mod support;

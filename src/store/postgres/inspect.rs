@@ -1,11 +1,15 @@
-//! The operator's queries on PostgreSQL: counts, list, show, replay, prune.
+//! The operator's queries on PostgreSQL: counts, list, show, replay, prune,
+//! hooks, quarantine.
 
-use deadpool_postgres::Client;
+use std::collections::{BTreeMap, HashSet};
+
+use deadpool_postgres::{Client, GenericClient};
 
 use super::queries::refresh_event_status;
 use super::{pg_error, LOCK_PRUNE, WORK_CHANNEL};
 use crate::store::{
-    AttemptDetail, EventDetail, EventFilter, EventSummary, JobDetail, JobKind, JobState, Pruned,
+    AttemptDetail, BulkReplayReport, EventDetail, EventFilter, EventSummary, FailedDeliveries,
+    HookActivity, JobDetail, JobKind, JobState, Pruned, QuarantineSummary, QuarantinedDetail,
     QueueCounts, ReplayReport, StoreError,
 };
 
@@ -113,7 +117,7 @@ pub(super) async fn find_event(
     };
     let jobs = client
         .query(
-            "SELECT id, kind, hook, state, attempts, due_at, last_error_code, last_error FROM jobs
+            "SELECT id, kind, hook, state, attempts, due_at, last_error_code, last_error, replays FROM jobs
              WHERE event_seq = $1 ORDER BY kind DESC, hook",
             &[&ev.seq],
         )
@@ -125,7 +129,7 @@ pub(super) async fn find_event(
         let state: String = j.get(3);
         let attempts = client
             .query(
-                "SELECT attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr
+                "SELECT attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr, replay
                  FROM attempts WHERE job_id = $1 ORDER BY id",
                 &[&job_id],
             )
@@ -139,6 +143,7 @@ pub(super) async fn find_event(
             attempts: j.get::<_, i32>(4) as u32,
             last_error_code: j.get(6),
             last_error: j.get(7),
+            replays: j.get::<_, i32>(8) as u32,
             attempt_log: attempts
                 .into_iter()
                 .map(|a| AttemptDetail {
@@ -151,6 +156,7 @@ pub(super) async fn find_event(
                     exit_code: a.get(6),
                     stdout: text(a.get(7)),
                     stderr: text(a.get(8)),
+                    replay: a.get::<_, i32>(9) as u32,
                 })
                 .collect(),
         });
@@ -183,7 +189,7 @@ pub(super) async fn replay(
         report.refetch = tx
             .execute(
                 "UPDATE jobs SET state = 'pending', attempts = 0, due_at = $2, updated_at = $3,
-                        finished_at = NULL
+                        finished_at = NULL, replays = replays + 1
                  WHERE event_seq = $1 AND kind = 'fetch' AND state = 'failed'",
                 &[&seq, &due, &now],
             )
@@ -191,21 +197,7 @@ pub(super) async fn replay(
             .map_err(pg_error)?
             > 0;
         if report.refetch {
-            tx.execute(
-                "UPDATE events SET run_json = NULL, logs_cursor = NULL, logs_pages = 0,
-                        logs_complete = false, logs_bytes = 0, settle_polls = 0,
-                        enrichment_status = NULL, enrichment_code = NULL, enrichment_error = NULL
-                 WHERE seq = $1",
-                &[&seq],
-            )
-            .await
-            .map_err(pg_error)?;
-            tx.execute("DELETE FROM log_entries WHERE event_seq = $1", &[&seq])
-                .await
-                .map_err(pg_error)?;
-            tx.execute("DELETE FROM log_cursors WHERE event_seq = $1", &[&seq])
-                .await
-                .map_err(pg_error)?;
+            forget_enrichment(&tx, &[seq]).await?;
         }
     }
     let fetch_pending = tx
@@ -240,7 +232,7 @@ pub(super) async fn replay(
              ON CONFLICT (event_seq, kind, hook) DO UPDATE SET
                 state = excluded.state, attempts = 0, due_at = excluded.due_at,
                 updated_at = excluded.updated_at, finished_at = NULL, lease_until = NULL,
-                claimed_by = NULL",
+                claimed_by = NULL, replays = jobs.replays + 1",
             &[&seq, hook, &state.as_str(), &due, &now],
         )
         .await
@@ -278,22 +270,357 @@ pub(super) async fn prune(
         tracing::debug!("another daemon is pruning; skipped");
         return Ok(Pruned::default());
     }
-    let events = tx
-        .execute(
-            "DELETE FROM events WHERE received_at < $1
-               AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = events.seq
-                               AND jobs.state IN ('blocked', 'pending', 'running'))",
+    // Counted and deleted in one statement, so the count is of what went.
+    let row = tx
+        .query_one(
+            &format!(
+                "WITH gone AS (DELETE FROM events WHERE {PRUNABLE} RETURNING seq)
+                 SELECT count(*),
+                        count(*) FILTER (WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = gone.seq
+                                                       AND jobs.kind = 'deliver' AND jobs.state = 'failed'))
+                 FROM gone"
+            ),
             &[&cutoff],
         )
         .await
-        .map_err(pg_error)? as usize;
+        .map_err(pg_error)?;
     let quarantined = tx
         .execute("DELETE FROM quarantine WHERE received_at < $1", &[&cutoff])
         .await
         .map_err(pg_error)? as usize;
     tx.commit().await.map_err(pg_error)?;
     Ok(Pruned {
-        events,
+        events: row.get::<_, i64>(0) as usize,
+        failed_events: row.get::<_, i64>(1) as usize,
         quarantined,
     })
+}
+
+/// The events `prune` deletes: received before `$1`, no unfinished job.
+const PRUNABLE: &str = "received_at < $1
+    AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = events.seq
+                    AND jobs.state IN ('blocked', 'pending', 'running'))";
+
+/// What [`prune`] would delete at `cutoff`, counted without deleting.
+pub(super) async fn count_prunable(client: &Client, cutoff: i64) -> Result<Pruned, StoreError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*),
+                        count(*) FILTER (WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = events.seq
+                                                       AND jobs.kind = 'deliver' AND jobs.state = 'failed')),
+                        (SELECT count(*) FROM quarantine WHERE received_at < $1)
+                 FROM events WHERE {PRUNABLE}"
+            ),
+            &[&cutoff],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(Pruned {
+        events: row.get::<_, i64>(0) as usize,
+        failed_events: row.get::<_, i64>(1) as usize,
+        quarantined: row.get::<_, i64>(2) as usize,
+    })
+}
+
+/// Drops what failed fetches left, so that they start again from nothing.
+async fn forget_enrichment(tx: &impl GenericClient, seqs: &[i64]) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE events SET run_json = NULL, logs_cursor = NULL, logs_pages = 0,
+                logs_complete = false, logs_bytes = 0, settle_polls = 0,
+                enrichment_status = NULL, enrichment_code = NULL, enrichment_error = NULL
+         WHERE seq = ANY($1)",
+        &[&seqs],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.execute(
+        "DELETE FROM log_entries WHERE event_seq = ANY($1)",
+        &[&seqs],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.execute(
+        "DELETE FROM log_cursors WHERE event_seq = ANY($1)",
+        &[&seqs],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// What `replay_failed` would queue: the failed deliveries (job id, event
+/// seq, hook), the failed deliveries of other hooks, and which of the
+/// events have a failed fetch. With `lock`, the rows are locked, so that a
+/// daemon cannot move them between this count and the update.
+async fn select_failed(
+    tx: &impl GenericClient,
+    f: &FailedDeliveries,
+    enrich: bool,
+    lock: bool,
+) -> Result<(Vec<(i64, i64, String)>, i64, HashSet<i64>), StoreError> {
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT j.id, j.event_seq, j.hook FROM jobs j JOIN events e ON e.seq = j.event_seq
+                 WHERE j.kind = 'deliver' AND j.state = 'failed' AND j.hook = ANY($1)
+                   AND ($2::int8 IS NULL OR e.received_at >= $2)
+                 ORDER BY j.id{}",
+                if lock { " FOR UPDATE OF j" } else { "" }
+            ),
+            &[&f.hooks, &f.since],
+        )
+        .await
+        .map_err(pg_error)?;
+    let found: Vec<(i64, i64, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let other: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM jobs j JOIN events e ON e.seq = j.event_seq
+             WHERE j.kind = 'deliver' AND j.state = 'failed' AND j.hook <> ALL($1)
+               AND ($2::int8 IS NULL OR e.received_at >= $2)",
+            &[&f.hooks, &f.since],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let mut refetch = HashSet::new();
+    if enrich && !found.is_empty() {
+        let seqs: Vec<i64> = found.iter().map(|(_, seq, _)| *seq).collect();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT event_seq FROM jobs WHERE event_seq = ANY($1) AND kind = 'fetch' AND state = 'failed'{}",
+                    if lock { " FOR UPDATE" } else { "" }
+                ),
+                &[&seqs],
+            )
+            .await
+            .map_err(pg_error)?;
+        refetch = rows.iter().map(|r| r.get(0)).collect();
+    }
+    Ok((found, other, refetch))
+}
+
+fn bulk_report(
+    found: &[(i64, i64, String)],
+    other: i64,
+    refetch: &HashSet<i64>,
+) -> BulkReplayReport {
+    let mut by_hook: BTreeMap<String, usize> = BTreeMap::new();
+    let mut events = HashSet::new();
+    for (_, seq, hook) in found {
+        *by_hook.entry(hook.clone()).or_default() += 1;
+        events.insert(*seq);
+    }
+    BulkReplayReport {
+        by_hook: by_hook.into_iter().collect(),
+        events: events.len(),
+        refetch: refetch.len(),
+        other_hooks: other as usize,
+    }
+}
+
+/// What `replay_failed` would queue, counted without changing anything.
+pub(super) async fn count_failed(
+    client: &Client,
+    f: &FailedDeliveries,
+    enrich: bool,
+) -> Result<BulkReplayReport, StoreError> {
+    let (found, other, refetch) = select_failed(client, f, enrich, false).await?;
+    Ok(bulk_report(&found, other, &refetch))
+}
+
+/// Queues again, in one transaction, every delivery in state failed that
+/// `f` selects, with a fresh attempt count, due at once; refetches the run
+/// first where its fetch failed and `enrich` is on. Running deliveries are
+/// not failed, so they are left alone.
+pub(super) async fn replay_failed(
+    client: &mut Client,
+    f: &FailedDeliveries,
+    enrich: bool,
+    now: i64,
+) -> Result<BulkReplayReport, StoreError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let (found, other, refetch) = select_failed(&tx, f, enrich, true).await?;
+    let report = bulk_report(&found, other, &refetch);
+    if found.is_empty() {
+        tx.commit().await.map_err(pg_error)?;
+        return Ok(report);
+    }
+    let refetch: Vec<i64> = refetch.into_iter().collect();
+    if !refetch.is_empty() {
+        // Due since the event arrived: the serving daemons' clocks decide "now".
+        tx.execute(
+            "UPDATE jobs SET state = 'pending', attempts = 0, updated_at = $2, finished_at = NULL,
+                    replays = replays + 1,
+                    due_at = (SELECT received_at FROM events WHERE seq = jobs.event_seq)
+             WHERE event_seq = ANY($1) AND kind = 'fetch' AND state = 'failed'",
+            &[&refetch, &now],
+        )
+        .await
+        .map_err(pg_error)?;
+        forget_enrichment(&tx, &refetch).await?;
+    }
+    let ids: Vec<i64> = found.iter().map(|(id, _, _)| *id).collect();
+    tx.execute(
+        "UPDATE jobs SET attempts = 0, updated_at = $3, finished_at = NULL, lease_until = NULL,
+                claimed_by = NULL, replays = replays + 1,
+                state = CASE WHEN event_seq = ANY($2) THEN 'blocked' ELSE 'pending' END,
+                due_at = (SELECT received_at FROM events WHERE seq = jobs.event_seq)
+         WHERE id = ANY($1) AND state = 'failed'",
+        &[&ids, &refetch, &now],
+    )
+    .await
+    .map_err(pg_error)?;
+    let seqs: Vec<i64> = found
+        .iter()
+        .map(|(_, seq, _)| *seq)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    // Each has an unfinished job now.
+    tx.execute(
+        "UPDATE events SET status = 'pending' WHERE seq = ANY($1)",
+        &[&seqs],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.execute(&format!("NOTIFY {WORK_CHANNEL}"), &[])
+        .await
+        .map_err(pg_error)?;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(report)
+}
+
+/// Every hook that has a row (any daemon configured it, or it was paused) or
+/// deliveries: its pause, the deliveries waiting and running now, and those
+/// finished since `since` (unix ms).
+pub(super) async fn hook_activity(
+    client: &Client,
+    since: i64,
+) -> Result<Vec<HookActivity>, StoreError> {
+    let mut hooks: BTreeMap<String, HookActivity> = BTreeMap::new();
+    for r in client
+        .query("SELECT name, paused FROM hooks", &[])
+        .await
+        .map_err(pg_error)?
+    {
+        let name: String = r.get(0);
+        hooks
+            .entry(name.clone())
+            .or_insert_with(|| HookActivity {
+                name,
+                ..Default::default()
+            })
+            .paused = r.get(1);
+    }
+    for r in client
+        .query(
+            "SELECT hook, state, count(*) FROM jobs
+             WHERE kind = 'deliver'
+               AND (state IN ('blocked', 'pending', 'running') OR finished_at >= $1)
+             GROUP BY hook, state",
+            &[&since],
+        )
+        .await
+        .map_err(pg_error)?
+    {
+        let name: String = r.get(0);
+        let state: String = r.get(1);
+        let n: i64 = r.get(2);
+        let h = hooks.entry(name.clone()).or_insert_with(|| HookActivity {
+            name,
+            ..Default::default()
+        });
+        match state.as_str() {
+            "blocked" | "pending" => h.pending += n,
+            "running" => h.running += n,
+            "failed" => h.failed += n,
+            "succeeded" => h.succeeded += n,
+            "skipped" => h.skipped += n,
+            _ => {}
+        }
+    }
+    Ok(hooks.into_values().collect())
+}
+
+/// Pauses or resumes a hook for every daemon; returns whether that changed
+/// anything. A resume wakes idle daemons.
+pub(super) async fn set_hook_paused(
+    client: &mut Client,
+    name: &str,
+    paused: bool,
+) -> Result<bool, StoreError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let before: Option<bool> = tx
+        .query_opt(
+            "SELECT paused FROM hooks WHERE name = $1 FOR UPDATE",
+            &[&name],
+        )
+        .await
+        .map_err(pg_error)?
+        .map(|r| r.get(0));
+    tx.execute(
+        "INSERT INTO hooks (name, paused) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+        &[&name, &paused],
+    )
+    .await
+    .map_err(pg_error)?;
+    if !paused {
+        tx.execute(&format!("NOTIFY {WORK_CHANNEL}"), &[])
+            .await
+            .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(before.unwrap_or(false) != paused)
+}
+
+fn quarantine_summary(r: &tokio_postgres::Row) -> QuarantineSummary {
+    QuarantineSummary {
+        id: r.get(0),
+        received_at_ms: r.get(1),
+        client_addr: r.get(2),
+        signed_at: r.get(3),
+        reason: r.get(4),
+        size: i64::from(r.get::<_, i32>(5)),
+    }
+}
+
+/// Quarantined bodies, newest first.
+pub(super) async fn list_quarantine(
+    client: &Client,
+    limit: u32,
+) -> Result<Vec<QuarantineSummary>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT id, received_at, client_addr, signed_at, reason, octet_length(body) FROM quarantine
+             ORDER BY id DESC LIMIT $1",
+            &[&i64::from(limit)],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(rows.iter().map(quarantine_summary).collect())
+}
+
+/// One quarantined body.
+pub(super) async fn find_quarantined(
+    client: &Client,
+    id: i64,
+) -> Result<Option<QuarantinedDetail>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT id, received_at, client_addr, signed_at, reason, octet_length(body), body
+             FROM quarantine WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(row.map(|r| QuarantinedDetail {
+        summary: quarantine_summary(&r),
+        body: r.get(6),
+    }))
 }

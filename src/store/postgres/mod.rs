@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::logs::{ChunkedArray, LOG_CHUNKS_AHEAD};
 use super::{
-    AttemptRecord, ClaimFilter, ClaimedJob, EventDetail, EventFilter, EventSummary, HookConfig,
-    InsertOutcome, JobNext, LogChunks, LogPage, NewEvent, NewestLogs, Pruned, QuarantinedBody,
+    AttemptRecord, BulkReplayReport, ClaimFilter, ClaimedJob, EventDetail, EventFilter,
+    EventSummary, FailedDeliveries, HookActivity, HookConfig, InsertOutcome, JobNext, LogChunks,
+    LogPage, NewEvent, NewestLogs, Pruned, QuarantineSummary, QuarantinedBody, QuarantinedDetail,
     QueueCounts, ReplayReport, Routing, StoreError, StoredEvent, SummaryBounds,
 };
 use crate::domain::EnrichmentError;
@@ -736,5 +737,56 @@ impl PgStore {
     pub async fn prune(&self, cutoff: i64, wait: bool) -> Result<Pruned, StoreError> {
         let mut client = self.client().await?;
         inspect::prune(&mut client, cutoff, wait).await
+    }
+
+    /// What `prune` would delete at `cutoff`.
+    pub async fn count_prunable(&self, cutoff: i64) -> Result<Pruned, StoreError> {
+        let client = self.client().await?;
+        inspect::count_prunable(&client, cutoff).await
+    }
+
+    /// Queues the failed deliveries `f` selects again, in one transaction.
+    pub async fn replay_failed(
+        &self,
+        f: FailedDeliveries,
+        enrich: bool,
+        now: i64,
+    ) -> Result<BulkReplayReport, StoreError> {
+        let mut client = self.client().await?;
+        inspect::replay_failed(&mut client, &f, enrich, now).await
+    }
+
+    /// What `replay_failed` would queue.
+    pub async fn count_failed(
+        &self,
+        f: FailedDeliveries,
+        enrich: bool,
+    ) -> Result<BulkReplayReport, StoreError> {
+        let client = self.client().await?;
+        inspect::count_failed(&client, &f, enrich).await
+    }
+
+    /// Each hook's pause and deliveries.
+    pub async fn hook_activity(&self, since: i64) -> Result<Vec<HookActivity>, StoreError> {
+        let client = self.client().await?;
+        inspect::hook_activity(&client, since).await
+    }
+
+    /// Pauses or resumes a hook for every daemon.
+    pub async fn set_hook_paused(&self, name: String, paused: bool) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        inspect::set_hook_paused(&mut client, &name, paused).await
+    }
+
+    /// Quarantined bodies, newest first.
+    pub async fn list_quarantine(&self, limit: u32) -> Result<Vec<QuarantineSummary>, StoreError> {
+        let client = self.client().await?;
+        inspect::list_quarantine(&client, limit).await
+    }
+
+    /// One quarantined body.
+    pub async fn find_quarantined(&self, id: i64) -> Result<Option<QuarantinedDetail>, StoreError> {
+        let client = self.client().await?;
+        inspect::find_quarantined(&client, id).await
     }
 }

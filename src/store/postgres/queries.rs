@@ -364,9 +364,10 @@ pub(super) async fn claim_due_job(
     };
     if expired {
         tx.execute(
-            "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error)
+            "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, replay)
              SELECT id, attempts, updated_at, greatest(0, $2 - updated_at), 'interrupted', 'INTERRUPTED',
-                    'the daemon running this attempt stopped renewing its lease (' || coalesce(claimed_by, '?') || '); it runs again'
+                    'the daemon running this attempt stopped renewing its lease (' || coalesce(claimed_by, '?') || '); it runs again',
+                    replays
              FROM jobs WHERE id = $1",
             &[&id, &now],
         )
@@ -478,8 +479,8 @@ pub(super) async fn record_attempt(
     .await
     .map_err(pg_error)?;
     tx.execute(
-        "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr, replay)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, (SELECT replays FROM jobs WHERE id = $1))",
         &[
             &job.id,
             &(job.attempt as i32),
@@ -498,6 +499,7 @@ pub(super) async fn record_attempt(
     let (state, due, finished) = match next {
         JobNext::Succeeded => (JobState::Succeeded, None, Some(now)),
         JobNext::Failed => (JobState::Failed, None, Some(now)),
+        JobNext::Skipped => (JobState::Skipped, None, Some(now)),
         JobNext::RetryAt(at) => (JobState::Pending, Some(at), None),
     };
     let moved = tx

@@ -116,7 +116,24 @@ CREATE TABLE pauses (
 );
 "#,
     ENRICHMENT_AND_UNIQUE_IDS,
+    OPERATOR_COMMANDS,
 ];
+
+/// The operator's commands (SPEC §2): replays counted on jobs and marked on
+/// attempts; `skipped` is a job state and an attempt outcome (text, no
+/// change). `hooks pause` uses the `hooks` table of the first migration,
+/// and BIGSERIAL ids are never given twice. The same as SQLite's fifth.
+const OPERATOR_COMMANDS: &str = r#"
+ALTER TABLE jobs ADD COLUMN replays INTEGER NOT NULL DEFAULT 0;     -- times `replay` queued it again
+ALTER TABLE attempts ADD COLUMN replay INTEGER NOT NULL DEFAULT 0;  -- 0 the first run of the job, n its n-th replay
+
+-- SPEC §2: a fetch that gave up does not make an event failed; only a
+-- delivery does. Events stored before said otherwise.
+UPDATE events SET status = 'done'
+WHERE status = 'failed'
+  AND NOT EXISTS (SELECT 1 FROM jobs
+                  WHERE jobs.event_seq = events.seq AND jobs.kind = 'deliver' AND jobs.state = 'failed');
+"#;
 
 /// What the hooks are told about enrichment (SPEC §6), recorded rather than
 /// guessed; unique event ids and the sender's own (SPEC §5); the bookkeeping

@@ -27,9 +27,10 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AttemptOutcome, AttemptRecord, ClaimFilter, ClaimedJob, EventDetail, EventFilter, EventStatus,
-    EventSummary, InsertOutcome, JobKind, JobNext, JobState, LogChunks, LogPage, NewEvent,
-    NewestLogs, Pruned, QuarantinedBody, QueueCounts, ReplayReport, Routing, StoreError,
+    AttemptOutcome, AttemptRecord, BulkReplayReport, ClaimFilter, ClaimedJob, EventDetail,
+    EventFilter, EventStatus, EventSummary, FailedDeliveries, HookActivity, InsertOutcome, JobKind,
+    JobNext, JobState, LogChunks, LogPage, NewEvent, NewestLogs, Pruned, QuarantineSummary,
+    QuarantinedBody, QuarantinedDetail, QueueCounts, ReplayReport, Routing, StoreError,
     StoreOptions, StoredEvent, SummaryBounds,
 };
 use crate::config::Synchronous;
@@ -172,7 +173,7 @@ impl SqliteStore {
     /// The writer stops when every handle is dropped.
     pub fn open(options: StoreOptions, routing: Routing) -> Result<Self, StoreError> {
         let mut conn = open_connection(&options, false)?;
-        schema::migrations().to_latest(&mut conn)?;
+        schema::migrate(&mut conn)?;
         let nudge = checkpointer::spawn(open_connection(&options, false)?, options.busy_timeout)?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_LEN);
         writer::spawn(conn, rx, routing, options.synchronous, nudge)?;
@@ -476,6 +477,53 @@ impl SqliteStore {
     /// Deletes finished events past `cutoff`.
     pub async fn prune(&self, cutoff: i64) -> Result<Pruned, StoreError> {
         self.write(move |tx| queries::prune(tx, cutoff)).await
+    }
+
+    /// What `prune` would delete at `cutoff`.
+    pub async fn count_prunable(&self, cutoff: i64) -> Result<Pruned, StoreError> {
+        self.read(move |c| queries::count_prunable(c, cutoff)).await
+    }
+
+    /// Queues the failed deliveries `f` selects again, in one transaction.
+    pub async fn replay_failed(
+        &self,
+        f: FailedDeliveries,
+        enrich: bool,
+        now: i64,
+    ) -> Result<BulkReplayReport, StoreError> {
+        self.write(move |tx| inspect::replay_failed(tx, &f, enrich, now))
+            .await
+    }
+
+    /// What `replay_failed` would queue.
+    pub async fn count_failed(
+        &self,
+        f: FailedDeliveries,
+        enrich: bool,
+    ) -> Result<BulkReplayReport, StoreError> {
+        self.read(move |c| inspect::count_failed(c, &f, enrich))
+            .await
+    }
+
+    /// Each hook's pause and deliveries.
+    pub async fn hook_activity(&self, since: i64) -> Result<Vec<HookActivity>, StoreError> {
+        self.read(move |c| inspect::hook_activity(c, since)).await
+    }
+
+    /// Pauses or resumes a hook.
+    pub async fn set_hook_paused(&self, name: String, paused: bool) -> Result<bool, StoreError> {
+        self.write(move |tx| inspect::set_hook_paused(tx, &name, paused))
+            .await
+    }
+
+    /// Quarantined bodies, newest first.
+    pub async fn list_quarantine(&self, limit: u32) -> Result<Vec<QuarantineSummary>, StoreError> {
+        self.read(move |c| inspect::list_quarantine(c, limit)).await
+    }
+
+    /// One quarantined body.
+    pub async fn find_quarantined(&self, id: i64) -> Result<Option<QuarantinedDetail>, StoreError> {
+        self.read(move |c| inspect::find_quarantined(c, id)).await
     }
 }
 

@@ -107,7 +107,85 @@ CREATE TABLE quarantine (
              CREATE INDEX jobs_running ON jobs (id) WHERE state = 'running';",
         ),
         M::up(ENRICHMENT_AND_UNIQUE_IDS),
+        // Operator commands (SPEC §2) and ids that are never reused.
+        // Runs with foreign keys off (see `migrate`): rebuilding `jobs`
+        // drops the old table, which would otherwise delete every attempt.
+        M::up(
+            r#"
+-- `hooks pause`: a row per hook ever paused; claims skip a paused hook's deliveries.
+CREATE TABLE hooks (
+    name   TEXT    PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- Which run of a delivery an attempt belongs to: 0 the first, n the n-th replay.
+ALTER TABLE attempts ADD COLUMN replay INTEGER NOT NULL DEFAULT 0;
+
+-- An INTEGER PRIMARY KEY takes the largest id + 1, so after `prune` deleted
+-- the newest jobs their ids came back (two jobs logged as job_id=1).
+-- AUTOINCREMENT never gives an id twice. SQLite cannot change a key in
+-- place: the table is rebuilt (https://sqlite.org/lang_altertable.html#otheralter).
+CREATE TABLE jobs_rebuilt (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq       INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+    kind            TEXT    NOT NULL,          -- fetch | deliver
+    hook            TEXT    NOT NULL DEFAULT '',
+    state           TEXT    NOT NULL,          -- blocked | pending | running | succeeded | failed | skipped
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    due_at          INTEGER NOT NULL,          -- unix ms
+    lease_until     INTEGER,                   -- unix ms, while running
+    last_error_code TEXT,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    finished_at     INTEGER,
+    replays         INTEGER NOT NULL DEFAULT 0, -- times `replay` queued it again
+    UNIQUE (event_seq, kind, hook)
+);
+INSERT INTO jobs_rebuilt (id, event_seq, kind, hook, state, attempts, due_at, lease_until,
+                          last_error_code, last_error, created_at, updated_at, finished_at)
+    SELECT id, event_seq, kind, hook, state, attempts, due_at, lease_until,
+           last_error_code, last_error, created_at, updated_at, finished_at
+    FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_rebuilt RENAME TO jobs;
+CREATE INDEX jobs_pending_by_kind ON jobs (kind, id) WHERE state = 'pending';
+CREATE INDEX jobs_pending_by_due ON jobs (due_at) WHERE state = 'pending';
+CREATE INDEX jobs_running ON jobs (id) WHERE state = 'running';
+
+-- Quarantined bodies are named by id (`quarantine show ID`): never twice either.
+CREATE TABLE quarantine_rebuilt (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    client_addr TEXT,
+    signed_at   INTEGER,
+    reason      TEXT    NOT NULL,
+    body        BLOB    NOT NULL
+);
+INSERT INTO quarantine_rebuilt SELECT id, received_at, client_addr, signed_at, reason, body FROM quarantine;
+DROP TABLE quarantine;
+ALTER TABLE quarantine_rebuilt RENAME TO quarantine;
+
+-- SPEC §2: a fetch that gave up does not make an event failed; only a
+-- delivery does. Events stored before said otherwise.
+UPDATE events SET status = 'done'
+WHERE status = 'failed'
+  AND NOT EXISTS (SELECT 1 FROM jobs
+                  WHERE jobs.event_seq = events.seq AND jobs.kind = 'deliver' AND jobs.state = 'failed');
+"#,
+        )
+        .foreign_key_check(),
     ])
+}
+
+/// Brings the schema up to date. Foreign keys are off meanwhile, as SQLite
+/// requires for rebuilding a table others refer to, and checked before each
+/// migration commits.
+pub fn migrate(conn: &mut rusqlite::Connection) -> Result<(), crate::store::StoreError> {
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let migrated = migrations().to_latest(conn);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(migrated?)
 }
 
 /// What the hooks are told about enrichment (SPEC §6), recorded rather than
@@ -251,8 +329,61 @@ mod migration_tests {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::Connection;
+    use rusqlite_migration::SchemaVersion;
+
     #[test]
     fn migrations_are_valid() {
         super::migrations().validate().unwrap();
+    }
+
+    /// A database of the shipped schema (version 3), with a finished event
+    /// whose fetch gave up, migrated: nothing lost, ids not reused.
+    #[test]
+    fn the_rebuild_of_jobs_keeps_every_attempt_and_ids_are_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        super::migrations().to_version(&mut conn, 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (seq, id, event_type, run_id, signed_at, received_at, body, status)
+                 VALUES (1, 'evt_1', 'run.succeeded', 'run_1', 0, 0, x'7b7d', 'failed');
+             INSERT INTO jobs (id, event_seq, kind, hook, state, attempts, due_at, created_at, updated_at)
+                 VALUES (1, 1, 'fetch', '', 'failed', 3, 0, 0, 0),
+                        (2, 1, 'deliver', 'etl', 'succeeded', 1, 0, 0, 0);
+             INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome)
+                 VALUES (1, 3, 0, 1, 'failed'), (2, 1, 0, 1, 'ok');
+             INSERT INTO quarantine (id, received_at, reason, body) VALUES (7, 0, 'x', x'00');",
+        )
+        .unwrap();
+        super::migrate(&mut conn).unwrap();
+        assert_eq!(
+            super::migrations().current_version(&conn).unwrap(),
+            SchemaVersion::Inside(std::num::NonZeroUsize::new(5).unwrap())
+        );
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT count(*) FROM attempts"), 2, "attempts kept");
+        assert_eq!(
+            count("SELECT count(*) FROM events WHERE status = 'done'"),
+            1,
+            "a given-up fetch no longer fails the event"
+        );
+        assert_eq!(count("PRAGMA foreign_keys"), 1, "foreign keys back on");
+        conn.execute_batch(
+            "DELETE FROM events; DELETE FROM quarantine;
+             INSERT INTO events (seq, id, event_type, run_id, signed_at, received_at, body)
+                 VALUES (2, 'evt_2', 'run.succeeded', 'run_2', 0, 0, x'7b7d');
+             INSERT INTO jobs (event_seq, kind, state, due_at, created_at, updated_at)
+                 VALUES (2, 'fetch', 'pending', 0, 0, 0);
+             INSERT INTO quarantine (received_at, reason, body) VALUES (0, 'y', x'00');",
+        )
+        .unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM attempts"),
+            0,
+            "cascade still works"
+        );
+        assert_eq!(count("SELECT id FROM jobs"), 3, "not 1 again");
+        assert_eq!(count("SELECT id FROM quarantine"), 8, "not 1 again");
     }
 }
