@@ -9,6 +9,7 @@ mod crash;
 mod fetch;
 mod idle;
 mod load;
+mod order;
 mod panics;
 mod retry;
 mod secrets;
