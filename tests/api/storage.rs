@@ -1,6 +1,7 @@
 //! SPEC §7: an answered event is on disk, with its jobs; one row per dedupe
 //! key under concurrency; storage failures answer 503 and store nothing.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -151,6 +152,53 @@ crate::backends! {
             );
         }
         assert_eq!(app.db().count_rows("events"), 1);
+    }
+}
+
+crate::backends! {
+    /// The sender's retry of a run carries a new event id (SPEC §5: the
+    /// dedupe key is the type and the run). Sent while the first is still
+    /// in flight, the two are stored once, and both answers name the event
+    /// that was stored: the 202 its own id, the `200 duplicate` the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_retry_with_a_new_id_racing_the_first_is_stored_once_and_both_answers_name_the_stored_id(backend) {
+        const RUNS: usize = 40;
+        let app = TestApp::builder().backend(backend).spawn().await;
+        let answers = join_all((0..RUNS).flat_map(|n| {
+            ["first", "retry"].map(|try_| {
+                let webhook = app.webhook();
+                let id = format!("evt_{n}_{try_}");
+                let body = run_event("run.succeeded", &id, &format!("run_{n}"));
+                async move {
+                    let answer = webhook.try_post_signed(&body).await.expect("answered");
+                    (n, answer.status, answer.json())
+                }
+            })
+        }))
+        .await;
+        let stored: HashMap<String, String> = app
+            .db()
+            .query::<(String, String)>("SELECT run_id, id FROM events", &[])
+            .into_iter()
+            .collect();
+        assert_eq!(stored.len(), RUNS, "one row per run");
+        for n in 0..RUNS {
+            let stored_id = &stored[&format!("run_{n}")];
+            let mut mine: Vec<(u16, &serde_json::Value)> = answers
+                .iter()
+                .filter(|(m, _, _)| *m == n)
+                .map(|(_, status, body)| (*status, body))
+                .collect();
+            mine.sort_by_key(|(status, _)| *status);
+            assert_eq!(
+                mine,
+                [
+                    (200, &serde_json::json!({"status": "duplicate", "id": stored_id})),
+                    (202, &serde_json::json!({"status": "accepted", "id": stored_id})),
+                ],
+                "run_{n}: the stored event is {stored_id}"
+            );
+        }
     }
 }
 

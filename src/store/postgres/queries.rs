@@ -1,6 +1,6 @@
 //! The statements of ingest and the worker on PostgreSQL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{Client, GenericClient};
 
@@ -28,8 +28,16 @@ pub(super) async fn insert_batch(
     let mut clients = Vec::with_capacity(n);
     let mut bodies = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
+    // One row per dedupe key goes to the INSERT: the batch's first event
+    // with the key, which is then the one answered 202 (below). Given two
+    // rows with one key, the INSERT would keep whichever its sort put first,
+    // and the 202 could name an event that was not stored.
+    let mut batch_keys = HashSet::with_capacity(n);
     for ev in events {
         let e = &ev.event;
+        if !batch_keys.insert((e.event_type.as_str(), e.run_id.as_str())) {
+            continue;
+        }
         let has_jobs = routing.enrich || routing.hooks_for(e.event_type).next().is_some();
         ids.push(e.id.as_str());
         types.push(e.event_type.as_str());
@@ -76,7 +84,7 @@ pub(super) async fn insert_batch(
     // The event that got the row answers 202; any other with its key (sent
     // earlier, by another daemon, or twice in this batch) is a duplicate.
     let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; n];
-    let mut claimed_keys = std::collections::HashSet::new();
+    let mut claimed_keys = HashSet::new();
     let mut job_event = Vec::new();
     let mut job_kind = Vec::new();
     let mut job_hook = Vec::new();
