@@ -52,11 +52,17 @@ crate::backends! {
         let app = setup.clone().clock(clock).stepped().spawn().await;
         if backend == Backend::Postgres {
             // For all this start knows, another daemon runs the job: it
-            // waits for the lease (the claim reads the app's clock).
+            // waits for the lease (the claim reads the app's clock), and
+            // knows when to look again: when the lease runs out.
+            let lease_until: i64 = sandbox
+                .db()
+                .query_one("SELECT lease_until FROM jobs WHERE id = $1", &[&deliver.id]);
+            assert_eq!(lease_until, app.now_ms() + LEASE_SECS as i64 * 1000);
             let early = app.step().await;
-            assert!(
-                matches!(early, Outcome::Idle { .. }),
-                "the job was taken before its lease ran out: {early:?}"
+            assert_eq!(
+                early,
+                Outcome::Idle { next_due_at: Some(lease_until) },
+                "the job is not taken before its lease runs out, and is due then"
             );
             app.advance(Duration::from_secs(LEASE_SECS));
         }
