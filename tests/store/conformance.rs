@@ -237,6 +237,40 @@ crate::backends! {
         assert_eq!(again.attempt, 1);
     }
 
+    /// The deliveries of one event that finish at the same moment (on two
+    /// daemons, or in two slots of one) leave the event done: each outcome's
+    /// status update sees the other outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_event_whose_deliveries_finish_at_the_same_moment_is_done(backend) {
+        const EVENTS: usize = 40;
+        let hooks = ["a", "b", "c"];
+        let db = TestDb::fresh(backend);
+        let store = db.open(routing(false, &hooks)).await;
+        register(&store, &hooks).await;
+        for n in 0..EVENTS {
+            store.insert_event(event(n)).await.unwrap();
+        }
+        let mut all_at_once = claim_at(T0, &hooks);
+        all_at_once.hook_limits = hooks.iter().map(|h| ((*h).to_owned(), 1_000)).collect();
+        let mut claimed = Vec::new();
+        while let Some(job) = store.claim_due_job(all_at_once.clone()).await.unwrap() {
+            claimed.push(job);
+        }
+        assert_eq!(claimed.len(), EVENTS * hooks.len());
+        futures_util::future::join_all(claimed.into_iter().map(|job| {
+            let store = store.clone();
+            async move { store.record_attempt(job, ok(T0), JobNext::Succeeded, T0 + 1).await }
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()
+        .unwrap();
+        assert_eq!(db.count("SELECT count(*) FROM jobs WHERE state <> 'succeeded'"), 0);
+        let statuses: Vec<(String, String)> =
+            db.query("SELECT id, status FROM events WHERE status <> 'done' ORDER BY seq", &[]);
+        assert!(statuses.is_empty(), "every delivery succeeded, yet: {statuses:?}");
+    }
+
     /// Retention deletes finished events only.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prune_deletes_finished_events_and_keeps_unfinished_ones(backend) {

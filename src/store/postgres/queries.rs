@@ -346,6 +346,17 @@ pub(super) async fn record_attempt(
     daemon: &str,
 ) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
+    // The event's row first: the outcomes of its jobs are recorded one at a
+    // time. Two at once (two daemons, or two slots of one) would each set
+    // the event's status from a snapshot in which the other job still ran,
+    // and leave an event whose jobs all finished `pending` for good.
+    // Locking events before jobs is the order replay and prune keep too.
+    tx.execute(
+        "SELECT 1 FROM events WHERE seq = $1 FOR UPDATE",
+        &[&job.event_seq],
+    )
+    .await
+    .map_err(pg_error)?;
     tx.execute(
         "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, outcome, error_code, error, exit_code, stdout, stderr)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
