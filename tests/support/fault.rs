@@ -1,8 +1,8 @@
 //! A database that refuses writes, then accepts them again, on either
 //! backend, from one test body:
 //!
-//! - SQLite: triggers that fail every insert into `events` and `quarantine`
-//!   the way a full disk would (the file itself cannot be taken away from a
+//! - SQLite: triggers that fail every insert into `events`, `quarantine`
+//!   and `attempts` the way a full disk would (the file itself cannot be taken away from a
 //!   process that has it open, and a read-only file does not stop root);
 //! - PostgreSQL: the server cut away behind a [`TcpProxy`] the app connects
 //!   through (what an operator sees when the database host goes away).
@@ -33,8 +33,11 @@ const SQLITE_REFUSE: &str = "
     CREATE TRIGGER sabotage_events BEFORE INSERT ON events
         BEGIN SELECT RAISE(FAIL, 'disk full (sabotage)'); END;
     CREATE TRIGGER sabotage_quarantine BEFORE INSERT ON quarantine
+        BEGIN SELECT RAISE(FAIL, 'disk full (sabotage)'); END;
+    CREATE TRIGGER sabotage_attempts BEFORE INSERT ON attempts
         BEGIN SELECT RAISE(FAIL, 'disk full (sabotage)'); END;";
-const SQLITE_ACCEPT: &str = "DROP TRIGGER sabotage_events; DROP TRIGGER sabotage_quarantine;";
+const SQLITE_ACCEPT: &str =
+    "DROP TRIGGER sabotage_events; DROP TRIGGER sabotage_quarantine; DROP TRIGGER sabotage_attempts;";
 
 impl StoreFault {
     /// `builder` (whose sandbox must be set) ready for a fault: on
