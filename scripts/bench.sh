@@ -20,9 +20,13 @@
 # (10000), DAEMON_CPU (0), LOAD_CPU (1), WORKERS (server.workers; default:
 # the product's default), PARTS (ingest open worker peer bare drain; also
 # minimal: ingest with no hooks and no [opensteer], the event row alone; and
-# random: ingest with ids in random order, as real ids are), BENCH_DIR,
+# random: ingest with ids in random order, as real ids are; postgres: ingest
+# into PostgreSQL with one daemon and with two on one database, beside
+# pgbench committing the same rows one event per transaction), BENCH_DIR,
 # SYNCHRONOUS (full), PERF_OUT (a file: `perf $PERF_ARGS` on the daemon while
-# it drains; PERF_ARGS defaults to `record -g -F 2000`).
+# it drains; PERF_ARGS defaults to `record -g -F 2000`), PG_ADMIN_URL (the
+# server the postgres part makes its databases on; default
+# postgres://postgres@127.0.0.1:5432/postgres; needs psql and pgbench).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -92,6 +96,14 @@ wait_http() { # URL: until it answers at all
     return 1
 }
 
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+# PG_URL: when set, write_config puts the store in that PostgreSQL database.
+PG_URL=
+# pg_url NAME: the URL of database NAME on the PG_ADMIN_URL server.
+pg_url() {
+    python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$PG_ADMIN_URL" "$1"
+}
+
 # write_config DIR PORT PAUSED API_PORT HOOKS: two /bin/true hooks by default,
 # [opensteer] pointing at the fake API (never contacted while paused); API_PORT
 # "-" leaves [opensteer] out (no fetch job).
@@ -104,8 +116,14 @@ write_config() {
         echo "[webhook]"
         echo "secrets = [\"$SECRET\"]"
         echo "[storage]"
-        echo "path = \"$dir/steerhook.db\""
-        echo "synchronous = \"$SYNCHRONOUS\""
+        if [ -n "$PG_URL" ]; then
+            echo "backend = \"postgres\""
+            echo "url = \"$PG_URL\""
+            echo "payload_dir = \"$dir/payloads\""
+        else
+            echo "path = \"$dir/steerhook.db\""
+            echo "synchronous = \"$SYNCHRONOUS\""
+        fi
         echo "[queue]"
         echo "paused = $paused"
         echo "[log]"
@@ -351,6 +369,108 @@ print(json.dumps(d))' "$result" "$hwm" "$daemon_ticks" "$api_ticks" "$hook_ticks
     rm -rf "$dir"/steerhook.db*
 }
 
+# postgres_run DAEMONS: a fresh database, DAEMONS daemons on it (all pinned
+# to the daemon's core, so one daemon and two get the same CPU), loadgen
+# split evenly over them; accepted/s summed, p99 the worst of the loadgens'.
+# Two /bin/true hooks and no [opensteer]: one event and two job rows each,
+# as the pgbench part writes.
+postgres_run() {
+    local daemons=$1 name dirs=() ports=() pids=() i
+    name=steerhook_bench_$$_$RANDOM
+    psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $name" >/dev/null
+    PG_URL=$(pg_url "$name")
+    for i in $(seq "$daemons"); do
+        dirs+=("$(mktemp -d "$BENCH_DIR/pg$daemons.XXXX")")
+        ports+=("$(free_port)")
+        write_config "${dirs[-1]}" "${ports[-1]}" true - 2
+        start_daemon "${dirs[-1]}" "${ports[-1]}"
+        pids+=("$DAEMON_PID")
+    done
+    PG_URL=
+    sleep 2
+    local lg=() per=$(( CONNECTIONS / daemons ))
+    for i in $(seq 0 $(( daemons - 1 ))); do
+        taskset -c "$LOAD_CPU" "$LOADGEN" --url "http://127.0.0.1:${ports[$i]}/webhooks/opensteer" \
+            --secret "$SECRET" --body-bytes "$BODY_BYTES" --connections "$per" --duration "$DURATION" \
+            --json >"${dirs[$i]}/load.json" &
+        lg+=($!)
+    done
+    for p in "${lg[@]}"; do wait "$p"; done
+    local hwm=0 h
+    for p in "${pids[@]}"; do
+        h=$(status_kib "$p" VmHWM)
+        [ "$h" -gt "$hwm" ] && hwm=$h
+        kill -TERM "$p"
+        wait "$p" || true
+    done
+    local stored
+    stored=$(psql "$(pg_url "$name")" -qAtc "SELECT count(*) FROM events")
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE $name WITH (FORCE)" >/dev/null
+    record "pg$daemons" "$(python3 - "$hwm" "$stored" "${dirs[@]}" <<'EOF'
+import json, sys
+hwm, stored, dirs = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+runs = [json.load(open(d + "/load.json")) for d in dirs]
+out = {k: sum(r[k] for r in runs) for k in ("accepted_per_sec", "requests", "ok")}
+out.update({k: max(r[k] for r in runs) for k in ("p50_ms", "p99_ms", "max_ms", "seconds")})
+out["by_status"] = runs[-1]["by_status"]
+out["daemons"] = len(runs)
+out["hwm_kib"] = hwm
+out["events_stored"] = stored
+print(json.dumps(out))
+EOF
+)"
+}
+
+# pgbench_run: the same rows as steerhook writes (an event with a 1 KiB body
+# and two job rows), one event per transaction, CONNECTIONS clients, on the
+# schema steerhook made: what PostgreSQL does without batching.
+pgbench_run() {
+    local name dir port
+    name=steerhook_pgbench_$$_$RANDOM
+    dir=$(mktemp -d "$BENCH_DIR/pgbench.XXXX")
+    port=$(free_port)
+    psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $name" >/dev/null
+    PG_URL=$(pg_url "$name")
+    write_config "$dir" "$port" true - 2
+    start_daemon "$dir" "$port" # makes the schema
+    stop_daemon
+    PG_URL=
+    cat >"$dir/event.sql" <<EOF
+\set n random(1, 2000000000)
+BEGIN;
+INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body, status)
+  VALUES ('evt_' || :client_id || '_' || :n, 'run.succeeded', 'run_' || :client_id || '_' || :n,
+          1767225600, 1767225600000, '127.0.0.1', convert_to(repeat('x', $BODY_BYTES), 'UTF8'), 'pending')
+  ON CONFLICT (event_type, run_id) DO NOTHING RETURNING seq \gset
+INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at) VALUES
+  (:seq, 'deliver', 'true-1', 'pending', 1767225600000, 1767225600000, 1767225600000),
+  (:seq, 'deliver', 'true-2', 'pending', 1767225600000, 1767225600000, 1767225600000);
+COMMIT;
+EOF
+    local secs=${DURATION%s}
+    (cd "$dir" && taskset -c "$LOAD_CPU" pgbench -n -c "$CONNECTIONS" -j 1 -T "$secs" -f event.sql \
+        -l --log-prefix=tx "$(pg_url "$name")" >pgbench.out 2>&1) || { cat "$dir/pgbench.out" >&2; return 1; }
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE $name WITH (FORCE)" >/dev/null
+    record pgbench "$(python3 - "$dir" <<'EOF'
+import glob, json, re, sys
+d = sys.argv[1]
+text = open(d + "/pgbench.out").read()
+tps = float(re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text).group(1))
+lat = []
+for f in glob.glob(d + "/tx*"):
+    for line in open(f):
+        parts = line.split()
+        if len(parts) >= 3:
+            lat.append(int(parts[2]) / 1000.0)  # microseconds -> ms
+lat.sort()
+pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print(json.dumps({"accepted_per_sec": tps, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+                  "max_ms": lat[-1], "transactions": len(lat)}))
+EOF
+)"
+    rm -f "$dir"/tx*
+}
+
 # How fast this machine is right now: this VM drifts by 10 % and more between
 # sittings, so figures from different sittings compare only next to these.
 # On the daemon's core: SHA-256 of 512 MiB (pure CPU), and the median of 500
@@ -425,6 +545,17 @@ for part in $PARTS; do
         echo "== queue drain: $DRAIN_EVENTS events" >&2
         drain_run
         ;;
+    postgres)
+        for tool in psql pgbench; do
+            command -v "$tool" >/dev/null || { echo "bench.sh: the postgres part needs $tool" >&2; exit 1; }
+        done
+        echo "== PostgreSQL: one daemon, two daemons, pgbench (one event per transaction), interleaved: $RUNS rounds" >&2
+        for _ in $(seq "$RUNS"); do
+            postgres_run 1
+            postgres_run 2
+            pgbench_run
+        done
+        ;;
     *)
         echo "bench.sh: unknown part $part" >&2
         exit 1
@@ -456,6 +587,12 @@ for part, rs in parts.items():
         print(f"bare    n={len(rs)}  wrk req/s {med(rs, 'ok_per_sec'):.0f} (runs: {', '.join('%.0f' % r['ok_per_sec'] for r in rs)})  "
               f"p50 {med(rs, 'p50_ms'):.2f} ms  p99 {med(rs, 'p99_ms'):.2f} ms  errors {sum(r['errors'] for r in rs)}")
         continue
+    if part in ("pg1", "pg2", "pgbench"):
+        label = {"pg1": "pg 1 daemon", "pg2": "pg 2 daemons", "pgbench": "pgbench"}[part]
+        print(f"{label:13} n={len(rs)}  accepted/s {med(rs, 'accepted_per_sec'):.0f} "
+              f"(runs: {', '.join('%.0f' % r['accepted_per_sec'] for r in rs)})  "
+              f"p50 {med(rs, 'p50_ms'):.2f} ms  p99 {med(rs, 'p99_ms'):.2f} ms  max {med(rs, 'max_ms'):.1f} ms")
+        continue
     if part == "bare_loadgen":
         r = rs[0]
         print(f"bare    loadgen's own ceiling: {r['rps']:.0f} req/s at {r['loadgen_cpu_pct']:.0f}% of its core")
@@ -470,6 +607,13 @@ if "ingest" in parts and "peer" in parts:
     a = statistics.median(r["accepted_per_sec"] for r in parts["ingest"])
     p = statistics.median(r["ok_per_sec"] for r in parts["peer"])
     print(f"ratio   steerhook accepted/s ÷ webhook 2xx/s = {a / p:.1f}")
+if "pg1" in parts and "pgbench" in parts:
+    one = statistics.median(r["accepted_per_sec"] for r in parts["pg1"])
+    bench = statistics.median(r["accepted_per_sec"] for r in parts["pgbench"])
+    print(f"ratio   PostgreSQL, one daemon ÷ pgbench one event per transaction = {one / bench:.2f} (target ≥ 1.5)")
+    if "pg2" in parts:
+        two = statistics.median(r["accepted_per_sec"] for r in parts["pg2"])
+        print(f"ratio   PostgreSQL, two daemons ÷ one daemon = {two / one:.2f} (target ≥ 1.0)")
 if "ingest" in parts and "bare" in parts:
     a = statistics.median(r["accepted_per_sec"] for r in parts["ingest"])
     b = statistics.median(r["ok_per_sec"] for r in parts["bare"])

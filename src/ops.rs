@@ -83,6 +83,14 @@ fn show_value(v: &serde_json::Value) -> String {
 pub fn render_event(ev: &EventDetail) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "event     {}", escape(&ev.id));
+    if let Some(sender) = ev.sender_id.as_deref().filter(|s| *s != ev.id) {
+        // SPEC §5: another stored event already held the sender's id.
+        let _ = writeln!(
+            s,
+            "sent as   {} (an id another event holds)",
+            escape(sender)
+        );
+    }
     let _ = writeln!(s, "type      {}", escape(&ev.event_type));
     let _ = writeln!(s, "run       {}", escape(&ev.run_id));
     let _ = writeln!(s, "status    {}", escape(&ev.status));
@@ -110,15 +118,21 @@ pub fn render_event(ev: &EventDetail) -> String {
             let _ = writeln!(s, "  logs      {} entries", ev.log_count);
         }
         None => {
-            let _ = writeln!(
-                s,
-                "\nrun       not fetched{}",
-                match &ev.enrichment_error {
-                    Some(e) => format!(" ({})", escape(e)),
-                    None => String::new(),
-                }
-            );
+            let _ = writeln!(s, "\nrun       not fetched");
         }
+    }
+    match &ev.enrichment {
+        Some(e) => {
+            let _ = write!(s, "enrichment {}", e.status);
+            if let Some(error) = &e.error {
+                let _ = write!(s, " ({}): {}", escape(&error.code), escape(&error.message));
+            }
+            let _ = writeln!(s);
+        }
+        None if ev.run.is_none() && !ev.jobs.iter().any(|j| j.kind == "fetch") => {
+            let _ = writeln!(s, "enrichment none (no [opensteer] when it arrived)");
+        }
+        None => {}
     }
     // Pretty JSON escapes C0 controls inside strings, but not DEL, C1 or
     // bidirectional controls.
@@ -140,12 +154,22 @@ pub fn render_event(ev: &EventDetail) -> String {
         } else {
             format!("hook {}", escape(&job.hook))
         };
-        let _ = write!(
-            s,
-            "\n{name}: {} after {} attempt(s)",
-            escape(&job.state),
-            job.attempts
-        );
+        if job.kind == "fetch" && job.state == "failed" {
+            // What happened next, not only that it failed (SPEC §2).
+            let status = ev.enrichment.as_ref().map_or("none", |e| e.status.as_str());
+            let _ = write!(
+                s,
+                "\n{name}: gave up after {} attempt(s); hooks ran with enrichment {status}",
+                job.attempts
+            );
+        } else {
+            let _ = write!(
+                s,
+                "\n{name}: {} after {} attempt(s)",
+                escape(&job.state),
+                job.attempts
+            );
+        }
         if let Some(due) = job.due_at_ms {
             let _ = write!(s, ", next at {}", format_rfc3339_ms(due));
         }

@@ -152,6 +152,24 @@ impl Application {
             )
             .context("cannot prepare the worker")?,
         );
+        // Payload files of attempts a kill -9 cut short: the instance lock
+        // covers this directory (the SQLite file's, or with PostgreSQL the
+        // payload directory's own), so no attempt of any process owns one,
+        // and none of ours has started.
+        let payloads = payload_dir(&settings);
+        match crate::hooks::remove_orphan_payload_files(&payloads) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                files = n,
+                dir = %payloads.display(),
+                "removed payload files left by attempts that were killed"
+            ),
+            Err(e) => tracing::warn!(
+                dir = %payloads.display(),
+                error = %e,
+                "cannot remove payload files left by killed attempts; they hold event data: remove them by hand"
+            ),
+        }
         // Jobs a killed process left running go back in the queue before
         // anything is served: only one `serve` owns a SQLite database (the
         // lock); on a shared database their leases say when they are free.

@@ -286,7 +286,8 @@ pub fn check_event_payload(data: &[u8]) -> String {
 ///
 /// `parse_logs_page` never panics and errs (retryably) exactly on scalars;
 /// a bare array is all entries; a cursor is never empty and, when it is not
-/// one of the cursor keys, comes from the oldest (first) entry. `parse_run`
+/// one of the cursor keys, comes from the oldest entry (by timestamp when
+/// every entry has one, else the first). `parse_run`
 /// never panics and returns the inner `run` object or the body itself.
 pub fn check_logs_page(data: &[u8]) -> String {
     let Ok(body) = serde_json::from_slice::<Value>(data) else {

@@ -210,6 +210,11 @@ pub struct OpensteerSettings {
     pub log_page_size: u32,
     /// Stop paging after this many pages.
     pub max_log_pages: u32,
+    /// Stop paging before the stored entries of one event pass this many bytes.
+    pub max_log_bytes: u64,
+    /// How long after an event's receipt its run is fetched again while the
+    /// API has not caught up (404, or a status not yet the event's).
+    pub settle: Duration,
     /// TCP/TLS connect timeout.
     pub connect_timeout: Duration,
     /// Whole-request timeout.

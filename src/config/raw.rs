@@ -141,6 +141,10 @@ pub(super) struct RawOpensteer {
     pub(super) log_page_size: u32,
     #[serde(default = "d_max_pages")]
     pub(super) max_log_pages: u32,
+    #[serde(default = "d_max_log_bytes")]
+    pub(super) max_log_bytes: u64,
+    #[serde(default = "d_settle")]
+    pub(super) settle_secs: u64,
     #[serde(default = "d_connect_timeout")]
     pub(super) connect_timeout_secs: u64,
     #[serde(default = "d_request_timeout")]
@@ -291,6 +295,12 @@ fn d_page_size() -> u32 {
 }
 fn d_max_pages() -> u32 {
     100
+}
+fn d_max_log_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn d_settle() -> u64 {
+    120
 }
 fn d_connect_timeout() -> u64 {
     5

@@ -38,8 +38,12 @@ impl Settings {
             Some(o) => {
                 let _ = writeln!(
                     s,
-                    "opensteer         {} (api key [redacted], logLimit {}, max {} pages)",
-                    o.base_url, o.log_page_size, o.max_log_pages
+                    "opensteer         {} (api key [redacted], logLimit {}, max {} pages, max {} log bytes, settle {} s)",
+                    o.base_url,
+                    o.log_page_size,
+                    o.max_log_pages,
+                    o.max_log_bytes,
+                    o.settle.as_secs()
                 );
             }
             None => {

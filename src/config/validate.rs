@@ -249,6 +249,9 @@ fn opensteer(o: RawOpensteer, creds: SecretFiles<'_>) -> Result<OpensteerSetting
             1,
             100_000,
         )? as u32,
+        // Up to 1 TiB: the logs are on disk, not in memory, however large.
+        max_log_bytes: in_range("opensteer.max_log_bytes", o.max_log_bytes, 1024, 1 << 40)?,
+        settle: secs("opensteer.settle_secs", o.settle_secs, 0, 3_600)?,
         connect_timeout: secs(
             "opensteer.connect_timeout_secs",
             o.connect_timeout_secs,

@@ -1,7 +1,14 @@
 //! The delivery job: builds the hook document (SPEC §6) from the stored
-//! event, hands it to the hook's [`crate::hooks::Sink`], and records how the
-//! attempt ended.
+//! event, writes it to the attempt's payload file with every log entry
+//! streamed from the store, hands both to the hook's [`crate::hooks::Sink`],
+//! and records how the attempt ended.
+//!
+//! Memory: the logs pass from the database to the payload file in chunks;
+//! the document in memory holds only the newest entries a summary needs
+//! (a hook's `summary_log_lines`, within [`SUMMARY_MAX_BYTES`]).
 
+use std::io::Write;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::value::RawValue;
@@ -9,9 +16,20 @@ use serde_json::value::RawValue;
 use super::retry::{self, Step};
 use super::{attempt_started, Dispatcher};
 use crate::clock::format_rfc3339_ms;
-use crate::domain::{DocumentEvent, Enrichment, EnrichmentError, EnrichmentStatus, HookDocument};
+use crate::domain::{DocumentEvent, Enrichment, EnrichmentStatus, HookDocument};
 use crate::hooks::{Delivery, PayloadFile};
-use crate::store::{AttemptOutcome, AttemptRecord, ClaimedJob, JobNext, StoreError, StoredEvent};
+use crate::store::{
+    AttemptOutcome, AttemptRecord, ClaimedJob, JobNext, LogChunks, NewestLogs, StoreError,
+    StoredEvent, SummaryBounds,
+};
+
+/// The most bytes of log entries the document holds for a summary (the
+/// newest entries, at least one): an e-mail shows a few lines of 500
+/// characters each, so this is plenty, and it bounds the memory a delivery
+/// takes whatever `log_lines` says.
+pub const SUMMARY_MAX_BYTES: usize = 1024 * 1024;
+/// A log entry larger than this is shown in a summary as a note of its size.
+pub const SUMMARY_ENTRY_MAX_BYTES: usize = 16 * 1024;
 
 impl Dispatcher {
     #[tracing::instrument(skip_all, fields(job_id = job.id, event_id, hook = %job.hook, attempt = job.attempt))]
@@ -20,7 +38,6 @@ impl Dispatcher {
         let started = Instant::now();
         let seq = job.event_seq;
         let ev = self.store.load_event(seq).await?;
-        let logs = self.store.load_logs(seq).await?;
         tracing::Span::current().record("event_id", ev.id.as_str());
         let Some(hook) = self.hooks.get(&job.hook) else {
             rec.outcome = AttemptOutcome::Failed;
@@ -33,8 +50,29 @@ impl Dispatcher {
                 .finish_delivery(job, rec, JobNext::Failed, started)
                 .await;
         };
-        let doc = match build_document(&ev, logs) {
-            Ok(doc) => doc,
+        // No record: the event was stored without [opensteer], or before
+        // enrichment was recorded and never fetched.
+        let enrichment = ev
+            .enrichment
+            .clone()
+            .unwrap_or_else(Enrichment::not_configured);
+        let with_logs = enrichment.status != EnrichmentStatus::None;
+        let summary_lines = hook.sink.summary_log_lines();
+        let newest = match (with_logs, summary_lines) {
+            (false, _) => None,
+            // Nothing to read for a kind that takes only the payload file.
+            (true, 0) => Some(NewestLogs::default()),
+            (true, entries) => {
+                let bounds = SummaryBounds {
+                    entries,
+                    total_bytes: SUMMARY_MAX_BYTES,
+                    entry_bytes: SUMMARY_ENTRY_MAX_BYTES,
+                };
+                Some(self.store.newest_logs(seq, bounds).await?)
+            }
+        };
+        let doc = match build_document(&ev, enrichment, newest) {
+            Ok(doc) => Arc::new(doc),
             Err(e) => {
                 // Cannot happen for rows we wrote (the body was parsed at ingest);
                 // recorded rather than panicking if the file was edited by hand.
@@ -49,7 +87,11 @@ impl Dispatcher {
         // Dropped (the file removed) when this attempt ends, however it ends.
         let payload = {
             let doc = doc.clone();
-            PayloadFile::create(&self.payload_dir, move |w| doc.write_to(w)).await
+            let logs = with_logs.then(|| self.store.stream_logs_json(seq));
+            PayloadFile::create(&self.payload_dir, move |w| {
+                doc.write_to(w, |w| copy_log_chunks(logs, w))
+            })
+            .await
         };
         let payload = match payload {
             Ok(p) => p,
@@ -154,10 +196,33 @@ impl Dispatcher {
     }
 }
 
-/// The hook document for a stored event and its logs (oldest first).
+/// Copies the streamed `[...]` of the logs to `w` (on a blocking thread).
+/// A stream that ends before its closing `]` (the reader died) is an error,
+/// never a truncated document.
+fn copy_log_chunks(logs: Option<LogChunks>, w: &mut dyn Write) -> std::io::Result<()> {
+    let Some(mut logs) = logs else {
+        return w.write_all(b"[]");
+    };
+    let mut last = None;
+    while let Some(chunk) = logs.blocking_recv() {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        w.write_all(&chunk)?;
+        last = chunk.last().copied().or(last);
+    }
+    if last != Some(b']') {
+        return Err(std::io::Error::other(
+            "the stored logs stopped before their end",
+        ));
+    }
+    Ok(())
+}
+
+/// The hook document for a stored event, what its fetch found, and the
+/// newest of its logs (`None`: `logs` is null).
 pub fn build_document(
     ev: &StoredEvent,
-    logs: Vec<String>,
+    enrichment: Enrichment,
+    newest: Option<NewestLogs>,
 ) -> Result<HookDocument, serde_json::Error> {
     let payload: Box<RawValue> = serde_json::from_slice(&ev.body)?;
     let run = ev
@@ -165,40 +230,19 @@ pub fn build_document(
         .as_deref()
         .map(|r| RawValue::from_string(r.to_owned()))
         .transpose()?;
-    let logs = if ev.run_json.is_some() || !logs.is_empty() {
-        Some(
-            logs.into_iter()
+    let logs_total = newest.as_ref().map_or(0, |n| n.total);
+    let logs = newest
+        .map(|n| {
+            n.entries
+                .into_iter()
                 .map(RawValue::from_string)
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-    } else {
-        None
-    };
-    let enrichment = match (&ev.run_json, &ev.enrichment_error) {
-        (Some(_), None) if ev.logs_complete => Enrichment {
-            status: EnrichmentStatus::Complete,
-            error: None,
-        },
-        (Some(_), error) => Enrichment {
-            status: EnrichmentStatus::Partial,
-            error: Some(EnrichmentError {
-                code: "FETCH_FAILED".into(),
-                message: error
-                    .clone()
-                    .unwrap_or_else(|| "log paging stopped early".into()),
-            }),
-        },
-        (None, error) => Enrichment {
-            status: EnrichmentStatus::None,
-            error: error.as_ref().map(|e| EnrichmentError {
-                code: "FETCH_FAILED".into(),
-                message: e.clone(),
-            }),
-        },
-    };
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
     Ok(HookDocument {
         event: DocumentEvent {
             id: ev.id.clone(),
+            sender_id: ev.sender_id.clone(),
             event_type: ev.event_type.clone(),
             run_id: ev.run_id.clone(),
             received_at: format_rfc3339_ms(ev.received_at),
@@ -206,6 +250,7 @@ pub fn build_document(
         },
         run,
         logs,
+        logs_total,
         enrichment,
     })
 }

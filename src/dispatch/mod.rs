@@ -340,6 +340,7 @@ impl Dispatcher {
             exit_code: None,
             stdout: None,
             stderr: None,
+            enrichment: None,
         };
         if job.kind == JobKind::Deliver {
             self.metrics
@@ -534,5 +535,6 @@ fn attempt_started(started_at: i64) -> AttemptRecord {
         exit_code: None,
         stdout: None,
         stderr: None,
+        enrichment: None,
     }
 }

@@ -88,8 +88,11 @@ pub enum PayloadError {
 /// A verified, well-formed run event, ready to be stored.
 #[derive(Debug, Clone)]
 pub struct IncomingEvent {
-    /// The sender's id (`id`, else `eventId`), or one we generated.
+    /// The sender's id (`id`, else `eventId`), or one we generated. The
+    /// store may keep the event under an id derived from it (SPEC §5).
     pub id: String,
+    /// The id the sender gave, when it gave one.
+    pub sender_id: Option<String>,
     /// `run.succeeded` or `run.failed`.
     pub event_type: EventType,
     /// The run the event is about.
@@ -137,10 +140,12 @@ impl ReadEvent {
             Ok(Parsed::Other(event_type)) => Ok(Self::Other { event_type }),
             Ok(Parsed::Run {
                 id,
+                sender_id,
                 event_type,
                 run_id,
             }) => Ok(Self::Run(IncomingEvent {
                 id,
+                sender_id,
                 event_type,
                 run_id,
                 signed_at: body.timestamp(),
@@ -190,18 +195,22 @@ impl ReadEvent {
         if run_id.contains('\0') {
             return Err(PayloadError::NulInId("run id"));
         }
-        let id = match obj
+        let sender_id = match obj
             .get("id")
             .and_then(Value::as_str)
             .or_else(|| obj.get("eventId").and_then(Value::as_str))
         {
             Some(id) if id.len() > MAX_ID_LEN => return Err(PayloadError::TooLong("event id")),
             Some(id) if id.contains('\0') => return Err(PayloadError::NulInId("event id")),
-            Some(id) if !id.is_empty() => id.to_owned(),
-            _ => format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            Some(id) if !id.is_empty() => Some(id.to_owned()),
+            _ => None,
         };
+        let id = sender_id
+            .clone()
+            .unwrap_or_else(|| format!("evt_{}", uuid::Uuid::new_v4().simple()));
         Ok(Parsed::Run {
             id,
+            sender_id,
             event_type: known,
             run_id,
         })
@@ -212,6 +221,7 @@ enum Parsed {
     Other(String),
     Run {
         id: String,
+        sender_id: Option<String>,
         event_type: EventType,
         run_id: String,
     },

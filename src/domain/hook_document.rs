@@ -1,24 +1,35 @@
 //! The JSON document a hook receives (SPEC §6), built once per delivery
-//! attempt from the stored event, run and logs.
+//! attempt from the stored event and run. The logs are not in it: they are
+//! streamed from the store into the attempt's payload file (a run may have
+//! hundreds of megabytes of them); the document holds only the newest few
+//! that a summary (an e-mail) shows.
+
+use std::io::Write;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The document every hook kind receives:
-/// `{"event": {"id","type","runId","receivedAt","payload"}, "run": .., "logs": ..}`.
+/// `{"event": {"id","senderId","type","runId","receivedAt","payload"}, "run": ..,
+/// "logs": .., "enrichment": ..}`, written by [`HookDocument::write_to`].
 ///
 /// The payload, the run and each log entry stay the JSON text they were
-/// stored as (verified at ingest, or produced by serde when fetched), so
-/// serialising the document never re-encodes them.
-#[derive(Debug, Clone, Serialize)]
+/// stored as (verified at ingest, or as the API sent them), so writing the
+/// document never re-encodes them.
+#[derive(Debug, Clone)]
 pub struct HookDocument {
     /// The event.
     pub event: DocumentEvent,
     /// The run object from the API, or null without enrichment.
     pub run: Option<Box<RawValue>>,
-    /// The log entries, oldest first, or null without enrichment.
+    /// The newest log entries, oldest first, as many as a summary asked
+    /// for (not all of them: see [`HookDocument::logs_total`]); `None` when
+    /// the document's `logs` is null.
     pub logs: Option<Vec<Box<RawValue>>>,
+    /// How many entries the document's `logs` holds in all; counted only
+    /// for a hook that reads a summary (0 otherwise).
+    pub logs_total: u64,
     /// Whether `run` and `logs` are all there is (SPEC §6).
     pub enrichment: Enrichment,
 }
@@ -32,8 +43,41 @@ pub struct Enrichment {
     pub error: Option<EnrichmentError>,
 }
 
+impl Enrichment {
+    /// The run and every log page were fetched.
+    pub fn complete() -> Self {
+        Self {
+            status: EnrichmentStatus::Complete,
+            error: None,
+        }
+    }
+
+    /// No `[opensteer]`: nothing was asked for, nothing is wrong.
+    pub fn not_configured() -> Self {
+        Self {
+            status: EnrichmentStatus::None,
+            error: None,
+        }
+    }
+
+    /// `status` for the reason `code`, `message`.
+    pub fn because(
+        status: EnrichmentStatus,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            error: Some(EnrichmentError {
+                code: code.into(),
+                message: message.into(),
+            }),
+        }
+    }
+}
+
 /// See [`Enrichment`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EnrichmentStatus {
     /// The run and every log page were fetched.
@@ -55,6 +99,26 @@ impl EnrichmentStatus {
     }
 }
 
+impl std::str::FromStr for EnrichmentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "complete" => Ok(Self::Complete),
+            "partial" => Ok(Self::Partial),
+            "none" => Ok(Self::None),
+            other => Err(format!(
+                "{other:?} is not an enrichment status (one of: complete, partial, none)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for EnrichmentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why enrichment is not complete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EnrichmentError {
@@ -68,8 +132,12 @@ pub struct EnrichmentError {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentEvent {
-    /// Our event id.
+    /// Our event id, unique among stored events (`STEERHOOK_EVENT_ID`).
     pub id: String,
+    /// The id the sender gave (`id`, else `eventId`), or null when it gave
+    /// none. It differs from `id` when another stored event already held
+    /// it (SPEC §5).
+    pub sender_id: Option<String>,
     /// The event type.
     #[serde(rename = "type")]
     pub event_type: String,
@@ -82,17 +150,29 @@ pub struct DocumentEvent {
 }
 
 impl HookDocument {
-    /// Writes the document as JSON to `w`.
-    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer(w, self).map_err(std::io::Error::from)
-    }
-
-    /// The serialised document.
-    // Owned strings and raw JSON that was valid when stored: serde_json
-    // cannot fail to write these to memory.
-    #[allow(clippy::expect_used)]
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a hook document always serialises")
+    /// Writes the whole document as JSON to `w`; `write_logs` writes its
+    /// `logs` array (every entry, oldest first), and is called only when
+    /// `logs` is not null.
+    pub fn write_to(
+        &self,
+        w: &mut dyn Write,
+        write_logs: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        w.write_all(b"{\"event\":")?;
+        serde_json::to_writer(&mut *w, &self.event)?;
+        w.write_all(b",\"run\":")?;
+        match &self.run {
+            Some(run) => w.write_all(run.get().as_bytes())?,
+            None => w.write_all(b"null")?,
+        }
+        w.write_all(b",\"logs\":")?;
+        match &self.logs {
+            Some(_) => write_logs(w)?,
+            None => w.write_all(b"null")?,
+        }
+        w.write_all(b",\"enrichment\":")?;
+        serde_json::to_writer(&mut *w, &self.enrichment)?;
+        w.write_all(b"}")
     }
 
     /// The run's status: the run object's `status`, else the payload's, else
@@ -126,8 +206,9 @@ impl HookDocument {
             })
     }
 
-    /// The document as a JSON value with only the newest `last_logs` log
-    /// entries: what a summary (an e-mail) reads, without the full log.
+    /// The document as a JSON value with at most the newest `last_logs` log
+    /// entries (of those it holds), and `logsTotal`, the number of entries
+    /// in all: what a summary (an e-mail) reads.
     pub fn summary_value(&self, last_logs: usize) -> Value {
         let parse = |raw: &RawValue| serde_json::from_str(raw.get()).unwrap_or(Value::Null);
         let logs = self.logs.as_ref().map(|logs| {
@@ -137,6 +218,7 @@ impl HookDocument {
         serde_json::json!({
             "event": {
                 "id": self.event.id,
+                "senderId": self.event.sender_id,
                 "type": self.event.event_type,
                 "runId": self.event.run_id,
                 "receivedAt": self.event.received_at,
@@ -144,6 +226,7 @@ impl HookDocument {
             },
             "run": self.run.as_deref().map(parse),
             "logs": logs,
+            "logsTotal": self.logs_total,
             "enrichment": self.enrichment,
         })
     }
@@ -161,32 +244,37 @@ mod tests {
         HookDocument {
             event: DocumentEvent {
                 id: "evt_1".into(),
+                sender_id: Some("evt_1".into()),
                 event_type: "run.failed".into(),
                 run_id: "run_1".into(),
                 received_at: "2026-01-01T00:00:00.000Z".into(),
                 payload: raw(r#"{"type":"run.failed","data":{"status":"errored"}}"#),
             },
             run: run.map(raw),
+            logs_total: logs.as_ref().map_or(0, |l| l.len() as u64),
             logs: logs.map(|l| l.into_iter().map(raw).collect()),
-            enrichment: Enrichment {
-                status: EnrichmentStatus::Complete,
-                error: None,
-            },
+            enrichment: Enrichment::complete(),
         }
     }
 
+    fn written(d: &HookDocument, logs: &'static str) -> String {
+        let mut out = Vec::new();
+        d.write_to(&mut out, |w| w.write_all(logs.as_bytes()))
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
-    fn the_document_embeds_payload_run_and_logs_as_sent() {
-        let d = doc(
-            Some(r#"{"status":"failed","n":1.50}"#),
-            Some(vec!["1", "2"]),
-        );
-        let text = String::from_utf8(d.to_bytes()).unwrap();
+    fn the_document_embeds_payload_run_and_the_streamed_logs_as_sent() {
+        let d = doc(Some(r#"{"status":"failed","n":1.50}"#), Some(vec!["2"]));
+        let text = written(&d, "[1,2]");
+        serde_json::from_str::<Value>(&text).unwrap();
         assert!(
             text.contains(r#""run":{"status":"failed","n":1.50}"#),
             "{text}"
         );
         assert!(text.contains(r#""logs":[1,2]"#), "{text}");
+        assert!(text.contains(r#""senderId":"evt_1""#), "{text}");
         assert!(text.contains(r#""runId":"run_1""#), "{text}");
         assert!(
             text.contains(r#""enrichment":{"status":"complete","error":null}"#),
@@ -207,9 +295,18 @@ mod tests {
     }
 
     #[test]
-    fn the_summary_keeps_only_the_newest_logs() {
-        let d = doc(None, Some(vec!["1", "2", "3"]));
+    fn null_logs_are_written_without_asking_for_them() {
+        let text = written(&doc(None, None), "[never]");
+        assert!(text.contains(r#""run":null,"logs":null"#), "{text}");
+        serde_json::from_str::<Value>(&text).unwrap();
+    }
+
+    #[test]
+    fn the_summary_keeps_only_the_newest_logs_and_counts_them_all() {
+        let mut d = doc(None, Some(vec!["1", "2", "3"]));
+        d.logs_total = 450;
         assert_eq!(d.summary_value(2)["logs"], serde_json::json!([2, 3]));
+        assert_eq!(d.summary_value(2)["logsTotal"], serde_json::json!(450));
         assert_eq!(doc(None, None).summary_value(2)["logs"], Value::Null);
     }
 }

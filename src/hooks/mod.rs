@@ -99,6 +99,13 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     /// lease on a delivery must outlast it.
     fn max_attempt_duration(&self) -> Duration;
 
+    /// How many of the newest log entries this kind reads from
+    /// [`Delivery::document`] (a summary's); the whole log is in the
+    /// payload file. The worker loads no more than this.
+    fn summary_log_lines(&self) -> usize {
+        0
+    }
+
     /// What `doctor` can prove about the hook without sending an event: `Ok`
     /// with what was checked, or `Err` with what is wrong.
     fn check(&self) -> BoxFuture<'_, Result<String, String>>;
@@ -167,6 +174,45 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Payload files are named `steerhook-payload-<uuid>.json`.
+const PAYLOAD_FILE_PREFIX: &str = "steerhook-payload-";
+const PAYLOAD_FILE_SUFFIX: &str = ".json";
+
+/// Whether `name` is one [`PayloadFile::create`] makes.
+fn is_payload_file_name(name: &str) -> bool {
+    name.strip_prefix(PAYLOAD_FILE_PREFIX)
+        .and_then(|rest| rest.strip_suffix(PAYLOAD_FILE_SUFFIX))
+        .is_some_and(|id| id.len() == 36 && uuid::Uuid::try_parse(id).is_ok())
+}
+
+/// Removes the payload files in `dir` that no attempt owns any more: those
+/// an attempt cut short by `kill -9` left (a normal end removes its own).
+/// Call it at startup, before any attempt runs, and only while no other
+/// process can be running attempts with this directory (the instance lock).
+/// Only regular files named as [`PayloadFile::create`] names them are
+/// touched. Returns how many were removed.
+pub fn remove_orphan_payload_files(dir: &Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let ours = entry.file_name().to_str().is_some_and(is_payload_file_name);
+        // file_type does not follow symlinks: a link is never ours.
+        if ours && entry.file_type()?.is_file() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// The private file holding one attempt's document (mode 0600 from its
 /// creation, never an existing file); removed when dropped, which also
 /// happens when the attempt's future is dropped.
@@ -183,7 +229,10 @@ impl PayloadFile {
         F: FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static,
     {
         use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join(format!("steerhook-payload-{}.json", uuid::Uuid::new_v4()));
+        let path = dir.join(format!(
+            "{PAYLOAD_FILE_PREFIX}{}{PAYLOAD_FILE_SUFFIX}",
+            uuid::Uuid::new_v4()
+        ));
         let payload = PayloadFile { path: path.clone() };
         tokio::task::spawn_blocking(move || {
             // create_new: never follow or reuse a file someone planted (O_EXCL).
@@ -217,6 +266,27 @@ impl Drop for PayloadFile {
             Err(err) => {
                 tracing::warn!(path = %self.path.display(), error = %err, "removing the payload file failed")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_the_worker_makes_are_payload_files() {
+        let ours = format!("steerhook-payload-{}.json", uuid::Uuid::new_v4());
+        assert!(is_payload_file_name(&ours));
+        for other in [
+            "steerhook-payload-.json",
+            "steerhook-payload-x.json",
+            "steerhook-payload-0123456789abcdef0123456789abcdef.json",
+            &format!("{ours}.bak"),
+            &format!("x{ours}"),
+            "notes.txt",
+        ] {
+            assert!(!is_payload_file_name(other), "{other}");
         }
     }
 }

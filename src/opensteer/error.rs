@@ -59,7 +59,7 @@ pub fn is_known_code(code: &str) -> bool {
 pub enum ErrorClass {
     /// Transient: timeouts, connection errors, 5xx, `CLOUD_TIMEOUT`,
     /// `CLOUD_CAPACITY_FULL`, `CLOUD_INTERNAL_ERROR`, `CLOUD_RUNTIME_GONE`,
-    /// unusable bodies. Retry with backoff.
+    /// unusable bodies (not JSON, cut short). Retry with backoff.
     Retry,
     /// 429 or `CLOUD_RATE_LIMITED`: retry after the server's `Retry-After`
     /// when it gave one (callers should cap it), else with backoff.
@@ -69,7 +69,7 @@ pub enum ErrorClass {
     /// Retrying will not help until the operator fixes the configuration.
     AuthFault,
     /// This request will never succeed: 404, `CLOUD_CONTRACT_MISMATCH`, any
-    /// other 4xx, an unusable run id.
+    /// other 4xx, an unusable run id, a body over `MAX_BODY_BYTES`.
     Terminal,
 }
 
@@ -129,14 +129,14 @@ impl fmt::Display for ApiError {
                     .to_owned()
             }
             (ErrorClass::RetryAfter(Some(after)), _) => {
-                format!("; rate limited, will retry after {}s", after.as_secs())
+                format!("; rate limited, Retry-After {}s", after.as_secs())
             }
-            (ErrorClass::RetryAfter(None), _) => "; rate limited, will retry later".to_owned(),
-            (ErrorClass::Retry, _) => "; will retry".to_owned(),
+            (ErrorClass::RetryAfter(None), _) => "; rate limited".to_owned(),
             (ErrorClass::Terminal, _) if self.status == 404 => {
-                "; the run does not exist or this API key cannot see it; not retried".to_owned()
+                "; the run does not exist, or this API key cannot see it".to_owned()
             }
-            (ErrorClass::Terminal, _) => "; not retried".to_owned(),
+            // What happens next (a retry, or giving up) is the caller's to say.
+            (ErrorClass::Retry | ErrorClass::Terminal, _) => String::new(),
         };
         f.write_str(&hint)
     }
@@ -157,7 +157,7 @@ pub enum OpensteerError {
         reason: &'static str,
     },
     /// No complete answer within `request_timeout` (or `connect_timeout`).
-    #[error("the Opensteer API did not answer {request} within {timeout:?}; will retry")]
+    #[error("the Opensteer API did not answer {request} within {timeout:?}")]
     Timeout {
         /// e.g. `GET /runs/r1`.
         request: String,
@@ -166,8 +166,8 @@ pub enum OpensteerError {
     },
     /// The TCP or TLS connection could not be made.
     #[error(
-        "could not connect to the Opensteer API at {endpoint} ({detail}); will retry. \
-         Check opensteer.base_url and the network"
+        "could not connect to the Opensteer API at {endpoint} ({detail}); \
+         check opensteer.base_url and the network"
     )]
     Connect {
         /// `scheme://host:port` of the API.
@@ -179,7 +179,7 @@ pub enum OpensteerError {
         source: reqwest::Error,
     },
     /// Any other transport failure (connection reset, protocol error...).
-    #[error("the request {request} to the Opensteer API failed ({detail}); will retry")]
+    #[error("the request {request} to the Opensteer API failed ({detail})")]
     Transport {
         /// e.g. `GET /runs/r1`.
         request: String,
@@ -193,7 +193,7 @@ pub enum OpensteerError {
     #[error("{0}")]
     Api(Box<ApiError>),
     /// A 2xx answer whose body cannot be used: not JSON, truncated, too large.
-    #[error("the Opensteer API answered {request} with an unusable body: {reason}; will retry")]
+    #[error("the Opensteer API answered {request} with an unusable body: {reason}")]
     InvalidBody {
         /// e.g. `GET /runs/r1`.
         request: String,
@@ -214,6 +214,11 @@ impl OpensteerError {
                 ErrorClass::Retry
             }
             Self::Api(api) => api.class(),
+            // Asking again gets the same body: the page is lost, not late.
+            Self::InvalidBody {
+                code: "BODY_TOO_LARGE",
+                ..
+            } => ErrorClass::Terminal,
             Self::InvalidBody { .. } => ErrorClass::Retry,
         }
     }

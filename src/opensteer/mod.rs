@@ -34,17 +34,22 @@ use crate::secret::Secret;
 
 mod error;
 mod read;
+mod timestamp;
 
 use error::{bound_text, parse_error_body};
 pub use error::{
     is_known_code, ApiError, ErrorClass, OpensteerError, API_ERROR_CODES, CLIENT_ERROR_CODES,
     MAX_EXCERPT_BYTES,
 };
-use read::parse_logs_page_owned;
-pub use read::{parse_logs_page, parse_retry_after, parse_run, LogsPage, RunResponse};
+pub use read::{
+    parse_logs_page, parse_retry_after, parse_run, read_logs_page, LogsPage, RawLogEntry,
+    RawLogsPage, RunResponse,
+};
+pub use timestamp::{rfc3339_us, timestamp_us, SECONDS_BELOW, TIMESTAMP_KEYS};
 
-/// The largest response body read from the API, in bytes; a larger body is an
-/// `BODY_TOO_LARGE` error (retryable: the next attempt may get a sane answer).
+/// The largest response body read from the API, in bytes; a larger body is a
+/// `BODY_TOO_LARGE` error, not retried (asking again gets the same body):
+/// log paging stops there and hooks are told their logs are partial.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// How much of an error response body is read, in bytes: enough for any
@@ -254,14 +259,15 @@ impl OpensteerClient {
     }
 
     /// `GET {base}/runs/{id}/logs?logLimit=N[&beforeLogCursor=C]`: one page,
-    /// parsed per [`parse_logs_page`]. `before_cursor` is the `next_cursor`
-    /// of the previous (newer) page; `None` asks for the newest page.
+    /// read per [`read_logs_page`] (its entries kept as the text the API
+    /// sent). `before_cursor` is the `next_cursor` of the previous (newer)
+    /// page; `None` asks for the newest page.
     #[tracing::instrument(skip_all, fields(run_id = %run_id))]
     pub async fn fetch_logs_page(
         &self,
         run_id: &str,
         before_cursor: Option<&str>,
-    ) -> Result<LogsPage, OpensteerError> {
+    ) -> Result<RawLogsPage, OpensteerError> {
         let mut url = self.run_url(run_id, true)?;
         {
             let mut query = url.query_pairs_mut();
@@ -271,9 +277,9 @@ impl OpensteerClient {
             }
         }
         let (request, body) = self.get_success(url).await?;
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|e| OpensteerError::invalid_body(&request, e))?;
-        parse_logs_page_owned(value).map_err(|e| match e {
+        let text =
+            String::from_utf8(body).map_err(|e| OpensteerError::invalid_body(&request, e))?;
+        read_logs_page(text).map_err(|e| match e {
             OpensteerError::InvalidBody { reason, code, .. } => OpensteerError::InvalidBody {
                 request,
                 reason,

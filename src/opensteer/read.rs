@@ -1,11 +1,19 @@
 //! The tolerant readers of SPEC §5: the run object, a logs page, and
 //! `Retry-After`. The API's shapes are not published, so each looks in
 //! several places and keeps what it does not understand.
+//!
+//! A logs page is read without building a tree of values: its entries stay
+//! slices of the body's text ([`RawLogsPage`]), which is what gets stored,
+//! so a page costs about its own size in memory, once.
 
+use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::timestamp::{timestamp_us, TIMESTAMP_KEYS};
 use super::OpensteerError;
 
 /// Keys that may hold a logs page's entries, in order of preference (SPEC.md §5).
@@ -29,13 +37,67 @@ pub struct RunResponse {
     pub raw: String,
 }
 
-/// One page of `GET /runs/{id}/logs`.
+impl RunResponse {
+    /// The run's `status`, when it is a string.
+    pub fn status(&self) -> Option<&str> {
+        self.run.get("status").and_then(Value::as_str)
+    }
+}
+
+/// One page of `GET /runs/{id}/logs`, as parsed values: what tests and the
+/// fuzzer compare. The client reads pages as [`RawLogsPage`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogsPage {
-    /// The entries as the API sent them: oldest first within the page.
+    /// The entries, in the order the API sent them.
     pub entries: Vec<Value>,
     /// The cursor of the next (older) page, if the API says there is one.
     pub next_cursor: Option<String>,
+}
+
+/// One page of `GET /runs/{id}/logs` as the API sent it: the body's text,
+/// where each entry is in it (and its timestamp), and the next cursor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawLogsPage {
+    text: String,
+    entries: Vec<RawLogEntry>,
+    /// The cursor of the next (older) page, if the API says there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// Where one entry of a [`RawLogsPage`] is, and when it was logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawLogEntry {
+    /// Its JSON text's place in the page's text.
+    pub span: Range<usize>,
+    /// Its timestamp (SPEC §5) in unix microseconds, when it has one.
+    pub ts_us: Option<i64>,
+}
+
+impl RawLogsPage {
+    /// The entries, in the order the API sent them.
+    pub fn entries(&self) -> &[RawLogEntry] {
+        &self.entries
+    }
+
+    /// The JSON text of entry `i`.
+    pub fn entry_text(&self, i: usize) -> Option<&str> {
+        self.text.get(self.entries.get(i)?.span.clone())
+    }
+
+    /// The page's text (entries are slices of it) and its entries.
+    pub fn into_parts(self) -> (String, Vec<RawLogEntry>) {
+        (self.text, self.entries)
+    }
+
+    /// The page as parsed values.
+    pub fn to_values(&self) -> LogsPage {
+        LogsPage {
+            entries: (0..self.entries.len())
+                .filter_map(|i| serde_json::from_str(self.entry_text(i)?).ok())
+                .collect(),
+            next_cursor: self.next_cursor.clone(),
+        }
+    }
 }
 
 /// The run object of a `GET /runs/{id}` body (SPEC.md §5): the body itself,
@@ -57,84 +119,220 @@ pub fn parse_run(body: Value) -> Value {
 ///   `nextBeforeLogCursor`, `beforeLogCursor`, `cursor`,
 ///   `pagination.nextCursor`; when there is none but `hasMore` is `true`,
 ///   the `cursor` or else the `id` (a string, or a number as its decimal
-///   text) of the oldest entry. Entries within a page are in chronological
-///   order, oldest first, so the oldest entry is the FIRST one;
+///   text) of the oldest entry. The order of entries within a page is not
+///   published: the oldest is the one with the earliest timestamp when
+///   every entry has one, else the first;
 /// - an object with no entries array is an empty page with no cursor (which
-///   ends paging), whatever else it holds;
-/// - a body that is neither an object nor an array (`null`, a string...) is
-///   an `INVALID_BODY` error, retryable.
-pub fn parse_logs_page(body: &Value) -> Result<LogsPage, OpensteerError> {
-    parse_logs_page_owned(body.clone())
-}
-
-/// [`parse_logs_page`] without copying the (possibly large) entries.
-pub(super) fn parse_logs_page_owned(body: Value) -> Result<LogsPage, OpensteerError> {
-    let mut map = match body {
-        Value::Array(entries) => {
-            return Ok(LogsPage {
-                entries,
-                next_cursor: None,
-            })
-        }
-        Value::Object(map) => map,
-        other => {
-            return Err(OpensteerError::invalid_body(
-                "a logs page",
-                format_args!("expected an object or an array, got {}", json_kind(&other)),
-            ))
-        }
-    };
-    let Some(entries_key) = ENTRY_KEYS
-        .into_iter()
-        .find(|k| map.get(*k).is_some_and(Value::is_array))
-    else {
-        return Ok(LogsPage::default());
-    };
-    let entries = match map.remove(entries_key) {
-        Some(Value::Array(entries)) => entries,
-        _ => Vec::new(), // just checked to be an array
-    };
-    let explicit = CURSOR_KEYS
-        .into_iter()
-        .find_map(|k| non_empty_str(map.get(k)))
-        .or_else(|| non_empty_str(map.get("pagination").and_then(|p| p.get("nextCursor"))));
-    let next_cursor = match explicit {
-        Some(cursor) => Some(cursor),
-        None if map.get("hasMore") == Some(&Value::Bool(true)) => {
-            entries.first().and_then(entry_cursor)
-        }
-        None => None,
-    };
-    Ok(LogsPage {
+///   ends paging), whatever else it holds; a key given twice counts as its
+///   last value;
+/// - a body that is neither an object nor an array (`null`, a string...),
+///   or not JSON, is an `INVALID_BODY` error, retryable.
+pub fn read_logs_page(text: String) -> Result<RawLogsPage, OpensteerError> {
+    let (entries, next_cursor) = read_page_parts(&text)?;
+    Ok(RawLogsPage {
+        text,
         entries,
         next_cursor,
     })
 }
 
-fn non_empty_str(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+/// [`read_logs_page`] of a parsed body, as values (for tests and fuzzing).
+pub fn parse_logs_page(body: &Value) -> Result<LogsPage, OpensteerError> {
+    read_logs_page(body.to_string()).map(|p| p.to_values())
 }
 
-/// The cursor an entry stands for: its `cursor`, else its `id`; strings or numbers.
-fn entry_cursor(entry: &Value) -> Option<String> {
-    let as_cursor = |v: Option<&Value>| match v {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+fn read_page_parts(text: &str) -> Result<(Vec<RawLogEntry>, Option<String>), OpensteerError> {
+    let invalid = |what: &dyn std::fmt::Display| OpensteerError::invalid_body("a logs page", what);
+    let body: &RawValue = serde_json::from_str(text).map_err(|e| invalid(&e))?;
+    let (array, members) = match body.get().as_bytes().first() {
+        Some(b'[') => (Some(body), None),
+        Some(b'{') => {
+            let f = fields(
+                body,
+                [
+                    "logs",
+                    "items",
+                    "data",
+                    "entries",
+                    "nextCursor",
+                    "nextBeforeLogCursor",
+                    "beforeLogCursor",
+                    "cursor",
+                    "pagination",
+                    "hasMore",
+                ],
+            )
+            .ok_or_else(|| invalid(&"an object that cannot be read"))?;
+            let array = f[..ENTRY_KEYS.len()]
+                .iter()
+                .flatten()
+                .copied()
+                .find(|v| v.get().starts_with('['));
+            (array, Some(f))
+        }
+        _ => {
+            return Err(invalid(&format_args!(
+                "expected an object or an array, got {}",
+                raw_kind(body)
+            )))
+        }
     };
-    as_cursor(entry.get("cursor")).or_else(|| as_cursor(entry.get("id")))
+    let Some(array) = array else {
+        return Ok((Vec::new(), None));
+    };
+    let items: Vec<&RawValue> = serde_json::from_str(array.get()).map_err(|e| invalid(&e))?;
+    let base = text.as_ptr() as usize;
+    let entries: Vec<RawLogEntry> = items
+        .iter()
+        .map(|item| {
+            let start = item.get().as_ptr() as usize - base;
+            RawLogEntry {
+                span: start..start + item.get().len(),
+                ts_us: fields(item, TIMESTAMP_KEYS)
+                    .and_then(|ts| ts.into_iter().flatten().find(|v| v.get() != "null"))
+                    .and_then(timestamp_us),
+            }
+        })
+        .collect();
+    let Some(f) = members else {
+        return Ok((entries, None));
+    };
+    let explicit = f[ENTRY_KEYS.len()..ENTRY_KEYS.len() + CURSOR_KEYS.len()]
+        .iter()
+        .flatten()
+        .find_map(|v| non_empty_string(v))
+        .or_else(|| {
+            let pagination = f[8]?;
+            non_empty_string(fields(pagination, ["nextCursor"])?[0]?)
+        });
+    let next_cursor = match explicit {
+        Some(cursor) => Some(cursor),
+        None if f[9].is_some_and(|v| v.get() == "true") => {
+            oldest(&entries).and_then(|i| entry_cursor(items[i]))
+        }
+        None => None,
+    };
+    Ok((entries, next_cursor))
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// The index of the oldest entry: the earliest timestamp (the first of
+/// equals) when every entry has one, else the first entry.
+fn oldest(entries: &[RawLogEntry]) -> Option<usize> {
+    let stamps: Option<Vec<i64>> = entries.iter().map(|e| e.ts_us).collect();
+    match stamps {
+        Some(stamps) => stamps
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, ts)| (**ts, *i))
+            .map(|(i, _)| i),
+        None => (!entries.is_empty()).then_some(0),
+    }
+}
+
+/// The values of `names` in the JSON object `raw` (the last, should a name
+/// repeat), skipping every other member without building it; `None` when
+/// `raw` is not an object.
+fn fields<'a, const N: usize>(
+    raw: &'a RawValue,
+    names: [&str; N],
+) -> Option<[Option<&'a RawValue>; N]> {
+    if !raw.get().starts_with('{') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    Fields { names: &names }.deserialize(&mut de).ok()
+}
+
+struct Fields<'n, const N: usize> {
+    names: &'n [&'n str; N],
+}
+
+impl<'de, const N: usize> DeserializeSeed<'de> for Fields<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for Fields<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = [None; N];
+        while let Some(i) = map.next_key_seed(KeyIndex(self.names))? {
+            match i {
+                Some(i) => found[i] = Some(map.next_value::<&'de RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A key's position in a list of names, read without allocating.
+struct KeyIndex<'n>(&'n [&'n str]);
+
+impl<'de> DeserializeSeed<'de> for KeyIndex<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIndex<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|n| *n == v))
+    }
+}
+
+/// A JSON string's value, when it is one and not empty.
+fn non_empty_string(v: &RawValue) -> Option<String> {
+    if !v.get().starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<String>(v.get())
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// The cursor an entry stands for: its `cursor`, else its `id`; strings or
+/// numbers (as their text).
+fn entry_cursor(entry: &RawValue) -> Option<String> {
+    let as_cursor = |v: Option<&RawValue>| {
+        let v = v?;
+        match v.get().as_bytes().first()? {
+            b'"' => non_empty_string(v),
+            b'-' | b'0'..=b'9' => Some(v.get().to_owned()),
+            _ => None,
+        }
+    };
+    let [cursor, id] = fields(entry, ["cursor", "id"])?;
+    as_cursor(cursor).or_else(|| as_cursor(id))
+}
+
+/// What kind of JSON value `raw` is, for messages.
+fn raw_kind(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 

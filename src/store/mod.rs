@@ -7,12 +7,16 @@
 //! - [`postgres`]: a server that several daemons share; batched inserts,
 //!   `SKIP LOCKED` claims under leases, `LISTEN/NOTIFY` wake-ups.
 
+mod logs;
 mod model;
 mod postgres;
 mod sqlite;
 
 pub use model::*;
-pub use postgres::{check_url as check_postgres_url, redacted_url as redacted_postgres_url};
+pub use postgres::{
+    check_url as check_postgres_url, redacted_url as redacted_postgres_url,
+    LOCK_MIGRATE as POSTGRES_MIGRATE_LOCK, LOCK_PRUNE as POSTGRES_PRUNE_LOCK,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{StorageBackend, StorageSettings, Synchronous};
+use crate::domain::EnrichmentError;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,9 @@ pub enum StoreError {
         known: i32,
     },
 }
+
+/// The chunks of [`Store::stream_logs_json`].
+pub type LogChunks = tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>>;
 
 /// How the SQLite store is opened.
 #[derive(Debug, Clone)]
@@ -250,8 +258,9 @@ impl Store {
     }
 
     /// Records the attempt and moves the job on, in one transaction. When a
-    /// fetch ends (either way) the event's deliveries are released. Keeps the
-    /// event's status in step with its jobs.
+    /// fetch ends (either way) the event's deliveries are released and its
+    /// enrichment is stored (`rec.enrichment`; without one, decided from
+    /// what the fetch stored). Keeps the event's status in step with its jobs.
     pub async fn record_attempt(
         &self,
         job: ClaimedJob,
@@ -276,14 +285,41 @@ impl Store {
         on_backend!(self, s => s.load_event(seq).await)
     }
 
-    /// The stored log entries of an event, oldest first.
-    pub async fn load_logs(&self, seq: i64) -> Result<Vec<String>, StoreError> {
-        on_backend!(self, s => s.load_logs(seq).await)
+    /// Every log entry of event `seq`, as one JSON array in the order of
+    /// SPEC §5 (by timestamp when every entry has one, else oldest page
+    /// first, each page as sent), in chunks of some 64 KiB: the store reads
+    /// row by row and the caller writes each chunk out, so a log of any size
+    /// passes through bounded memory. A database error ends the stream with
+    /// an `Err`; dropping the receiver stops the reading.
+    pub fn stream_logs_json(&self, seq: i64) -> LogChunks {
+        on_backend!(self, s => s.stream_logs_json(seq))
     }
 
-    /// Stores the run object.
-    pub async fn save_run(&self, seq: i64, run_json: String) -> Result<(), StoreError> {
-        on_backend!(self, s => s.save_run(seq, run_json).await)
+    /// The newest log entries of event `seq` within `bounds`, oldest first
+    /// (the order of SPEC §5), and how many there are in all.
+    pub async fn newest_logs(
+        &self,
+        seq: i64,
+        bounds: SummaryBounds,
+    ) -> Result<NewestLogs, StoreError> {
+        on_backend!(self, s => s.newest_logs(seq, bounds).await)
+    }
+
+    /// Stores the run object; with `unsettled`, the run is taken although
+    /// it has not settled, and the enrichment becomes partial for that reason.
+    pub async fn save_run(
+        &self,
+        seq: i64,
+        run_json: String,
+        unsettled: Option<EnrichmentError>,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, s => s.save_run(seq, run_json, unsettled).await)
+    }
+
+    /// Counts one more fetch of a run that had not settled (SPEC §5): such a
+    /// fetch is not a failure, and does not use up `fetch_max_attempts`.
+    pub async fn count_settle_poll(&self, seq: i64) -> Result<(), StoreError> {
+        on_backend!(self, s => s.count_settle_poll(seq).await)
     }
 
     /// Stores one page of logs and where paging goes next; a page stored
@@ -297,9 +333,14 @@ impl Store {
         on_backend!(self, s => s.cursor_seen(seq, cursor).await)
     }
 
-    /// Marks paging finished without a new page (repeated cursor, page limit).
-    pub async fn finish_logs(&self, seq: i64) -> Result<(), StoreError> {
-        on_backend!(self, s => s.finish_logs(seq).await)
+    /// Marks paging finished without a new page (a page limit, or the next
+    /// page would pass `max_log_bytes`); `stopped` says why it stopped early.
+    pub async fn finish_logs(
+        &self,
+        seq: i64,
+        stopped: Option<EnrichmentError>,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, s => s.finish_logs(seq, stopped).await)
     }
 
     /// Queue depth by kind and state.

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::domain::{EventType, IncomingEvent};
+use crate::domain::{Enrichment, EventType, IncomingEvent};
 
 /// Declares a closed set of words stored as text, with `as_str` and parsing.
 macro_rules! stored_words {
@@ -240,6 +240,9 @@ pub struct AttemptRecord {
     pub stdout: Option<Vec<u8>>,
     /// Error output tail.
     pub stderr: Option<Vec<u8>>,
+    /// For a fetch that ends (succeeded or failed): what the hooks are told
+    /// (SPEC §6), stored on the event in the same transaction.
+    pub enrichment: Option<Enrichment>,
 }
 
 /// Where the job goes after an attempt.
@@ -258,8 +261,10 @@ pub enum JobNext {
 pub struct StoredEvent {
     /// The row's key.
     pub seq: i64,
-    /// Event id.
+    /// Event id, unique among stored events.
     pub id: String,
+    /// The id the sender gave, when it gave one.
+    pub sender_id: Option<String>,
     /// Event type, as stored.
     pub event_type: String,
     /// Run id.
@@ -268,7 +273,8 @@ pub struct StoredEvent {
     pub received_at: i64,
     /// The webhook body, byte for byte as received.
     pub body: Vec<u8>,
-    /// The run object, once fetched.
+    /// The run object, once the fetch has accepted it (settled, or the
+    /// settle window is over).
     pub run_json: Option<String>,
     /// Where log paging resumes.
     pub logs_cursor: Option<String>,
@@ -276,8 +282,15 @@ pub struct StoredEvent {
     pub logs_pages: u32,
     /// Whether paging has finished.
     pub logs_complete: bool,
-    /// Why the fetch gave up, if it did.
-    pub enrichment_error: Option<String>,
+    /// Bytes of log entries stored so far (for `opensteer.max_log_bytes`).
+    pub logs_bytes: u64,
+    /// How many times the fetch asked for the run again while it had not
+    /// settled (SPEC §5); these are not failures.
+    pub settle_polls: u32,
+    /// What the fetch found, once known: partial as soon as a reason is
+    /// known (an unsettled run, a paging limit), final when the fetch ends;
+    /// `None` before that, and for events stored without `[opensteer]`.
+    pub enrichment: Option<Enrichment>,
 }
 
 /// One page of logs to store, and where paging goes next.
@@ -285,14 +298,80 @@ pub struct StoredEvent {
 pub struct LogPage {
     /// Page number, 0 for the newest.
     pub page: u32,
-    /// The entries, as JSON text, in the order the API sent them.
-    pub entries: Vec<String>,
+    /// The page's text (the API's body): each entry is a slice of it, so
+    /// the page is stored without copying it entry by entry.
+    pub text: String,
+    /// The entries, in the order the API sent them.
+    pub entries: Vec<LogEntry>,
     /// The cursor that fetched this page (none for the first).
     pub followed_cursor: Option<String>,
     /// Where the next page starts; none when paging is over.
     pub next_cursor: Option<String>,
     /// Whether this is the last page.
     pub complete: bool,
+    /// Leave out entries already stored for the event (the API repeated a
+    /// cursor, and may have sent a page again).
+    pub skip_stored: bool,
+    /// Why paging stops here early, if it does: the enrichment becomes
+    /// partial for this reason, in the same transaction.
+    pub stopped: Option<crate::domain::EnrichmentError>,
+}
+
+impl LogPage {
+    /// Bytes of entry text the page adds.
+    pub fn entry_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.span.len() as u64).sum()
+    }
+}
+
+/// One log entry of a [`LogPage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Where its JSON text is in [`LogPage::text`].
+    pub span: std::ops::Range<usize>,
+    /// Its timestamp (SPEC §5), unix microseconds, when it has one.
+    pub ts_us: Option<i64>,
+}
+
+/// The newest log entries of an event, for a summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewestLogs {
+    /// The entries, oldest first, as JSON text; an entry too large for a
+    /// summary is replaced by a JSON string saying so.
+    pub entries: Vec<String>,
+    /// How many entries the event has in all.
+    pub total: u64,
+}
+
+/// How much of the newest logs a summary may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryBounds {
+    /// At most this many entries.
+    pub entries: usize,
+    /// At most this many bytes of entries in all (at least one entry is kept).
+    pub total_bytes: usize,
+    /// An entry larger than this is replaced by a note of its size.
+    pub entry_bytes: usize,
+}
+
+/// How many ids derived from a sender's id are tried before one is made
+/// unique with a random part.
+pub const MAX_DERIVED_IDS: u32 = 8;
+
+/// The ids an event may be stored under, in order (SPEC §5): the sender's
+/// (or the generated) `id`; then `<id>~<h>`, where `<h>` is 12 hex digits of
+/// SHA-256 over the dedupe key (`<type>\n<run id>`), so the same event gets
+/// the same derived id each time; then `<id>~<h>.2` ... `.8`; and last
+/// `<id>~<random>`, which cannot be taken. Each is tried while the previous
+/// one is held by an event of another dedupe key.
+pub fn event_id_candidates(id: &str, event_type: &str, run_id: &str) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{event_type}\n{run_id}").as_bytes());
+    let h = &hex::encode(digest)[..12];
+    let mut ids = vec![id.to_owned(), format!("{id}~{h}")];
+    ids.extend((2..=MAX_DERIVED_IDS).map(|n| format!("{id}~{h}.{n}")));
+    ids.push(format!("{id}~{}", uuid::Uuid::new_v4().simple()));
+    ids
 }
 
 /// Queue depth, for `/metrics`.
@@ -402,14 +481,20 @@ pub struct EventDetail {
     pub client_addr: Option<String>,
     /// pending | done | failed
     pub status: String,
+    /// The id the sender gave (null when it gave none); it differs from
+    /// `id` when another stored event already held it (SPEC §5).
+    pub sender_id: Option<String>,
     /// The webhook body (JSON).
     pub payload: serde_json::Value,
     /// The run from the API, if fetched.
     pub run: Option<serde_json::Value>,
     /// Log entries stored.
     pub log_count: i64,
-    /// Why enrichment failed, if it did.
+    /// Why enrichment is not complete, if it is not (the message of `enrichment`).
     pub enrichment_error: Option<String>,
+    /// What the hooks are (or were) told about enrichment; null until the
+    /// fetch has decided, and for events stored without `[opensteer]`.
+    pub enrichment: Option<Enrichment>,
     /// The fetch job and each delivery.
     pub jobs: Vec<JobDetail>,
 }
@@ -437,6 +522,20 @@ pub struct Pruned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_for_one_dedupe_key_and_differ_between_keys() {
+        let a = event_id_candidates("evt_1", "run.succeeded", "run_a");
+        let again = event_id_candidates("evt_1", "run.succeeded", "run_a");
+        let b = event_id_candidates("evt_1", "run.succeeded", "run_b");
+        assert_eq!(a[0], "evt_1");
+        assert_eq!(a[..9], again[..9], "deterministic but for the last resort");
+        assert_ne!(a[1], b[1]);
+        assert!(a[1].starts_with("evt_1~") && a[1].len() == "evt_1~".len() + 12);
+        assert_eq!(a[2], format!("{}.2", a[1]));
+        assert_eq!(a.len(), 10);
+        assert_ne!(a[9], again[9]);
+    }
 
     #[test]
     fn stored_words_read_back_what_they_write() {

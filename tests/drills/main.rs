@@ -15,4 +15,5 @@ mod support;
 mod chaos;
 mod crash;
 mod disk_full;
+mod memory;
 mod slow_clients;

@@ -176,3 +176,72 @@ async fn mail_rejected_with_550_fails_the_delivery_with_the_servers_reply() {
     assert_eq!(db.event_status(&event_id), "failed");
     assert!(smtp.messages().is_empty());
 }
+
+/// The mail of a `run.failed` event whose run and logs the fake answers as given.
+async fn mail_for(
+    run: ResponseTemplate,
+    logs: Vec<(Option<&str>, ResponseTemplate)>,
+    opensteer_extra: &str,
+) -> String {
+    let smtp = SmtpServer::start().await;
+    let api = MockServer::start().await;
+    let (event_id, run_id) = (unique("evt"), unique("run"));
+    Mock::given(method("GET"))
+        .and(path(format!("/runs/{run_id}")))
+        .respond_with(run)
+        .mount(&api)
+        .await;
+    for (cursor, answer) in logs {
+        let mock = Mock::given(method("GET")).and(path(format!("/runs/{run_id}/logs")));
+        let mock = match cursor {
+            Some(c) => mock.and(wiremock::matchers::query_param("beforeLogCursor", c)),
+            None => mock.and(wiremock::matchers::query_param_is_missing(
+                "beforeLogCursor",
+            )),
+        };
+        mock.respond_with(answer).mount(&api).await;
+    }
+    let sandbox = Sandbox::new();
+    let app = mail_app(&sandbox, smtp.port())
+        .opensteer(&api.uri())
+        .opensteer_lines(opensteer_extra)
+        .spawn()
+        .await;
+    app.post_accepted(&failed_body(&event_id, &run_id)).await;
+    let (fetch, _) = app.step_ran().await;
+    assert_eq!(fetch.kind.as_str(), "fetch");
+    let (_, delivered) = app.step_ran().await;
+    assert_eq!(delivered, JobNext::Succeeded);
+    let messages = smtp.wait_for_messages(1, DEADLINE).await;
+    messages[0].body().to_owned()
+}
+
+#[tokio::test]
+async fn a_mail_whose_logs_stopped_early_says_they_are_incomplete_and_why() {
+    let run = ResponseTemplate::new(200).set_body_json(json!({"status": "failed"}));
+    let newest = ResponseTemplate::new(200).set_body_json(json!({
+        "logs": [{"message": "newest-line"}],
+        "nextCursor": "older"
+    }));
+    let gone = ResponseTemplate::new(409).set_body_json(
+        json!({"error": "cursor format changed", "code": "CLOUD_CONTRACT_MISMATCH"}),
+    );
+    let body = mail_for(run, vec![(None, newest), (Some("older"), gone)], "").await;
+
+    assert!(body.contains("newest-line"), "{body}");
+    assert!(body.contains("Logs incomplete"), "{body}");
+    assert!(
+        body.contains("CLOUD_CONTRACT_MISMATCH"),
+        "the reason: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_mail_whose_run_could_not_be_fetched_says_so_and_why() {
+    let run = ResponseTemplate::new(404)
+        .set_body_json(json!({"error": "no such run", "code": "NOT_FOUND"}));
+    let body = mail_for(run, Vec::new(), "settle_secs = 0").await;
+
+    assert!(body.contains("Run not fetched"), "{body}");
+    assert!(body.contains("no such run"), "the reason: {body}");
+}

@@ -141,3 +141,39 @@ async fn delivery_stopped_by_sigterm_after_the_grace_period_is_left_pending_and_
 
     restart_and_expect_the_second_attempt(builder, &sandbox, &event_id).await;
 }
+
+crate::backends! {
+    #[tokio::test]
+    async fn payload_files_left_by_a_killed_attempt_are_removed_at_start_and_nothing_else_is(backend) {
+        let sandbox = Sandbox::with_backend(backend);
+        let hook = sandbox.shell_hook("etl", &["run.succeeded"], "cat > /dev/null", "");
+        let builder = app_on(&sandbox).hook(&hook).stepped();
+        // The directory the app uses for its payload files.
+        let dir = {
+            let app = builder.clone().spawn().await;
+            app.stop().await;
+            sandbox.payload_dir()
+        };
+        assert!(dir.is_dir(), "{}", dir.display());
+        // What a kill -9 in the middle of an attempt leaves: the whole
+        // document, in a file named as the worker names them.
+        let orphan = dir.join(format!("steerhook-payload-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&orphan, br#"{"event":{"id":"evt_killed"},"logs":[1,2,3]}"#).unwrap();
+        let others = [
+            dir.join("notes.txt"),
+            dir.join("steerhook-payload-keep.json.bak"),
+            dir.join("my-steerhook-payload-1.json"),
+        ];
+        for other in &others {
+            std::fs::write(other, b"not ours").unwrap();
+        }
+
+        let app = builder.spawn().await;
+
+        assert!(!orphan.exists(), "the orphan is removed at start");
+        for other in &others {
+            assert!(other.exists(), "{} is left alone", other.display());
+        }
+        app.stop().await;
+    }
+}

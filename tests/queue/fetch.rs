@@ -247,6 +247,8 @@ async fn paging_stops_at_max_log_pages_and_the_fetch_still_succeeds() {
         (50..450).collect::<Vec<u64>>(),
         "the newest two pages, oldest first"
     );
+    assert_eq!(doc["enrichment"]["status"], json!("partial"), "{doc}");
+    assert_eq!(doc["enrichment"]["error"]["code"], json!("MAX_LOG_PAGES"));
     assert_eq!(sandbox.db().event_status(&id), "done");
     app.stop().await;
 }
@@ -269,7 +271,12 @@ crate::backends! {
             };
             mount_runs(&api, answer).await;
             let sandbox = Sandbox::with_backend(backend);
-            let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
+            // Without a settle window, a 404 is final at once (SPEC §5).
+            let app = queue_app(&sandbox, Some(&api))
+                .opensteer_lines("settle_secs = 0")
+                .stepped()
+                .spawn()
+                .await;
             let id = app.post_run("run_gone").await;
 
             let first = app.step().await;
@@ -289,12 +296,28 @@ crate::backends! {
                 enrichment_error.is_some(),
                 "HTTP {status}: the event says why it has no run"
             );
+            assert_eq!(
+                sandbox.db().event_status(&id),
+                "pending",
+                "HTTP {status}: its delivery is still to run"
+            );
 
             app.drain(5).await;
             let deliver = sandbox.db().job(&id, "deliver");
             assert_eq!(deliver.state, "succeeded", "HTTP {status}");
             let doc = sandbox.hook_document(&id);
             assert_eq!(doc["run"], Value::Null, "HTTP {status}");
+            assert_eq!(doc["enrichment"]["status"], json!("none"), "HTTP {status}");
+            assert_eq!(
+                doc["enrichment"]["error"]["code"],
+                json!(expected_code),
+                "HTTP {status}"
+            );
+            assert_eq!(
+                sandbox.db().event_status(&id),
+                "done",
+                "HTTP {status}: the hooks ran; a fetch that gave up does not fail the event"
+            );
             assert_eq!(doc["event"]["runId"], json!("run_gone"));
             assert_eq!(
                 requests_to(&api, "/runs/").await.len(),

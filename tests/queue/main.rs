@@ -6,8 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or tool: a panic names what failed
 
 mod crash;
+mod enrichment;
 mod fetch;
 mod idle;
+mod ids;
 mod load;
 mod order;
 mod panics;

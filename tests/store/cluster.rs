@@ -242,3 +242,182 @@ async fn two_daemons_taking_the_same_events_in_opposite_orders_never_deadlock() 
     }
     assert_eq!(accepted, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_on_one_daemon_at_a_time() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let a = db.open(routing(false, &[])).await;
+    a.insert_event(event(1)).await.unwrap(); // nothing to do: done at once
+                                             // Another daemon is pruning: it holds the lock in a session of its own.
+    let (other, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    other
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&steerhook::store::POSTGRES_PRUNE_LOCK],
+        )
+        .await
+        .unwrap();
+    let skipped = a.prune(T0, false).await.unwrap();
+    assert_eq!(
+        skipped.events, 0,
+        "the timer skips while another daemon prunes"
+    );
+    other
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&steerhook::store::POSTGRES_PRUNE_LOCK],
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.prune(T0, false).await.unwrap().events, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_is_told_at_start_how_its_hooks_differ_from_the_others() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.open(routing(false, &[])).await;
+    let hook = |name: &str, hash: &str| steerhook::store::HookConfig {
+        name: name.into(),
+        config_hash: hash.into(),
+    };
+    let first = store
+        .register_hooks(vec![hook("etl", "v1")], "host-a/10.0.0.11:8787".into(), T0)
+        .await
+        .unwrap();
+    assert!(
+        first.is_empty(),
+        "the first daemon has nobody to differ from: {first:?}"
+    );
+    let second = store
+        .register_hooks(
+            vec![hook("etl", "v2"), hook("mail", "v1")],
+            "host-b/10.0.0.12:8787".into(),
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(
+        second
+            .iter()
+            .any(|d| d.contains("\"etl\" is configured differently on daemon host-a")),
+        "{second:?}"
+    );
+    assert!(
+        second
+            .iter()
+            .any(|d| d.contains("\"mail\" is configured on this daemon but not on daemon host-a")),
+        "{second:?}"
+    );
+    // The same daemon restarting with the same hooks replaces its own record.
+    let again = store
+        .register_hooks(
+            vec![hook("etl", "v1")],
+            "host-a/10.0.0.11:8787".into(),
+            T0 + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2, "host-b still differs: {again:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM hook_configs WHERE daemon LIKE 'host-a%'"),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_schema_version_1_gets_unique_ids_and_keeps_what_hooks_were_told() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    drop(db.open(routing(false, &[])).await);
+    // Back to version 1, as a daemon before the second migration left it:
+    // a non-unique id index, and rows sharing an id.
+    db.execute_batch(
+        "DROP INDEX events_by_id;
+         CREATE INDEX events_by_id ON events (id);
+         DROP INDEX log_entries_by_ts;
+         ALTER TABLE log_entries DROP COLUMN ts;
+         ALTER TABLE events DROP COLUMN sender_id, DROP COLUMN enrichment_status,
+             DROP COLUMN enrichment_code, DROP COLUMN logs_bytes, DROP COLUMN settle_polls;
+         UPDATE steerhook_schema SET version = 1;
+         INSERT INTO events (seq, id, event_type, run_id, signed_at, received_at, body, run_json, logs_complete, enrichment_error)
+         VALUES (1, 'evt_a', 'run.succeeded', 'r1', 0, 0, convert_to('{\"id\":\"evt_a\"}', 'UTF8'), '{}', true, NULL),
+                (2, 'evt_a', 'run.succeeded', 'r2', 0, 0, convert_to('{\"id\":\"evt_a\"}', 'UTF8'), NULL, false, 'gone'),
+                (3, 'evt_gen', 'run.succeeded', 'r3', 0, 0, convert_to('{\"n\":1e99999}', 'UTF8'), NULL, false, NULL);
+         INSERT INTO jobs (event_seq, kind, state, due_at, created_at, updated_at, last_error_code)
+         VALUES (1, 'fetch', 'succeeded', 0, 0, 0, NULL), (2, 'fetch', 'failed', 0, 0, 0, 'HTTP_404');
+         INSERT INTO log_entries (event_seq, page, pos, entry) VALUES (1, 0, 0, '{\"a\":1}');",
+    );
+    drop(db.open(routing(false, &[])).await);
+    let rows = db.query::<(String, Option<String>, Option<String>, Option<String>, i64)>(
+        "SELECT id, sender_id, enrichment_status, enrichment_code, logs_bytes FROM events ORDER BY seq",
+        &[],
+    );
+    assert_eq!(
+        rows,
+        [
+            (
+                "evt_a".into(),
+                Some("evt_a".into()),
+                Some("complete".into()),
+                None,
+                7
+            ),
+            (
+                "evt_a~2".into(),
+                Some("evt_a".into()),
+                Some("none".into()),
+                Some("HTTP_404".into()),
+                0
+            ),
+            ("evt_gen".into(), None, None, None, 0),
+        ]
+    );
+    assert_eq!(db.count("SELECT version FROM steerhook_schema"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deliveries_of_one_event_finishing_on_two_daemons_at_once_leave_it_done() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let hooks = ["etl", "mail"];
+    let a = db.open(routing(false, &hooks)).await;
+    let b = db.open(routing(false, &hooks)).await;
+    register(&a, &hooks).await;
+    for round in 0..30 {
+        a.insert_event(event(round)).await.unwrap();
+        let x = a
+            .claim_due_job(claim_at(T0, &["etl"]))
+            .await
+            .unwrap()
+            .unwrap();
+        let y = b
+            .claim_due_job(claim_at(T0, &["mail"]))
+            .await
+            .unwrap()
+            .unwrap();
+        let (rx, ry) = tokio::join!(
+            a.record_attempt(x, ok(T0), JobNext::Succeeded, T0),
+            b.record_attempt(y, ok(T0), JobNext::Succeeded, T0)
+        );
+        rx.unwrap();
+        ry.unwrap();
+        let status = db.query_one::<String>(
+            "SELECT status FROM events WHERE run_id = $1",
+            &[&format!("run_{round}")],
+        );
+        assert_eq!(
+            status, "done",
+            "round {round}: a status computed from a stale view"
+        );
+    }
+}

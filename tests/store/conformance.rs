@@ -1,10 +1,11 @@
 //! What every backend must do the same way: dedupe, the jobs of a new
 //! event, claim order, retries, replay, prune, the views of `events`.
 
-use steerhook::domain::{EventType, IncomingEvent};
+use steerhook::domain::{Enrichment, EnrichmentError, EnrichmentStatus, EventType, IncomingEvent};
 use steerhook::store::{
     AttemptOutcome, AttemptRecord, ClaimFilter, ClaimedJob, EventFilter, EventStatus,
-    InsertOutcome, JobKind, JobNext, JobState, NewEvent, Routing, Store,
+    InsertOutcome, JobKind, JobNext, JobState, LogEntry, LogPage, NewEvent, Routing, Store,
+    SummaryBounds,
 };
 
 use crate::support::db::TestDb;
@@ -18,6 +19,7 @@ pub fn event(n: usize) -> NewEvent {
     NewEvent {
         event: IncomingEvent {
             id: format!("evt_{n}"),
+            sender_id: Some(format!("evt_{n}")),
             event_type: EventType::RunSucceeded,
             run_id: format!("run_{n}"),
             signed_at: (T0 / 1000) as u64,
@@ -66,6 +68,7 @@ pub fn ok(started_at: i64) -> AttemptRecord {
         exit_code: Some(0),
         stdout: Some(b"out".to_vec()),
         stderr: None,
+        enrichment: None,
     }
 }
 
@@ -237,40 +240,6 @@ crate::backends! {
         assert_eq!(again.attempt, 1);
     }
 
-    /// The deliveries of one event that finish at the same moment (on two
-    /// daemons, or in two slots of one) leave the event done: each outcome's
-    /// status update sees the other outcome.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn an_event_whose_deliveries_finish_at_the_same_moment_is_done(backend) {
-        const EVENTS: usize = 40;
-        let hooks = ["a", "b", "c"];
-        let db = TestDb::fresh(backend);
-        let store = db.open(routing(false, &hooks)).await;
-        register(&store, &hooks).await;
-        for n in 0..EVENTS {
-            store.insert_event(event(n)).await.unwrap();
-        }
-        let mut all_at_once = claim_at(T0, &hooks);
-        all_at_once.hook_limits = hooks.iter().map(|h| ((*h).to_owned(), 1_000)).collect();
-        let mut claimed = Vec::new();
-        while let Some(job) = store.claim_due_job(all_at_once.clone()).await.unwrap() {
-            claimed.push(job);
-        }
-        assert_eq!(claimed.len(), EVENTS * hooks.len());
-        futures_util::future::join_all(claimed.into_iter().map(|job| {
-            let store = store.clone();
-            async move { store.record_attempt(job, ok(T0), JobNext::Succeeded, T0 + 1).await }
-        }))
-        .await
-        .into_iter()
-        .collect::<Result<Vec<()>, _>>()
-        .unwrap();
-        assert_eq!(db.count("SELECT count(*) FROM jobs WHERE state <> 'succeeded'"), 0);
-        let statuses: Vec<(String, String)> =
-            db.query("SELECT id, status FROM events WHERE status <> 'done' ORDER BY seq", &[]);
-        assert!(statuses.is_empty(), "every delivery succeeded, yet: {statuses:?}");
-    }
-
     /// Retention deletes finished events only.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prune_deletes_finished_events_and_keeps_unfinished_ones(backend) {
@@ -316,5 +285,171 @@ crate::backends! {
         assert!(claim(&store, T0 + LEASE_MS + 1, &["etl"]).await.is_none(), "renewed");
         let taken = claim(&store, T0 + 2 * LEASE_MS + 1, &["etl"]).await.unwrap();
         assert_eq!((taken.id, taken.attempt), (job.id, 2));
+    }
+}
+
+/// A page of `entries` (JSON texts), each with a timestamp when `ts` gives one.
+fn page(n: u32, entries: &[(&str, Option<i64>)], next: Option<&str>) -> LogPage {
+    let mut text = String::new();
+    let mut spans = Vec::new();
+    for (e, ts) in entries {
+        let start = text.len();
+        text.push_str(e);
+        spans.push(LogEntry {
+            span: start..text.len(),
+            ts_us: *ts,
+        });
+        text.push(' ');
+    }
+    LogPage {
+        page: n,
+        text,
+        entries: spans,
+        followed_cursor: (n > 0).then(|| format!("c{n}")),
+        next_cursor: next.map(str::to_owned),
+        complete: next.is_none(),
+        skip_stored: false,
+        stopped: None,
+    }
+}
+
+/// Everything `stream_logs_json` sends, as one text.
+async fn streamed(store: &Store, seq: i64) -> String {
+    let mut rx = store.stream_logs_json(seq);
+    let mut out = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        out.extend(chunk.unwrap());
+    }
+    String::from_utf8(out).unwrap()
+}
+
+crate::backends! {
+    /// SPEC §5: an id another dedupe key holds gets a derived id, the same
+    /// each time for that key; the sender's is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_id_another_run_holds_gets_a_derived_one_and_the_senders_is_kept(backend) {
+        let db = TestDb::fresh(backend);
+        let store = db.open(routing(false, &[])).await;
+        assert_eq!(
+            store.insert_event(event(1)).await.unwrap(),
+            InsertOutcome::Accepted { id: "evt_1".into() }
+        );
+        let mut other_run = event(2);
+        other_run.event.id = "evt_1".into();
+        other_run.event.sender_id = Some("evt_1".into());
+        let InsertOutcome::Accepted { id: derived } =
+            store.insert_event(other_run.clone()).await.unwrap()
+        else {
+            panic!("another run is a new event")
+        };
+        assert!(derived.starts_with("evt_1~"), "{derived}");
+        assert_eq!(
+            store.insert_event(other_run).await.unwrap(),
+            InsertOutcome::Duplicate { id: derived.clone() },
+            "the sender's retry is still a duplicate"
+        );
+        let shown = store.find_event(derived.clone()).await.unwrap().unwrap();
+        assert_eq!((shown.run_id.as_str(), shown.sender_id.as_deref()), ("run_2", Some("evt_1")));
+        let first = store.find_event("evt_1".into()).await.unwrap().unwrap();
+        assert_eq!(first.run_id, "run_1");
+        assert_eq!(db.count("SELECT count(*) FROM events"), 2);
+    }
+
+    /// Many runs sent at once under one id (a batch on PostgreSQL, a group
+    /// commit on SQLite): each is stored once, each under an id of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_runs_sharing_one_id_each_get_an_id_of_their_own(backend) {
+        let db = TestDb::fresh(backend);
+        let store = db.open(routing(true, &["etl"])).await;
+        let calls = (0..40).map(|i| {
+            let store = store.clone();
+            let mut ev = event(i % 20);
+            ev.event.id = "evt_shared".into();
+            ev.event.sender_id = Some("evt_shared".into());
+            tokio::spawn(async move { store.insert_event(ev).await.unwrap() })
+        });
+        let outcomes = futures_util::future::join_all(calls).await;
+        let mut accepted = std::collections::HashSet::new();
+        for o in outcomes {
+            if let InsertOutcome::Accepted { id } = o.unwrap() {
+                assert!(accepted.insert(id.clone()), "{id} given twice");
+            }
+        }
+        assert_eq!(accepted.len(), 20, "one 202 per run");
+        assert!(accepted.contains("evt_shared"));
+        assert_eq!(db.count("SELECT count(DISTINCT id) FROM events"), 20);
+        assert_eq!(db.count("SELECT count(*) FROM jobs"), 40, "a fetch and a delivery each");
+    }
+
+    /// SPEC §5: logs oldest first, by timestamp when every entry has one
+    /// (ties oldest page first), else oldest page first as sent; the newest
+    /// for a summary the same way round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logs_stream_oldest_first_by_timestamp_else_by_page(backend) {
+        let db = TestDb::fresh(backend);
+        let store = db.open(routing(true, &[])).await;
+        store.insert_event(event(1)).await.unwrap();
+        store.insert_event(event(2)).await.unwrap();
+        // Pages newest first, entries newest first within each.
+        store.save_log_page(1, page(0, &[("4", Some(40)), ("3", Some(30))], Some("c1"))).await.unwrap();
+        store.save_log_page(1, page(1, &[("2", Some(30)), ("1", Some(10))], None)).await.unwrap();
+        assert_eq!(streamed(&store, 1).await, "[1,2,3,4]", "by time, the tie oldest page first");
+        let bounds = SummaryBounds { entries: 2, total_bytes: 1 << 20, entry_bytes: 1 << 10 };
+        let newest = store.newest_logs(1, bounds).await.unwrap();
+        assert_eq!((newest.entries, newest.total), (vec!["3".to_owned(), "4".to_owned()], 4));
+
+        store.save_log_page(2, page(0, &[("4", None), ("3", Some(30))], Some("c1"))).await.unwrap();
+        store.save_log_page(2, page(1, &[("2", Some(20)), ("1", Some(10))], None)).await.unwrap();
+        assert_eq!(streamed(&store, 2).await, "[2,1,4,3]", "one entry without a time: as sent");
+        let newest = store.newest_logs(2, bounds).await.unwrap();
+        assert_eq!(newest.entries, ["4", "3"]);
+        assert_eq!(streamed(&store, 3).await, "[]", "no logs");
+        assert_eq!(
+            db.query_one::<i64>("SELECT logs_bytes FROM events WHERE seq = $1", &[&2i64]),
+            4
+        );
+    }
+
+    /// A fetch that ends stores what the hooks are told with its attempt;
+    /// a limit reached along the way makes it partial, for the first reason.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetch_records_its_enrichment_with_its_attempt(backend) {
+        let db = TestDb::fresh(backend);
+        let store = db.open(routing(true, &["etl"])).await;
+        register(&store, &["etl"]).await;
+        store.insert_event(event(1)).await.unwrap();
+        let fetch = claim(&store, T0, &["etl"]).await.unwrap();
+        let seq = fetch.event_seq;
+        let why = |code: &str| EnrichmentError { code: code.into(), message: format!("{code} here") };
+        store.save_run(seq, "{}".into(), Some(why("RUN_NOT_SETTLED"))).await.unwrap();
+        store.finish_logs(seq, Some(why("MAX_LOG_PAGES"))).await.unwrap();
+        let ev = store.load_event(seq).await.unwrap();
+        assert_eq!(
+            ev.enrichment,
+            Some(Enrichment::because(EnrichmentStatus::Partial, "RUN_NOT_SETTLED", "RUN_NOT_SETTLED here"))
+        );
+        let rec = AttemptRecord { enrichment: ev.enrichment.clone(), ..ok(T0) };
+        store.record_attempt(fetch, rec, JobNext::Succeeded, T0).await.unwrap();
+        let shown = store.find_event("evt_1".into()).await.unwrap().unwrap();
+        assert_eq!(shown.enrichment.unwrap().status, EnrichmentStatus::Partial);
+        assert_eq!(shown.enrichment_error.as_deref(), Some("RUN_NOT_SETTLED here"));
+    }
+
+    /// SPEC §2: a fetch that gave up does not fail the event; a failed
+    /// delivery does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetch_that_gave_up_does_not_fail_the_event(backend) {
+        let db = TestDb::fresh(backend);
+        let store = db.open(routing(true, &["etl"])).await;
+        register(&store, &["etl"]).await;
+        store.insert_event(event(1)).await.unwrap();
+        let fetch = claim(&store, T0, &["etl"]).await.unwrap();
+        store.record_attempt(fetch, failed(T0, AttemptOutcome::Failed), JobNext::Failed, T0).await.unwrap();
+        let delivery = claim(&store, T0, &["etl"]).await.unwrap();
+        store.record_attempt(delivery, ok(T0), JobNext::Succeeded, T0).await.unwrap();
+        let shown = store.find_event("evt_1".into()).await.unwrap().unwrap();
+        assert_eq!(shown.status, "done");
+        // Without a record of its own (it panicked), none for a fetch with no run.
+        assert_eq!(shown.enrichment.unwrap().status, EnrichmentStatus::None);
     }
 }

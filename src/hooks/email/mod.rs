@@ -486,6 +486,10 @@ impl Sink for EmailSink {
             .map_or(Duration::ZERO, |m| m.timeout * 2)
     }
 
+    fn summary_log_lines(&self) -> usize {
+        self.spec.settings.log_lines
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<String, String>> {
         // The SMTP server itself is `doctor`'s `smtp` check; here, what is
         // particular to this hook.

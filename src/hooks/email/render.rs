@@ -97,7 +97,8 @@ pub(super) fn render_subject_for_hook(template: Option<&str>, doc: &Value, hook:
     truncate_chars(subject.trim(), MAX_SUBJECT_CHARS)
 }
 
-/// The plain-text body: run summary, the run's error, the newest `log_lines`
+/// The plain-text body: run summary, the run's error, whether the logs are
+/// incomplete (or the run was not fetched) and why, the newest `log_lines`
 /// log entries, and where to look for more.
 pub fn render_body(doc: &Value, log_lines: usize) -> String {
     let s = Summary::from_doc(doc);
@@ -134,14 +135,34 @@ pub fn render_body(doc: &Value, log_lines: usize) -> String {
     }
 
     body.push('\n');
+    let enrichment = doc.get("enrichment").unwrap_or(&Value::Null);
+    // "CODE: message", when enrichment is not complete.
+    let reason = enrichment.get("error").filter(|e| e.is_object()).map(|e| {
+        let code = first_scalar(e, &["code"]).unwrap_or_default();
+        let message = first_scalar(e, &["message"]).unwrap_or_default();
+        truncate_chars(&one_line(&format!("{code}: {message}")), MAX_ERROR_CHARS)
+    });
+    let partial = enrichment.get("status").and_then(Value::as_str) == Some("partial");
+    if partial {
+        body.push_str(&format!(
+            "Logs incomplete: {}.\n",
+            reason.as_deref().unwrap_or("paging stopped early")
+        ));
+    }
     match doc.get("logs") {
         Some(Value::Array(entries)) if log_lines > 0 && !entries.is_empty() => {
             let shown = &entries[entries.len().saturating_sub(log_lines)..];
-            if shown.len() < entries.len() {
+            // The document holds only the newest entries; logsTotal counts them all.
+            let total = doc
+                .get("logsTotal")
+                .and_then(Value::as_u64)
+                .map_or(entries.len(), |t| t as usize)
+                .max(entries.len());
+            if shown.len() < total {
                 body.push_str(&format!(
-                    "Last {} log lines (of {}):\n",
+                    "Last {} log lines (of {total}{}):\n",
                     shown.len(),
-                    entries.len()
+                    if partial { " fetched" } else { "" }
                 ));
             } else {
                 body.push_str(&format!("Last {} log lines:\n", shown.len()));
@@ -153,16 +174,21 @@ pub fn render_body(doc: &Value, log_lines: usize) -> String {
             }
         }
         Some(Value::Array(entries)) if entries.is_empty() => {
-            body.push_str("The run has no log lines.\n");
+            body.push_str(if partial {
+                "No log lines were fetched.\n"
+            } else {
+                "The run has no log lines.\n"
+            });
         }
         Some(Value::Array(_)) => {
             body.push_str("Log lines are not included (log_lines = 0).\n");
         }
-        _ => {
-            body.push_str(
-                "No logs were fetched (the Opensteer API is not configured or did not answer).\n",
-            );
-        }
+        _ => match &reason {
+            Some(reason) => body.push_str(&format!(
+                "Run not fetched: {reason}. The mail shows what the webhook said.\n"
+            )),
+            None => body.push_str("No logs: the Opensteer API is not configured ([opensteer]).\n"),
+        },
     }
 
     body.push_str(&format!(
@@ -523,7 +549,7 @@ mod tests {
                 "Status:    failed",
                 "Scraper:   news",
                 "boom",
-                "No logs were fetched",
+                "No logs: the Opensteer API is not configured",
             ] {
                 assert!(
                     body.contains(expected),
@@ -549,6 +575,35 @@ mod tests {
         assert!(body.contains("Finished:  done-at"), "{body}");
         let long = body.lines().find(|l| l.contains("yyy")).unwrap_or_default();
         assert_eq!(long.trim().chars().count(), MAX_LOG_LINE_CHARS);
+    }
+
+    #[test]
+    fn body_says_when_logs_are_incomplete_or_the_run_was_not_fetched() {
+        let mut doc = doc_with_run();
+        doc["logsTotal"] = json!(450);
+        doc["enrichment"] = json!({"status": "partial",
+            "error": {"code": "HTTP_500", "message": "page 2 answered 500"}});
+        let body = render_body(&doc, 2);
+        assert!(
+            body.contains("Logs incomplete: HTTP_500: page 2 answered 500."),
+            "{body}"
+        );
+        assert!(
+            body.contains("Last 2 log lines (of 450 fetched):"),
+            "{body}"
+        );
+
+        let doc = json!({
+            "event": {"id": "e", "type": "run.failed", "runId": "r", "payload": {}},
+            "run": null, "logs": null,
+            "enrichment": {"status": "none", "error": {"code": "HTTP_404", "message": "no such run"}}
+        });
+        let body = render_body(&doc, 2);
+        assert!(
+            body.contains("Run not fetched: HTTP_404: no such run."),
+            "{body}"
+        );
+        assert!(!body.contains("Logs incomplete"), "{body}");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub(super) async fn list_events(
         .collect())
 }
 
-/// Finds an event by id (the newest, should the sender have reused an id).
+/// Finds an event by id (ids are unique; SPEC §5).
 pub(super) async fn find_event(
     client: &Client,
     id: &str,
@@ -80,8 +80,9 @@ pub(super) async fn find_event(
         .query_opt(
             "SELECT seq, id, event_type, run_id, received_at, signed_at, client_addr, status, body,
                     run_json, enrichment_error,
-                    (SELECT count(*) FROM log_entries WHERE event_seq = events.seq)
-             FROM events WHERE id = $1 ORDER BY seq DESC LIMIT 1",
+                    (SELECT count(*) FROM log_entries WHERE event_seq = events.seq),
+                    sender_id, enrichment_status, enrichment_code
+             FROM events WHERE id = $1",
             &[&id],
         )
         .await
@@ -106,6 +107,8 @@ pub(super) async fn find_event(
         run: run.and_then(|r| serde_json::from_str(&r).ok()),
         enrichment_error: r.get(10),
         log_count: r.get(11),
+        sender_id: r.get(12),
+        enrichment: super::queries::enrichment_from(r.get(13), r.get(14), r.get(10))?,
         jobs: Vec::new(),
     };
     let jobs = client
@@ -190,7 +193,9 @@ pub(super) async fn replay(
         if report.refetch {
             tx.execute(
                 "UPDATE events SET run_json = NULL, logs_cursor = NULL, logs_pages = 0,
-                        logs_complete = false, enrichment_error = NULL WHERE seq = $1",
+                        logs_complete = false, logs_bytes = 0, settle_polls = 0,
+                        enrichment_status = NULL, enrichment_code = NULL, enrichment_error = NULL
+                 WHERE seq = $1",
                 &[&seq],
             )
             .await

@@ -27,25 +27,32 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+use super::logs::{ChunkedArray, LOG_CHUNKS_AHEAD};
 use super::{
     AttemptRecord, ClaimFilter, ClaimedJob, EventDetail, EventFilter, EventSummary, HookConfig,
-    InsertOutcome, JobNext, LogPage, NewEvent, Pruned, QuarantinedBody, QueueCounts, ReplayReport,
-    Routing, StoreError, StoredEvent,
+    InsertOutcome, JobNext, LogChunks, LogPage, NewEvent, NewestLogs, Pruned, QuarantinedBody,
+    QueueCounts, ReplayReport, Routing, StoreError, StoredEvent, SummaryBounds,
 };
+use crate::domain::EnrichmentError;
 
 /// Most events one ingest transaction takes.
 const MAX_BATCH_EVENTS: usize = 128;
+/// Ingest transactions in flight at once.
+const BATCHERS: usize = 2;
 /// Inserts waiting for a batch before senders have to wait.
 const INSERT_QUEUE_LEN: usize = 8_192;
 /// How long a request waits for a pooled connection before giving up (503).
 const POOL_WAIT: Duration = Duration::from_secs(5);
 /// How long opening one connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Log rows fetched from the server at a time while streaming a log.
+const LOG_ROWS_PER_FETCH: i32 = 64;
 /// The channel work is announced on.
 const WORK_CHANNEL: &str = "steerhook_work";
-/// Advisory lock keys (arbitrary, fixed): schema migration, retention.
-const LOCK_MIGRATE: i64 = 0x5374_6565_7268_6f6f;
-const LOCK_PRUNE: i64 = 0x5374_6565_7268_7072;
+/// Advisory lock key (arbitrary, fixed) held while the schema is migrated.
+pub const LOCK_MIGRATE: i64 = 0x5374_6565_7268_6f6f;
+/// Advisory lock key held while a daemon prunes (`pg_locks` shows it).
+pub const LOCK_PRUNE: i64 = 0x5374_6565_7268_7072;
 
 /// Turns a driver error, with its causes, into ours.
 pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
@@ -229,9 +236,11 @@ impl PgStore {
                 location,
             }),
         };
-        // Batches run on separate connections, so a slow commit does not hold
-        // the next batch back; half the pool, leaving the rest to the worker.
-        let batchers = (pool_size / 2).clamp(1, 8);
+        // Two batches at once: one commits while the next gathers the
+        // inserts that arrive meanwhile; more would only make the batches
+        // smaller (more commits for the server) and take connections the
+        // worker needs (figures in docs/PERFORMANCE.md).
+        let batchers = (pool_size / 2).clamp(1, BATCHERS);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..batchers {
             tokio::spawn(run_batcher(
@@ -531,26 +540,127 @@ impl PgStore {
         queries::load_event(&client, seq).await
     }
 
-    /// The stored log entries, oldest first.
-    pub async fn load_logs(&self, seq: i64) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT entry FROM log_entries WHERE event_seq = $1 ORDER BY page DESC, pos ASC",
-                &[&seq],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+    /// The event's logs as a JSON array (see [`super::Store::stream_logs_json`]).
+    pub fn stream_logs_json(&self, seq: i64) -> LogChunks {
+        use tracing::Instrument;
+        let (tx, rx) = mpsc::channel(LOG_CHUNKS_AHEAD);
+        let store = self.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = store.write_logs_json(seq, &tx).await {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        rx
     }
 
-    /// Stores the run object.
-    pub async fn save_run(&self, seq: i64, run_json: String) -> Result<(), StoreError> {
+    /// Sends the chunks of [`PgStore::stream_logs_json`]: one read-only
+    /// snapshot, rows fetched [`LOG_ROWS_PER_FETCH`] at a time through a
+    /// portal (never the whole log in memory), in index order.
+    async fn write_logs_json(
+        &self,
+        seq: i64,
+        out: &mpsc::Sender<Result<Vec<u8>, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let mut array = ChunkedArray::new();
+        let by_time = queries::every_entry_has_a_timestamp(&tx, seq).await?;
+        let pages = if by_time {
+            vec![None]
+        } else {
+            (0..queries::stored_pages(&tx, seq).await?)
+                .rev()
+                .map(Some)
+                .collect()
+        };
+        for page in pages {
+            let portal = match page {
+                None => {
+                    tx.bind(
+                        "SELECT entry FROM log_entries WHERE event_seq = $1 ORDER BY ts, page DESC, pos",
+                        &[&seq],
+                    )
+                    .await
+                }
+                Some(page) => {
+                    tx.bind(
+                        "SELECT entry FROM log_entries WHERE event_seq = $1 AND page = $2 ORDER BY pos",
+                        &[&seq, &page],
+                    )
+                    .await
+                }
+            }
+            .map_err(pg_error)?;
+            loop {
+                let rows = tx
+                    .query_portal(&portal, LOG_ROWS_PER_FETCH)
+                    .await
+                    .map_err(pg_error)?;
+                if rows.is_empty() {
+                    break;
+                }
+                for row in rows {
+                    let entry: &str = row.get(0);
+                    if let Some(chunk) = array.push(entry.as_bytes()) {
+                        if out.send(Ok(chunk)).await.is_err() {
+                            // Nobody reads any more.
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        let _ = out.send(Ok(array.finish())).await;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    /// The newest log entries within `bounds`.
+    pub async fn newest_logs(
+        &self,
+        seq: i64,
+        bounds: SummaryBounds,
+    ) -> Result<NewestLogs, StoreError> {
+        let mut client = self.client().await?;
+        queries::newest_logs(&mut client, seq, &bounds).await
+    }
+
+    /// Stores the run object, and why it is taken although it has not settled.
+    pub async fn save_run(
+        &self,
+        seq: i64,
+        run_json: String,
+        unsettled: Option<EnrichmentError>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute(
+            "UPDATE events SET run_json = $2 WHERE seq = $1",
+            &[&seq, &run_json],
+        )
+        .await
+        .map_err(pg_error)?;
+        if let Some(why) = &unsettled {
+            queries::mark_partial(&tx, seq, why).await?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    /// Counts a fetch of a run that had not settled.
+    pub async fn count_settle_poll(&self, seq: i64) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE events SET run_json = $2 WHERE seq = $1",
-                &[&seq, &run_json],
+                "UPDATE events SET settle_polls = settle_polls + 1 WHERE seq = $1",
+                &[&seq],
             )
             .await
             .map_err(pg_error)?;
@@ -576,17 +686,24 @@ impl PgStore {
         Ok(row.is_some())
     }
 
-    /// Marks paging finished.
-    pub async fn finish_logs(&self, seq: i64) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE events SET logs_complete = true, logs_cursor = NULL WHERE seq = $1",
-                &[&seq],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(())
+    /// Marks paging finished, and why it stopped early.
+    pub async fn finish_logs(
+        &self,
+        seq: i64,
+        stopped: Option<EnrichmentError>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute(
+            "UPDATE events SET logs_complete = true, logs_cursor = NULL WHERE seq = $1",
+            &[&seq],
+        )
+        .await
+        .map_err(pg_error)?;
+        if let Some(why) = &stopped {
+            queries::mark_partial(&tx, seq, why).await?;
+        }
+        tx.commit().await.map_err(pg_error)
     }
 
     /// Queue depth by kind and state.

@@ -1,26 +1,42 @@
 //! The statements of ingest and the worker on PostgreSQL.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use deadpool_postgres::{Client, GenericClient};
 
 use super::{pg_error, WORK_CHANNEL};
+use crate::domain::{Enrichment, EnrichmentError, EnrichmentStatus};
+use crate::store::logs::Newest;
 use crate::store::{
-    AttemptRecord, ClaimFilter, ClaimedJob, HookConfig, InsertOutcome, JobKind, JobNext, JobState,
-    LogPage, NewEvent, Routing, StoreError, StoredEvent,
+    event_id_candidates, AttemptRecord, ClaimFilter, ClaimedJob, HookConfig, InsertOutcome,
+    JobKind, JobNext, JobState, LogPage, NewEvent, NewestLogs, Routing, StoreError, StoredEvent,
+    SummaryBounds,
 };
 
-/// Inserts a batch of events and their jobs in one transaction; the answers
-/// are in the order of `events`, and only valid once this returns `Ok`
-/// (the commit has happened).
+/// Inserts a batch of events and their jobs in one statement (atomic, so no
+/// explicit transaction: one round trip); the answers are in the order of
+/// `events`, and only valid once this returns `Ok` (the commit has happened).
+/// An event whose id another stored event holds (SPEC §5) is then inserted
+/// alone, under the first free id derived from it.
 pub(super) async fn insert_batch(
     client: &mut Client,
     events: &[&NewEvent],
     routing: &Routing,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
-    let tx = client.transaction().await.map_err(pg_error)?;
-    let n = events.len();
+    // The first event of each dedupe key goes to the database; a later one
+    // in the same batch is its duplicate.
+    let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut unique = Vec::with_capacity(events.len());
+    for (i, ev) in events.iter().enumerate() {
+        let key = (ev.event.event_type.as_str(), ev.event.run_id.as_str());
+        if let std::collections::hash_map::Entry::Vacant(v) = first_of.entry(key) {
+            v.insert(i);
+            unique.push(*ev);
+        }
+    }
+    let n = unique.len();
     let mut ids = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
     let mut runs = Vec::with_capacity(n);
     let mut signed = Vec::with_capacity(n);
@@ -28,153 +44,259 @@ pub(super) async fn insert_batch(
     let mut clients = Vec::with_capacity(n);
     let mut bodies = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
-    // One row per dedupe key goes to the INSERT: the batch's first event
-    // with the key, which is then the one answered 202 (below). Given two
-    // rows with one key, the INSERT would keep whichever its sort put first,
-    // and the 202 could name an event that was not stored.
-    let mut batch_keys = HashSet::with_capacity(n);
-    for ev in events {
+    let (mut job_type, mut job_run, mut job_kind, mut job_hook, mut job_state) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ev in &unique {
         let e = &ev.event;
-        if !batch_keys.insert((e.event_type.as_str(), e.run_id.as_str())) {
-            continue;
-        }
-        let has_jobs = routing.enrich || routing.hooks_for(e.event_type).next().is_some();
         ids.push(e.id.as_str());
+        senders.push(e.sender_id.as_deref());
         types.push(e.event_type.as_str());
         runs.push(e.run_id.as_str());
         signed.push(e.signed_at as i64);
         received.push(ev.received_at);
         clients.push(ev.client_addr.as_deref());
         bodies.push(e.body.as_slice());
+        let jobs = new_jobs(e.event_type, routing);
         // Nothing to do for this event: it is finished as soon as it is stored.
-        statuses.push(if has_jobs { "pending" } else { "done" });
+        statuses.push(if jobs.is_empty() { "done" } else { "pending" });
+        for (kind, hook, state) in jobs {
+            job_type.push(e.event_type.as_str());
+            job_run.push(e.run_id.as_str());
+            job_kind.push(kind);
+            job_hook.push(hook);
+            job_state.push(state);
+        }
     }
-    // One statement for the whole batch. ON CONFLICT DO NOTHING also settles
-    // a race with another daemon inserting the same event: the later
-    // transaction waits for the earlier one, then inserts nothing.
-    let insert = tx
+    // The events, their jobs and the wake-up of idle daemons in one
+    // statement. ON CONFLICT DO NOTHING also settles a race with another
+    // daemon inserting the same event: the later statement waits for the
+    // earlier one's commit, then inserts nothing. It is on any unique index,
+    // the id's too: an event whose id is taken is left out here, not an
+    // error that would fail the batch. Rows go in key order, so two
+    // statements sharing events take the keys' locks in the same order and
+    // wait for each other instead of deadlocking.
+    let insert = client
         .prepare_cached(
-            "INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body, status)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                                  $6::text[], $7::bytea[], $8::text[])
-                 AS t(id, event_type, run_id, signed_at, received_at, client_addr, body, status)
-             -- Every transaction takes the keys' locks in the same order, so
-             -- two batches sharing events (the same event sent to two
-             -- daemons) wait for each other instead of deadlocking.
-             ORDER BY event_type, run_id
-             ON CONFLICT (event_type, run_id) DO NOTHING
-             RETURNING seq, event_type, run_id",
+            "WITH ins AS (
+                 INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body, status, sender_id)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                                      $6::text[], $7::bytea[], $8::text[], $14::text[])
+                     AS t(id, event_type, run_id, signed_at, received_at, client_addr, body, status, sender_id)
+                 ORDER BY event_type, run_id
+                 ON CONFLICT DO NOTHING
+                 RETURNING seq, event_type, run_id, received_at
+             ), new_jobs AS (
+                 INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
+                 SELECT ins.seq, j.kind, j.hook, j.state, ins.received_at, ins.received_at, ins.received_at
+                 FROM ins JOIN unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+                     AS j(event_type, run_id, kind, hook, state)
+                   ON j.event_type = ins.event_type AND j.run_id = ins.run_id
+                 ORDER BY ins.seq
+                 RETURNING 1
+             ), woke AS (
+                 SELECT pg_notify('steerhook_work', '') FROM (SELECT 1 FROM new_jobs LIMIT 1) AS any_job
+             )
+             SELECT event_type, run_id, (SELECT count(*) FROM woke) FROM ins",
         )
         .await
         .map_err(pg_error)?;
-    let rows = tx
+    let rows = client
         .query(
             &insert,
             &[
-                &ids, &types, &runs, &signed, &received, &clients, &bodies, &statuses,
+                &ids, &types, &runs, &signed, &received, &clients, &bodies, &statuses, &job_type,
+                &job_run, &job_kind, &job_hook, &job_state, &senders,
             ],
         )
         .await
         .map_err(pg_error)?;
-    let inserted: HashMap<(String, String), i64> = rows
+    // The id each key was stored under by this call.
+    let mut inserted: HashMap<(String, String), String> = HashMap::new();
+    let batch: std::collections::HashSet<(String, String)> = rows
         .iter()
-        .map(|r| ((r.get::<_, String>(1), r.get::<_, String>(2)), r.get(0)))
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect();
-
-    // The event that got the row answers 202; any other with its key (sent
-    // earlier, by another daemon, or twice in this batch) is a duplicate.
-    let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; n];
-    let mut claimed_keys = HashSet::new();
-    let mut job_event = Vec::new();
-    let mut job_kind = Vec::new();
-    let mut job_hook = Vec::new();
-    let mut job_state = Vec::new();
-    let mut job_due = Vec::new();
-    let mut duplicates = Vec::new();
-    for (i, ev) in events.iter().enumerate() {
-        let e = &ev.event;
-        let key = (e.event_type.as_str().to_owned(), e.run_id.clone());
-        match inserted.get(&key) {
-            Some(&seq) if claimed_keys.insert(key.clone()) => {
-                outcomes[i] = Some(InsertOutcome::Accepted { id: e.id.clone() });
-                let deliver_state = if routing.enrich {
-                    job_event.push(seq);
-                    job_kind.push(JobKind::Fetch.as_str());
-                    job_hook.push("");
-                    job_state.push(JobState::Pending.as_str());
-                    job_due.push(ev.received_at);
-                    JobState::Blocked
-                } else {
-                    JobState::Pending
-                };
-                for hook in routing.hooks_for(e.event_type) {
-                    job_event.push(seq);
-                    job_kind.push(JobKind::Deliver.as_str());
-                    job_hook.push(hook);
-                    job_state.push(deliver_state.as_str());
-                    job_due.push(ev.received_at);
-                }
+    for ev in &unique {
+        let key = (
+            ev.event.event_type.as_str().to_owned(),
+            ev.event.run_id.clone(),
+        );
+        if batch.contains(&key) {
+            inserted.insert(key, ev.event.id.clone());
+        }
+    }
+    // Keys another statement stored first: their stored ids (committed,
+    // since ours waited for them).
+    let taken: Vec<&NewEvent> = unique
+        .iter()
+        .filter(|ev| {
+            !inserted.contains_key(&(
+                ev.event.event_type.as_str().to_owned(),
+                ev.event.run_id.clone(),
+            ))
+        })
+        .copied()
+        .collect();
+    let mut stored = find_stored_ids(client, &taken).await?;
+    // Neither stored by us nor by anyone: the event's id is another event's.
+    for ev in taken {
+        let key = (
+            ev.event.event_type.as_str().to_owned(),
+            ev.event.run_id.clone(),
+        );
+        if stored.contains_key(&key) {
+            continue;
+        }
+        match insert_with_derived_id(client, ev, routing).await? {
+            Some(id) => {
+                inserted.insert(key, id);
             }
-            _ => duplicates.push(i),
+            // Its key was stored meanwhile, by another daemon.
+            None => stored.extend(find_stored_ids(client, &[ev]).await?),
         }
     }
-    if !duplicates.is_empty() {
-        let dup_types: Vec<&str> = duplicates
-            .iter()
-            .map(|&i| events[i].event.event_type.as_str())
-            .collect();
-        let dup_runs: Vec<&str> = duplicates
-            .iter()
-            .map(|&i| events[i].event.run_id.as_str())
-            .collect();
-        let rows = tx
-            .query(
-                "SELECT e.event_type, e.run_id, e.id FROM events e
-                 JOIN unnest($1::text[], $2::text[]) AS k(event_type, run_id)
-                   ON e.event_type = k.event_type AND e.run_id = k.run_id",
-                &[&dup_types, &dup_runs],
-            )
-            .await
-            .map_err(pg_error)?;
-        let stored: HashMap<(String, String), String> = rows
-            .iter()
-            .map(|r| ((r.get::<_, String>(0), r.get::<_, String>(1)), r.get(2)))
-            .collect();
-        for i in duplicates {
-            let e = &events[i].event;
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            let e = &ev.event;
             let key = (e.event_type.as_str().to_owned(), e.run_id.clone());
-            let id = stored.get(&key).cloned().ok_or_else(|| {
-                StoreError::Database(format!(
-                    "event {} was neither stored nor found stored",
-                    e.id
-                ))
-            })?;
-            outcomes[i] = Some(InsertOutcome::Duplicate { id });
-        }
+            let first = first_of[&(e.event_type.as_str(), e.run_id.as_str())];
+            match inserted.get(&key) {
+                Some(id) if first == i => Ok(InsertOutcome::Accepted { id: id.clone() }),
+                Some(id) => Ok(InsertOutcome::Duplicate { id: id.clone() }),
+                None => stored
+                    .get(&key)
+                    .map(|id| InsertOutcome::Duplicate { id: id.clone() })
+                    .ok_or_else(|| {
+                        StoreError::Database(format!(
+                            "event {} was neither stored nor found stored",
+                            e.id
+                        ))
+                    }),
+            }
+        })
+        .collect()
+}
+
+/// The jobs a new event of `event_type` gets: (kind, hook, state).
+fn new_jobs(
+    event_type: crate::domain::EventType,
+    routing: &Routing,
+) -> Vec<(&'static str, &str, &'static str)> {
+    let mut jobs = Vec::new();
+    let deliver_state = if routing.enrich {
+        jobs.push((JobKind::Fetch.as_str(), "", JobState::Pending.as_str()));
+        JobState::Blocked
+    } else {
+        JobState::Pending
+    };
+    for hook in routing.hooks_for(event_type) {
+        jobs.push((JobKind::Deliver.as_str(), hook, deliver_state.as_str()));
     }
-    if !job_event.is_empty() {
-        let jobs = tx
-            .prepare_cached(
-                "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
-                 SELECT s, k, h, st, d, d, d
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[])
-                      AS t(s, k, h, st, d)",
-            )
-            .await
-            .map_err(pg_error)?;
-        tx.execute(
-            &jobs,
-            &[&job_event, &job_kind, &job_hook, &job_state, &job_due],
+    jobs
+}
+
+/// The ids the events stored under the dedupe keys of `events` have.
+async fn find_stored_ids(
+    client: &Client,
+    events: &[&NewEvent],
+) -> Result<HashMap<(String, String), String>, StoreError> {
+    if events.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let types: Vec<&str> = events.iter().map(|e| e.event.event_type.as_str()).collect();
+    let runs: Vec<&str> = events.iter().map(|e| e.event.run_id.as_str()).collect();
+    let rows = client
+        .query(
+            "SELECT e.event_type, e.run_id, e.id FROM events e
+             JOIN unnest($1::text[], $2::text[]) AS k(event_type, run_id)
+               ON e.event_type = k.event_type AND e.run_id = k.run_id",
+            &[&types, &runs],
         )
         .await
         .map_err(pg_error)?;
-        notify_work(&tx).await?;
-    }
-    tx.commit().await.map_err(pg_error)?;
-    outcomes
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get::<_, String>(0), r.get::<_, String>(1)), r.get(2)))
+        .collect())
+}
+
+/// Inserts `ev` and its jobs, in one statement, under the first free id
+/// derived from its own (SPEC §5); `None` when its dedupe key is stored
+/// meanwhile (a duplicate).
+async fn insert_with_derived_id(
+    client: &Client,
+    ev: &NewEvent,
+    routing: &Routing,
+) -> Result<Option<String>, StoreError> {
+    let e = &ev.event;
+    let jobs = new_jobs(e.event_type, routing);
+    let status = if jobs.is_empty() { "done" } else { "pending" };
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.0).collect();
+    let hooks: Vec<&str> = jobs.iter().map(|j| j.1).collect();
+    let states: Vec<&str> = jobs.iter().map(|j| j.2).collect();
+    let insert = client
+        .prepare_cached(
+            "WITH ins AS (
+                 INSERT INTO events (id, sender_id, event_type, run_id, signed_at, received_at, client_addr, body, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT DO NOTHING
+                 RETURNING seq, received_at
+             ), new_jobs AS (
+                 INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
+                 SELECT ins.seq, j.kind, j.hook, j.state, ins.received_at, ins.received_at, ins.received_at
+                 FROM ins, unnest($10::text[], $11::text[], $12::text[]) AS j(kind, hook, state)
+                 RETURNING 1
+             ), woke AS (
+                 SELECT pg_notify('steerhook_work', '') FROM (SELECT 1 FROM new_jobs LIMIT 1) AS any_job
+             )
+             SELECT seq, (SELECT count(*) FROM woke) FROM ins",
+        )
+        .await
+        .map_err(pg_error)?;
+    for id in event_id_candidates(&e.id, e.event_type.as_str(), &e.run_id)
         .into_iter()
-        .map(|o| o.ok_or_else(|| StoreError::Database("an insert got no answer".into())))
-        .collect()
+        .skip(1)
+    {
+        let row = client
+            .query_opt(
+                &insert,
+                &[
+                    &id,
+                    &e.sender_id,
+                    &e.event_type.as_str(),
+                    &e.run_id,
+                    &(e.signed_at as i64),
+                    &ev.received_at,
+                    &ev.client_addr,
+                    &e.body,
+                    &status,
+                    &kinds,
+                    &hooks,
+                    &states,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        if row.is_some() {
+            return Ok(Some(id));
+        }
+        let stored = client
+            .query_opt(
+                "SELECT 1 FROM events WHERE event_type = $1 AND run_id = $2",
+                &[&e.event_type.as_str(), &e.run_id],
+            )
+            .await
+            .map_err(pg_error)?;
+        if stored.is_some() {
+            return Ok(None);
+        }
+    }
+    Err(StoreError::Database(format!(
+        "no free event id derived from {:?}",
+        e.id
+    )))
 }
 
 /// Tells every listening daemon that there is work (delivered at commit).
@@ -346,11 +468,9 @@ pub(super) async fn record_attempt(
     daemon: &str,
 ) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
-    // The event's row first: the outcomes of its jobs are recorded one at a
-    // time. Two at once (two daemons, or two slots of one) would each set
-    // the event's status from a snapshot in which the other job still ran,
-    // and leave an event whose jobs all finished `pending` for good.
-    // Locking events before jobs is the order replay and prune keep too.
+    // The event's row first: two deliveries of one event finishing on two
+    // daemons at once each recompute the event's status from its jobs; the
+    // second waits here, so its statements see the first one's job.
     tx.execute(
         "SELECT 1 FROM events WHERE seq = $1 FOR UPDATE",
         &[&job.event_seq],
@@ -418,13 +538,28 @@ pub(super) async fn record_attempt(
             )
             .await
             .map_err(pg_error)?;
-        if next == JobNext::Failed {
-            tx.execute(
-                "UPDATE events SET enrichment_error = $2 WHERE seq = $1",
-                &[&job.event_seq, &rec.error],
-            )
-            .await
-            .map_err(pg_error)?;
+        match &rec.enrichment {
+            Some(e) => save_enrichment(&tx, job.event_seq, e).await?,
+            // A fetch that ended without deciding (it panicked): decided
+            // from what it stored.
+            None => {
+                tx.execute(
+                    "UPDATE events SET
+                        enrichment_status = CASE WHEN run_json IS NULL THEN 'none'
+                                                 WHEN $2 THEN 'partial' ELSE 'complete' END,
+                        enrichment_code = CASE WHEN $2 THEN $3 END,
+                        enrichment_error = CASE WHEN $2 THEN $4 END
+                     WHERE seq = $1 AND enrichment_status IS NULL",
+                    &[
+                        &job.event_seq,
+                        &(next == JobNext::Failed),
+                        &rec.error_code,
+                        &rec.error,
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
         }
     }
     if released > 0 || matches!(next, JobNext::RetryAt(_)) {
@@ -434,7 +569,9 @@ pub(super) async fn record_attempt(
     tx.commit().await.map_err(pg_error)
 }
 
-/// Sets the event's status from its jobs (SPEC §2).
+/// Sets the event's status from its jobs (SPEC §2): pending while any is
+/// unfinished, else failed if a delivery failed, else done. A fetch that
+/// gave up does not fail the event: its hooks ran, told so.
 pub(super) async fn refresh_event_status(
     tx: &impl GenericClient,
     event_seq: i64,
@@ -442,7 +579,7 @@ pub(super) async fn refresh_event_status(
     tx.execute(
         "UPDATE events SET status = CASE
             WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = $1 AND state IN ('blocked','pending','running')) THEN 'pending'
-            WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = $1 AND state = 'failed') THEN 'failed'
+            WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = $1 AND kind = 'deliver' AND state = 'failed') THEN 'failed'
             ELSE 'done' END
          WHERE seq = $1",
         &[&event_seq],
@@ -456,8 +593,9 @@ pub(super) async fn refresh_event_status(
 pub(super) async fn load_event(client: &Client, seq: i64) -> Result<StoredEvent, StoreError> {
     let row = client
         .query_opt(
-            "SELECT seq, id, event_type, run_id, received_at, body, run_json, logs_cursor,
-                    logs_pages, logs_complete, enrichment_error
+            "SELECT seq, id, sender_id, event_type, run_id, received_at, body, run_json, logs_cursor,
+                    logs_pages, logs_complete, logs_bytes, settle_polls,
+                    enrichment_status, enrichment_code, enrichment_error
              FROM events WHERE seq = $1",
             &[&seq],
         )
@@ -467,16 +605,79 @@ pub(super) async fn load_event(client: &Client, seq: i64) -> Result<StoredEvent,
     Ok(StoredEvent {
         seq: row.get(0),
         id: row.get(1),
-        event_type: row.get(2),
-        run_id: row.get(3),
-        received_at: row.get(4),
-        body: row.get(5),
-        run_json: row.get(6),
-        logs_cursor: row.get(7),
-        logs_pages: row.get::<_, i32>(8) as u32,
-        logs_complete: row.get(9),
-        enrichment_error: row.get(10),
+        sender_id: row.get(2),
+        event_type: row.get(3),
+        run_id: row.get(4),
+        received_at: row.get(5),
+        body: row.get(6),
+        run_json: row.get(7),
+        logs_cursor: row.get(8),
+        logs_pages: row.get::<_, i32>(9) as u32,
+        logs_complete: row.get(10),
+        logs_bytes: row.get::<_, i64>(11) as u64,
+        settle_polls: row.get::<_, i32>(12) as u32,
+        enrichment: enrichment_from(row.get(13), row.get(14), row.get(15))?,
     })
+}
+
+/// The enrichment of an event row's three columns.
+pub(super) fn enrichment_from(
+    status: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+) -> Result<Option<Enrichment>, StoreError> {
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    Ok(Some(Enrichment {
+        status: status
+            .parse::<EnrichmentStatus>()
+            .map_err(StoreError::Database)?,
+        error: code.map(|code| EnrichmentError {
+            code,
+            message: message.unwrap_or_default(),
+        }),
+    }))
+}
+
+/// Records what the hooks are told about enrichment.
+async fn save_enrichment(
+    tx: &impl GenericClient,
+    seq: i64,
+    e: &Enrichment,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE events SET enrichment_status = $2, enrichment_code = $3, enrichment_error = $4
+         WHERE seq = $1",
+        &[
+            &seq,
+            &e.status.as_str(),
+            &e.error.as_ref().map(|x| &x.code),
+            &e.error.as_ref().map(|x| &x.message),
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Makes the event's enrichment partial for `why`, unless it already is for
+/// an earlier reason (the first reason is the one hooks are told).
+pub(super) async fn mark_partial(
+    tx: &impl GenericClient,
+    seq: i64,
+    why: &EnrichmentError,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE events SET enrichment_status = 'partial',
+            enrichment_error = CASE WHEN enrichment_code IS NULL THEN $3 ELSE enrichment_error END,
+            enrichment_code = coalesce(enrichment_code, $2)
+         WHERE seq = $1",
+        &[&seq, &why.code, &why.message],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
 }
 
 /// Stores one page of logs, replacing it if a retried fetch stored it before.
@@ -487,20 +688,44 @@ pub(super) async fn save_log_page(
 ) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
     let page = p.page as i32;
-    tx.execute(
-        "DELETE FROM log_entries WHERE event_seq = $1 AND page = $2",
-        &[&seq, &page],
-    )
-    .await
-    .map_err(pg_error)?;
-    let positions: Vec<i32> = (0..p.entries.len() as i32).collect();
-    tx.execute(
-        "INSERT INTO log_entries (event_seq, page, pos, entry)
-         SELECT $1, $2, pos, entry FROM unnest($3::int4[], $4::text[]) AS t(pos, entry)",
-        &[&seq, &page, &positions, &p.entries],
-    )
-    .await
-    .map_err(pg_error)?;
+    let replaced: i64 = tx
+        .query_one(
+            "WITH gone AS (DELETE FROM log_entries WHERE event_seq = $1 AND page = $2 RETURNING entry)
+             SELECT coalesce(sum(octet_length(entry)), 0)::int8 FROM gone",
+            &[&seq, &page],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let mut positions = Vec::with_capacity(p.entries.len());
+    let mut texts = Vec::with_capacity(p.entries.len());
+    let mut stamps = Vec::with_capacity(p.entries.len());
+    for (pos, e) in p.entries.iter().enumerate() {
+        let text = p
+            .text
+            .get(e.span.clone())
+            .ok_or_else(|| StoreError::Database(format!("log entry {pos} is outside its page")))?;
+        positions.push(pos as i32);
+        texts.push(text);
+        stamps.push(e.ts_us);
+    }
+    // With `skip_stored`, an entry equal to one of another page is left out
+    // (only a looping API gets here).
+    let added: i64 = tx
+        .query_one(
+            "WITH added AS (
+                INSERT INTO log_entries (event_seq, page, pos, entry, ts)
+                SELECT $1, $2, t.pos, t.entry, t.ts
+                FROM unnest($3::int4[], $4::text[], $5::int8[]) AS t(pos, entry, ts)
+                WHERE NOT $6 OR NOT EXISTS (SELECT 1 FROM log_entries o
+                                            WHERE o.event_seq = $1 AND o.page <> $2 AND o.entry = t.entry)
+                RETURNING entry)
+             SELECT coalesce(sum(octet_length(entry)), 0)::int8 FROM added",
+            &[&seq, &page, &positions, &texts, &stamps, &p.skip_stored],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
     if let Some(c) = &p.followed_cursor {
         tx.execute(
             "INSERT INTO log_cursors (event_seq, cursor) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -515,12 +740,111 @@ pub(super) async fn save_log_page(
         p.next_cursor.as_deref()
     };
     tx.execute(
-        "UPDATE events SET logs_cursor = $2, logs_pages = $3, logs_complete = $4 WHERE seq = $1",
-        &[&seq, &next, &(page + 1), &p.complete],
+        "UPDATE events SET logs_cursor = $2, logs_pages = $3, logs_complete = $4,
+                logs_bytes = logs_bytes - $5 + $6
+         WHERE seq = $1",
+        &[&seq, &next, &(page + 1), &p.complete, &replaced, &added],
     )
     .await
     .map_err(pg_error)?;
+    if let Some(why) = &p.stopped {
+        mark_partial(&tx, seq, why).await?;
+    }
     tx.commit().await.map_err(pg_error)
+}
+
+/// Whether every stored entry of the event has a timestamp (SPEC §5).
+pub(super) async fn every_entry_has_a_timestamp(
+    client: &impl GenericClient,
+    seq: i64,
+) -> Result<bool, StoreError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM log_entries WHERE event_seq = $1 AND ts IS NULL LIMIT 1",
+            &[&seq],
+        )
+        .await
+        .map_err(pg_error)?
+        .is_none())
+}
+
+/// How many pages' rows the event has (numbered from 0, newest first).
+pub(super) async fn stored_pages(client: &impl GenericClient, seq: i64) -> Result<i32, StoreError> {
+    let max: Option<i32> = client
+        .query_one(
+            "SELECT max(page) FROM log_entries WHERE event_seq = $1",
+            &[&seq],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    Ok(max.map_or(0, |m| m + 1))
+}
+
+/// The newest entries of event `seq`, oldest first, within `bounds`, and
+/// how many it has in all (one snapshot).
+pub(super) async fn newest_logs(
+    client: &mut Client,
+    seq: i64,
+    bounds: &SummaryBounds,
+) -> Result<NewestLogs, StoreError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)?;
+    let total: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM log_entries WHERE event_seq = $1",
+            &[&seq],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let mut newest = Newest::new(bounds);
+    let entry_bytes = bounds.entry_bytes as i32;
+    if newest.wanted() > 0 && total > 0 {
+        if every_entry_has_a_timestamp(&tx, seq).await? {
+            let rows = tx
+                .query(
+                    "SELECT CASE WHEN octet_length(entry) <= $3 THEN entry END, octet_length(entry)::int8
+                     FROM log_entries WHERE event_seq = $1
+                     ORDER BY ts DESC, page, pos DESC LIMIT $2",
+                    &[&seq, &(newest.wanted() as i64), &entry_bytes],
+                )
+                .await
+                .map_err(pg_error)?;
+            for row in rows {
+                if !newest.add(row.get(0), row.get(1)) {
+                    break;
+                }
+            }
+        } else {
+            'pages: for page in 0..stored_pages(&tx, seq).await? {
+                let rows = tx
+                    .query(
+                        "SELECT CASE WHEN octet_length(entry) <= $4 THEN entry END, octet_length(entry)::int8
+                         FROM log_entries WHERE event_seq = $1 AND page = $2
+                         ORDER BY pos DESC LIMIT $3",
+                        &[&seq, &page, &(newest.wanted() as i64), &entry_bytes],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                for row in rows {
+                    if !newest.add(row.get(0), row.get(1)) {
+                        break 'pages;
+                    }
+                }
+            }
+        }
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(NewestLogs {
+        entries: newest.oldest_first(),
+        total: total as u64,
+    })
 }
 
 /// Upserts the hook rows claims lock, records this daemon's hook

@@ -9,7 +9,8 @@ use crate::store::StoreError;
 
 /// Every migration, oldest first; the schema's version is how many have run.
 /// Never edit one that has shipped: add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq              BIGSERIAL PRIMARY KEY,
     id               TEXT    NOT NULL,
@@ -113,7 +114,64 @@ CREATE TABLE pauses (
     name     TEXT   PRIMARY KEY,
     until_ms BIGINT NOT NULL
 );
-"#];
+"#,
+    ENRICHMENT_AND_UNIQUE_IDS,
+];
+
+/// What the hooks are told about enrichment (SPEC §6), recorded rather than
+/// guessed; unique event ids and the sender's own (SPEC §5); the bookkeeping
+/// of `max_log_bytes` and of the settle window; each log entry's timestamp,
+/// for the order of SPEC §5. The same as SQLite's fourth migration.
+const ENRICHMENT_AND_UNIQUE_IDS: &str = r#"
+ALTER TABLE events ADD COLUMN sender_id TEXT;          -- the id the sender gave, when it gave one
+ALTER TABLE events ADD COLUMN enrichment_status TEXT;  -- complete | partial | none; NULL until the fetch decides
+ALTER TABLE events ADD COLUMN enrichment_code TEXT;    -- with enrichment_error (the message): why not complete
+ALTER TABLE events ADD COLUMN logs_bytes BIGINT NOT NULL DEFAULT 0;     -- bytes of log entries stored
+ALTER TABLE events ADD COLUMN settle_polls INTEGER NOT NULL DEFAULT 0;  -- run fetches while it had not settled
+
+-- The sender's id, for rows stored before: the id came from the body
+-- (rather than being generated) when the body's "id" or "eventId" is it.
+-- A body PostgreSQL's jsonb does not take (huge numbers) is left out.
+CREATE FUNCTION pg_temp.steerhook_body_json(b BYTEA) RETURNS JSONB AS $$
+BEGIN
+    RETURN convert_from(b, 'UTF8')::jsonb;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+UPDATE events SET sender_id = id
+WHERE id IN (pg_temp.steerhook_body_json(body) ->> 'id', pg_temp.steerhook_body_json(body) ->> 'eventId');
+DROP FUNCTION pg_temp.steerhook_body_json(BYTEA);
+
+-- Rows that shared an id with an older row get an id of their own; the
+-- oldest keeps it.
+UPDATE events SET id = id || '~' || seq
+WHERE EXISTS (SELECT 1 FROM events AS older WHERE older.id = events.id AND older.seq < events.seq);
+DROP INDEX events_by_id;
+CREATE UNIQUE INDEX events_by_id ON events (id);
+
+-- Finished fetches of rows stored before: what the hook document said then.
+UPDATE events SET
+    enrichment_status = CASE
+        WHEN run_json IS NULL THEN 'none'
+        WHEN enrichment_error IS NOT NULL OR NOT logs_complete THEN 'partial'
+        ELSE 'complete' END,
+    enrichment_code = CASE
+        WHEN enrichment_error IS NULL THEN NULL
+        ELSE (SELECT coalesce(last_error_code, 'FETCH_FAILED') FROM jobs
+              WHERE jobs.event_seq = events.seq AND jobs.kind = 'fetch') END
+WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = events.seq AND jobs.kind = 'fetch'
+                AND jobs.state IN ('succeeded', 'failed'));
+UPDATE events SET logs_bytes = (SELECT coalesce(sum(octet_length(entry)), 0)
+                                FROM log_entries WHERE log_entries.event_seq = events.seq);
+
+-- The entry's timestamp (SPEC §5), unix microseconds; NULL when it has none.
+ALTER TABLE log_entries ADD COLUMN ts BIGINT;
+-- The order hooks get when every entry of an event has a timestamp, read
+-- in index order rather than sorted: by time, ties oldest page first (page
+-- 0 is the newest), then as sent.
+CREATE INDEX log_entries_by_ts ON log_entries (event_seq, ts, page DESC, pos);
+"#;
 
 /// The schema version this binary knows.
 pub(super) fn known_version() -> i32 {

@@ -31,13 +31,14 @@ pub(super) fn list_events(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Finds an event by id (the newest, should the sender have reused an id).
+/// Finds an event by id (ids are unique; SPEC §5).
 pub(super) fn find_event(conn: &Connection, id: &str) -> Result<Option<EventDetail>, StoreError> {
     let row = conn
         .query_row(
             "SELECT seq, id, event_type, run_id, received_at, signed_at, client_addr, status, body, run_json, enrichment_error,
-                    (SELECT count(*) FROM log_entries WHERE event_seq = events.seq)
-             FROM events WHERE id = ?1 ORDER BY seq DESC LIMIT 1",
+                    (SELECT count(*) FROM log_entries WHERE event_seq = events.seq),
+                    sender_id, enrichment_status, enrichment_code
+             FROM events WHERE id = ?1",
             [id],
             |r| {
                 let body: Vec<u8> = r.get(8)?;
@@ -57,6 +58,8 @@ pub(super) fn find_event(conn: &Connection, id: &str) -> Result<Option<EventDeta
                     run: run.and_then(|r| serde_json::from_str(&r).ok()),
                     enrichment_error: r.get(10)?,
                     log_count: r.get(11)?,
+                    sender_id: r.get(12)?,
+                    enrichment: super::queries::enrichment_from(r.get(13)?, r.get(14)?, r.get(10)?),
                     jobs: Vec::new(),
                 })
             },
@@ -138,7 +141,10 @@ pub(super) fn replay(
         )? > 0;
         if report.refetch {
             tx.execute(
-                "UPDATE events SET run_json = NULL, logs_cursor = NULL, logs_pages = 0, logs_complete = 0, enrichment_error = NULL WHERE seq = ?1",
+                "UPDATE events SET run_json = NULL, logs_cursor = NULL, logs_pages = 0, logs_complete = 0,
+                        logs_bytes = 0, settle_polls = 0,
+                        enrichment_status = NULL, enrichment_code = NULL, enrichment_error = NULL
+                 WHERE seq = ?1",
                 [seq],
             )?;
             tx.execute("DELETE FROM log_entries WHERE event_seq = ?1", [seq])?;

@@ -27,10 +27,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AttemptOutcome, AttemptRecord, ClaimFilter, ClaimedJob, EventDetail, EventFilter, EventStatus,
-    EventSummary, InsertOutcome, JobKind, JobNext, JobState, LogPage, NewEvent, Pruned,
-    QuarantinedBody, QueueCounts, ReplayReport, Routing, StoreError, StoreOptions, StoredEvent,
+    EventSummary, InsertOutcome, JobKind, JobNext, JobState, LogChunks, LogPage, NewEvent,
+    NewestLogs, Pruned, QuarantinedBody, QueueCounts, ReplayReport, Routing, StoreError,
+    StoreOptions, StoredEvent, SummaryBounds,
 };
 use crate::config::Synchronous;
+use crate::domain::{EnrichmentError, EnrichmentStatus};
 use writer::Command;
 
 impl From<rusqlite::Error> for StoreError {
@@ -58,7 +60,13 @@ macro_rules! text_column {
     )+};
 }
 
-text_column!(JobKind, JobState, AttemptOutcome, EventStatus);
+text_column!(
+    JobKind,
+    JobState,
+    AttemptOutcome,
+    EventStatus,
+    EnrichmentStatus
+);
 
 impl From<rusqlite_migration::Error> for StoreError {
     fn from(e: rusqlite_migration::Error) -> Self {
@@ -113,6 +121,31 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.inner.options.path)
             .finish()
     }
+}
+
+/// Runs `f` with a read connection from the pool (or a new one), on the
+/// calling thread, which must be one that may block.
+fn read_blocking<T>(
+    inner: &Inner,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let conn = {
+        let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        pool.pop()
+    };
+    let conn = match conn {
+        Some(c) => c,
+        None => open_connection(&inner.options, true)?,
+    };
+    let out = f(&conn);
+    // A connection that just failed may be broken; drop it rather than reuse.
+    if out.is_ok() {
+        let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+    }
+    out
 }
 
 /// The `PRAGMA synchronous` value for a setting.
@@ -264,23 +297,7 @@ impl SqliteStore {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _g = span.enter();
-            let conn = {
-                let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-                pool.pop()
-            };
-            let conn = match conn {
-                Some(c) => c,
-                None => open_connection(&inner.options, true)?,
-            };
-            let out = f(&conn);
-            // A connection that just failed may be broken; drop it rather than reuse.
-            if out.is_ok() {
-                let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < MAX_IDLE_READERS {
-                    pool.push(conn);
-                }
-            }
-            out
+            read_blocking(&inner, f)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
@@ -370,16 +387,49 @@ impl SqliteStore {
         self.read(move |c| queries::load_event(c, seq)).await
     }
 
-    /// The stored log entries, oldest first.
-    pub async fn load_logs(&self, seq: i64) -> Result<Vec<String>, StoreError> {
-        self.read(move |c| queries::load_logs(c, seq)).await
+    /// The event's logs as a JSON array, streamed from a blocking thread.
+    pub fn stream_logs_json(&self, seq: i64) -> LogChunks {
+        let (tx, rx) = mpsc::channel(super::logs::LOG_CHUNKS_AHEAD);
+        let inner = self.inner.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _g = span.enter();
+            let read = read_blocking(&inner, |c| {
+                queries::write_logs_json(c, seq, &mut |chunk| tx.blocking_send(Ok(chunk)).is_ok())
+            });
+            if let Err(e) = read {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        rx
+    }
+
+    /// The newest log entries within `bounds`.
+    pub async fn newest_logs(
+        &self,
+        seq: i64,
+        bounds: SummaryBounds,
+    ) -> Result<NewestLogs, StoreError> {
+        self.read(move |c| queries::newest_logs(c, seq, &bounds))
+            .await
     }
 
     /// Stores the run object. Relaxed, like every step of a fetch: the
     /// fetch's attempt record that follows makes it durable, and if a power
     /// failure loses it first, it is fetched again.
-    pub async fn save_run(&self, seq: i64, run_json: String) -> Result<(), StoreError> {
-        self.write_relaxed(move |tx| queries::save_run(tx, seq, &run_json))
+    pub async fn save_run(
+        &self,
+        seq: i64,
+        run_json: String,
+        unsettled: Option<EnrichmentError>,
+    ) -> Result<(), StoreError> {
+        self.write_relaxed(move |tx| queries::save_run(tx, seq, &run_json, unsettled.as_ref()))
+            .await
+    }
+
+    /// Counts a fetch of an unsettled run (relaxed, as [`SqliteStore::save_run`]).
+    pub async fn count_settle_poll(&self, seq: i64) -> Result<(), StoreError> {
+        self.write_relaxed(move |tx| queries::count_settle_poll(tx, seq))
             .await
     }
 
@@ -396,8 +446,12 @@ impl SqliteStore {
     }
 
     /// Marks paging finished (relaxed, as [`SqliteStore::save_run`]).
-    pub async fn finish_logs(&self, seq: i64) -> Result<(), StoreError> {
-        self.write_relaxed(move |tx| queries::finish_logs(tx, seq))
+    pub async fn finish_logs(
+        &self,
+        seq: i64,
+        stopped: Option<EnrichmentError>,
+    ) -> Result<(), StoreError> {
+        self.write_relaxed(move |tx| queries::finish_logs(tx, seq, stopped.as_ref()))
             .await
     }
 
@@ -649,6 +703,7 @@ mod routed_answers {
         NewEvent {
             event: IncomingEvent {
                 id: format!("evt_{n}"),
+                sender_id: Some(format!("evt_{n}")),
                 event_type: EventType::RunSucceeded,
                 run_id: format!("run_{n}"),
                 signed_at: 1_767_225_600,

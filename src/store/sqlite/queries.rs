@@ -2,9 +2,12 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use crate::domain::{Enrichment, EnrichmentError, EnrichmentStatus};
+use crate::store::logs::{ChunkedArray, Newest};
 use crate::store::{
-    AttemptRecord, ClaimFilter, ClaimedJob, InsertOutcome, JobKind, JobNext, JobState, LogPage,
-    NewEvent, Pruned, QuarantinedBody, QueueCounts, Routing, StoreError, StoredEvent,
+    event_id_candidates, AttemptRecord, ClaimFilter, ClaimedJob, InsertOutcome, JobKind, JobNext,
+    JobState, LogPage, NewEvent, NewestLogs, Pruned, QuarantinedBody, QueueCounts, Routing,
+    StoreError, StoredEvent, SummaryBounds,
 };
 
 /// Inserts the event and its jobs, or reports the duplicate. Runs inside the
@@ -15,30 +18,50 @@ pub(super) fn insert_event_with_jobs(
     routing: &Routing,
 ) -> Result<InsertOutcome, StoreError> {
     let e = &ev.event;
+    // The dedupe key decides first: a conflict on it is a duplicate,
+    // whatever id the new copy carries. A conflict on the id alone (another
+    // run sent under the same id) moves on to the next candidate id, so ids
+    // stay unique (SPEC §5). Both are the constraints' answer, inside this
+    // transaction: no read-then-write race.
     // Not `RETURNING seq`: SQLite gathers RETURNING rows in a temporary
     // b-tree, opened and closed per statement. The row count says whether
     // the row was stored, and then its rowid is the last one inserted.
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO events (id, event_type, run_id, signed_at, received_at, client_addr, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (event_type, run_id) DO NOTHING",
-        )?
-        .execute(params![
-            e.id,
-            e.event_type.as_str(),
-            e.run_id,
-            e.signed_at as i64,
-            ev.received_at,
-            ev.client_addr,
-            e.body
-        ])?;
-    if inserted == 0 {
-        let id: String = tx
+    let mut stored_as = None;
+    for id in event_id_candidates(&e.id, e.event_type.as_str(), &e.run_id) {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO events (id, sender_id, event_type, run_id, signed_at, received_at, client_addr, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                id,
+                e.sender_id,
+                e.event_type.as_str(),
+                e.run_id,
+                e.signed_at as i64,
+                ev.received_at,
+                ev.client_addr,
+                e.body
+            ])?;
+        if inserted == 1 {
+            stored_as = Some(id);
+            break;
+        }
+        let existing: Option<String> = tx
             .prepare_cached("SELECT id FROM events WHERE event_type = ?1 AND run_id = ?2")?
-            .query_row(params![e.event_type.as_str(), e.run_id], |r| r.get(0))?;
-        return Ok(InsertOutcome::Duplicate { id });
+            .query_row(params![e.event_type.as_str(), e.run_id], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(InsertOutcome::Duplicate { id });
+        }
     }
+    let Some(id) = stored_as else {
+        return Err(StoreError::Database(format!(
+            "no free event id derived from {:?}",
+            e.id
+        )));
+    };
     let seq = tx.last_insert_rowid();
     let now = ev.received_at;
     let deliver_state = if routing.enrich {
@@ -65,7 +88,7 @@ pub(super) fn insert_event_with_jobs(
         tx.prepare_cached("UPDATE events SET status = 'done' WHERE seq = ?1")?
             .execute([seq])?;
     }
-    Ok(InsertOutcome::Accepted { id: e.id.clone() })
+    Ok(InsertOutcome::Accepted { id })
 }
 
 /// Keeps a refused body for inspection.
@@ -218,24 +241,50 @@ pub(super) fn record_attempt(
              WHERE event_seq = ?1 AND kind = 'deliver' AND state = 'blocked'",
         )?
         .execute(params![job.event_seq, now])?;
-        if next == JobNext::Failed {
-            tx.execute(
-                "UPDATE events SET enrichment_error = ?2 WHERE seq = ?1",
-                params![job.event_seq, rec.error],
-            )?;
+        match &rec.enrichment {
+            Some(e) => save_enrichment(tx, job.event_seq, e)?,
+            // A fetch that ended without deciding (it panicked): decided
+            // from what it stored.
+            None => fallback_enrichment(tx, job, rec, next)?,
         }
     }
     refresh_event_status(tx, job.event_seq)?;
     Ok(())
 }
 
+/// The enrichment of a fetch that ended without saying (a panic): none
+/// without a run, else partial when it failed, complete when it did not.
+fn fallback_enrichment(
+    tx: &Transaction<'_>,
+    job: &ClaimedJob,
+    rec: &AttemptRecord,
+    next: JobNext,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE events SET
+            enrichment_status = CASE WHEN run_json IS NULL THEN 'none'
+                                     WHEN ?2 THEN 'partial' ELSE 'complete' END,
+            enrichment_code = CASE WHEN ?2 THEN ?3 END,
+            enrichment_error = CASE WHEN ?2 THEN ?4 END
+         WHERE seq = ?1 AND enrichment_status IS NULL",
+    )?
+    .execute(params![
+        job.event_seq,
+        next == JobNext::Failed,
+        rec.error_code,
+        rec.error
+    ])?;
+    Ok(())
+}
+
 /// Sets the event's status from its jobs: pending while any is unfinished,
-/// else failed if any failed, else done.
+/// else failed if a delivery failed, else done. A fetch that gave up does
+/// not fail the event: its hooks ran, told so by the enrichment (SPEC §2).
 pub(super) fn refresh_event_status(tx: &Connection, event_seq: i64) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE events SET status = CASE
             WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = ?1 AND state IN ('blocked','pending','running')) THEN 'pending'
-            WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = ?1 AND state = 'failed') THEN 'failed'
+            WHEN EXISTS (SELECT 1 FROM jobs WHERE event_seq = ?1 AND kind = 'deliver' AND state = 'failed') THEN 'failed'
             ELSE 'done' END
          WHERE seq = ?1",
     )?
@@ -275,75 +324,280 @@ pub(super) fn recover_interrupted(tx: &Transaction<'_>, now: i64) -> Result<usiz
 /// Loads one event row.
 pub(super) fn load_event(conn: &Connection, seq: i64) -> Result<StoredEvent, StoreError> {
     conn.prepare_cached(
-        "SELECT seq, id, event_type, run_id, received_at, body, run_json, logs_cursor, logs_pages, logs_complete,
-                enrichment_error
+        "SELECT seq, id, sender_id, event_type, run_id, received_at, body, run_json, logs_cursor,
+                logs_pages, logs_complete, logs_bytes, settle_polls,
+                enrichment_status, enrichment_code, enrichment_error
          FROM events WHERE seq = ?1",
     )?
     .query_row([seq], |r| {
         Ok(StoredEvent {
             seq: r.get(0)?,
             id: r.get(1)?,
-            event_type: r.get(2)?,
-            run_id: r.get(3)?,
-            received_at: r.get(4)?,
-            body: r.get(5)?,
-            run_json: r.get(6)?,
-            logs_cursor: r.get(7)?,
-            logs_pages: r.get(8)?,
-            logs_complete: r.get(9)?,
-            enrichment_error: r.get(10)?,
+            sender_id: r.get(2)?,
+            event_type: r.get(3)?,
+            run_id: r.get(4)?,
+            received_at: r.get(5)?,
+            body: r.get(6)?,
+            run_json: r.get(7)?,
+            logs_cursor: r.get(8)?,
+            logs_pages: r.get(9)?,
+            logs_complete: r.get(10)?,
+            logs_bytes: r.get(11)?,
+            settle_polls: r.get(12)?,
+            enrichment: enrichment_from(r.get(13)?, r.get(14)?, r.get(15)?),
         })
     })
     .optional()?
     .ok_or_else(|| StoreError::NotFound(format!("event #{seq}")))
 }
 
-/// The stored log entries of an event, oldest first.
-pub(super) fn load_logs(conn: &Connection, seq: i64) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT entry FROM log_entries WHERE event_seq = ?1 ORDER BY page DESC, pos ASC",
-    )?;
-    let rows = stmt.query_map([seq], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// The enrichment of an event row's three columns.
+pub(super) fn enrichment_from(
+    status: Option<EnrichmentStatus>,
+    code: Option<String>,
+    message: Option<String>,
+) -> Option<Enrichment> {
+    Some(Enrichment {
+        status: status?,
+        error: code.map(|code| EnrichmentError {
+            code,
+            message: message.unwrap_or_default(),
+        }),
+    })
 }
 
-/// Stores the run object.
-pub(super) fn save_run(tx: &Connection, seq: i64, run_json: &str) -> Result<(), StoreError> {
-    tx.execute(
-        "UPDATE events SET run_json = ?2 WHERE seq = ?1",
-        params![seq, run_json],
-    )?;
+/// Whether every stored entry of the event has a timestamp: then they are
+/// ordered by it (SPEC §5). Answered from `log_entries_by_ts`.
+fn every_entry_has_a_timestamp(conn: &Connection, seq: i64) -> Result<bool, StoreError> {
+    Ok(!conn
+        .prepare_cached("SELECT 1 FROM log_entries WHERE event_seq = ?1 AND ts IS NULL")?
+        .exists([seq])?)
+}
+
+/// How many pages' rows the event has (pages are numbered from 0, newest first).
+fn stored_pages(conn: &Connection, seq: i64) -> Result<i64, StoreError> {
+    let max: Option<i64> = conn
+        .prepare_cached("SELECT max(page) FROM log_entries WHERE event_seq = ?1")?
+        .query_row([seq], |r| r.get(0))?;
+    Ok(max.map_or(0, |m| m + 1))
+}
+
+/// The log entries of event `seq` as one JSON array, oldest first in the
+/// order of SPEC §5, handed to `emit` in chunks of about
+/// 64 KiB (or one entry, if larger). Rows are read one by one
+/// inside one read transaction (one snapshot): never the whole log in memory,
+/// and no sort, since both orders are index orders. Stops early, without
+/// error, when `emit` returns false (nobody reads any more).
+pub(super) fn write_logs_json(
+    conn: &Connection,
+    seq: i64,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let mut out = ChunkedArray::new();
+    let mut push = |row: &rusqlite::Row<'_>| -> Result<bool, StoreError> {
+        Ok(match out.push(entry_bytes(row)?) {
+            Some(chunk) => emit(chunk),
+            None => true,
+        })
+    };
+    if every_entry_has_a_timestamp(&tx, seq)? {
+        let mut stmt = tx.prepare_cached(
+            "SELECT entry FROM log_entries WHERE event_seq = ?1 ORDER BY ts, page DESC, pos",
+        )?;
+        let mut rows = stmt.query([seq])?;
+        while let Some(row) = rows.next()? {
+            if !push(row)? {
+                return Ok(());
+            }
+        }
+    } else {
+        let mut stmt = tx.prepare_cached(
+            "SELECT entry FROM log_entries WHERE event_seq = ?1 AND page = ?2 ORDER BY pos",
+        )?;
+        for page in (0..stored_pages(&tx, seq)?).rev() {
+            let mut rows = stmt.query(params![seq, page])?;
+            while let Some(row) = rows.next()? {
+                if !push(row)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    emit(out.finish());
+    tx.commit()?;
+    Ok(())
+}
+
+/// The stored text of an entry (first column), without copying it.
+fn entry_bytes<'r>(row: &'r rusqlite::Row<'_>) -> Result<&'r [u8], StoreError> {
+    row.get_ref(0)?
+        .as_bytes()
+        .map_err(|e| StoreError::Database(format!("a log entry is not text: {e}")))
+}
+
+/// The newest entries of event `seq`, oldest first, within `bounds`, and
+/// how many it has in all. An entry over `bounds.entry_bytes` is replaced by
+/// a JSON string saying how large it was, without reading it.
+pub(super) fn newest_logs(
+    conn: &Connection,
+    seq: i64,
+    bounds: &SummaryBounds,
+) -> Result<NewestLogs, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let total: i64 = tx
+        .prepare_cached("SELECT count(*) FROM log_entries WHERE event_seq = ?1")?
+        .query_row([seq], |r| r.get(0))?;
+    let mut newest = Newest::new(bounds);
+    if newest.wanted() > 0 && total > 0 {
+        if every_entry_has_a_timestamp(&tx, seq)? {
+            let mut stmt = tx.prepare_cached(
+                "SELECT CASE WHEN octet_length(entry) <= ?3 THEN entry END, octet_length(entry)
+                 FROM log_entries WHERE event_seq = ?1
+                 ORDER BY ts DESC, page, pos DESC LIMIT ?2",
+            )?;
+            let mut rows = stmt.query(params![
+                seq,
+                newest.wanted() as i64,
+                bounds.entry_bytes as i64
+            ])?;
+            while let Some(row) = rows.next()? {
+                if !newest.add(row.get(0)?, row.get(1)?) {
+                    break;
+                }
+            }
+        } else {
+            let mut stmt = tx.prepare_cached(
+                "SELECT CASE WHEN octet_length(entry) <= ?4 THEN entry END, octet_length(entry)
+                 FROM log_entries WHERE event_seq = ?1 AND page = ?2
+                 ORDER BY pos DESC LIMIT ?3",
+            )?;
+            'pages: for page in 0..stored_pages(&tx, seq)? {
+                let mut rows = stmt.query(params![
+                    seq,
+                    page,
+                    newest.wanted() as i64,
+                    bounds.entry_bytes as i64
+                ])?;
+                while let Some(row) = rows.next()? {
+                    if !newest.add(row.get(0)?, row.get(1)?) {
+                        break 'pages;
+                    }
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(NewestLogs {
+        entries: newest.oldest_first(),
+        total: total as u64,
+    })
+}
+
+/// Makes the event's enrichment partial for `why`, unless it already is for
+/// an earlier reason (the first reason is the one hooks are told).
+fn mark_partial(tx: &Connection, seq: i64, why: &EnrichmentError) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE events SET enrichment_status = 'partial',
+            enrichment_error = CASE WHEN enrichment_code IS NULL THEN ?3 ELSE enrichment_error END,
+            enrichment_code = coalesce(enrichment_code, ?2)
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, why.code, why.message])?;
+    Ok(())
+}
+
+/// Stores the run object, and why it is taken although it has not settled.
+pub(super) fn save_run(
+    tx: &Connection,
+    seq: i64,
+    run_json: &str,
+    unsettled: Option<&EnrichmentError>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE events SET run_json = ?2 WHERE seq = ?1")?
+        .execute(params![seq, run_json])?;
+    if let Some(why) = unsettled {
+        mark_partial(tx, seq, why)?;
+    }
+    Ok(())
+}
+
+/// Counts one more fetch of a run that had not settled.
+pub(super) fn count_settle_poll(tx: &Connection, seq: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE events SET settle_polls = settle_polls + 1 WHERE seq = ?1")?
+        .execute([seq])?;
+    Ok(())
+}
+
+/// Records what the hooks are told about enrichment.
+fn save_enrichment(tx: &Connection, seq: i64, e: &Enrichment) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE events SET enrichment_status = ?2, enrichment_code = ?3, enrichment_error = ?4
+         WHERE seq = ?1",
+    )?
+    .execute(params![
+        seq,
+        e.status,
+        e.error.as_ref().map(|x| &x.code),
+        e.error.as_ref().map(|x| &x.message)
+    ])?;
     Ok(())
 }
 
 /// Stores one page of logs and where paging goes next; replaces the page if it
 /// was stored before (a retried fetch), so entries are never doubled.
 pub(super) fn save_log_page(tx: &Connection, seq: i64, p: &LogPage) -> Result<(), StoreError> {
-    tx.execute(
-        "DELETE FROM log_entries WHERE event_seq = ?1 AND page = ?2",
-        params![seq, p.page],
-    )?;
-    let mut ins = tx.prepare_cached(
-        "INSERT INTO log_entries (event_seq, page, pos, entry) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for (pos, e) in p.entries.iter().enumerate() {
-        ins.execute(params![seq, p.page, pos as i64, e])?;
+    let replaced: i64 = tx
+        .prepare_cached(
+            "SELECT coalesce(sum(octet_length(entry)), 0) FROM log_entries
+             WHERE event_seq = ?1 AND page = ?2",
+        )?
+        .query_row(params![seq, p.page], |r| r.get(0))?;
+    tx.prepare_cached("DELETE FROM log_entries WHERE event_seq = ?1 AND page = ?2")?
+        .execute(params![seq, p.page])?;
+    let mut added: i64 = 0;
+    {
+        // With `skip_stored`, an entry equal to one of another page is left
+        // out. That compares it with each of the event's rows, which is
+        // slow for a large log, but only a looping API gets here.
+        let mut ins = tx.prepare_cached(if p.skip_stored {
+            "INSERT INTO log_entries (event_seq, page, pos, entry, ts)
+             SELECT ?1, ?2, ?3, ?4, ?5
+             WHERE NOT EXISTS (SELECT 1 FROM log_entries
+                               WHERE event_seq = ?1 AND page <> ?2 AND entry = ?4)"
+        } else {
+            "INSERT INTO log_entries (event_seq, page, pos, entry, ts) VALUES (?1, ?2, ?3, ?4, ?5)"
+        })?;
+        for (pos, e) in p.entries.iter().enumerate() {
+            let text = p.text.get(e.span.clone()).ok_or_else(|| {
+                StoreError::Database(format!("log entry {pos} is outside its page"))
+            })?;
+            let n = ins.execute(params![seq, p.page, pos as i64, text, e.ts_us])?;
+            if n == 1 {
+                added += text.len() as i64;
+            }
+        }
     }
     if let Some(c) = &p.followed_cursor {
-        tx.execute(
-            "INSERT OR IGNORE INTO log_cursors (event_seq, cursor) VALUES (?1, ?2)",
-            params![seq, c],
-        )?;
+        tx.prepare_cached(
+            "INSERT INTO log_cursors (event_seq, cursor) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![seq, c])?;
     }
     let next = if p.complete {
         None
     } else {
         p.next_cursor.as_deref()
     };
-    tx.execute(
-        "UPDATE events SET logs_cursor = ?2, logs_pages = ?3, logs_complete = ?4 WHERE seq = ?1",
-        params![seq, next, p.page + 1, p.complete],
-    )?;
+    tx.prepare_cached(
+        "UPDATE events SET logs_cursor = ?2, logs_pages = ?3, logs_complete = ?4,
+                logs_bytes = logs_bytes - ?5 + ?6
+         WHERE seq = ?1",
+    )?
+    .execute(params![seq, next, p.page + 1, p.complete, replaced, added])?;
+    if let Some(why) = &p.stopped {
+        mark_partial(tx, seq, why)?;
+    }
     Ok(())
 }
 
@@ -354,12 +608,18 @@ pub(super) fn cursor_seen(conn: &Connection, seq: i64, cursor: &str) -> Result<b
         .exists(params![seq, cursor])?)
 }
 
-/// Marks paging finished without a new page (repeated cursor, page limit).
-pub(super) fn finish_logs(tx: &Connection, seq: i64) -> Result<(), StoreError> {
-    tx.execute(
-        "UPDATE events SET logs_complete = 1, logs_cursor = NULL WHERE seq = ?1",
-        [seq],
-    )?;
+/// Marks paging finished without a new page (a page limit, or the next
+/// page would pass `max_log_bytes`), and why it stopped early.
+pub(super) fn finish_logs(
+    tx: &Connection,
+    seq: i64,
+    stopped: Option<&EnrichmentError>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE events SET logs_complete = 1, logs_cursor = NULL WHERE seq = ?1")?
+        .execute([seq])?;
+    if let Some(why) = stopped {
+        mark_partial(tx, seq, why)?;
+    }
     Ok(())
 }
 
