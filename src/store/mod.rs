@@ -251,7 +251,8 @@ impl Store {
         on_backend!(self, s => s.claim_due_job(f).await)
     }
 
-    /// The earliest time a pending job becomes due, unix ms.
+    /// The earliest time a job may be claimed, unix ms: a pending job
+    /// becomes due, or (PostgreSQL) a running job's lease runs out.
     pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         on_backend!(self, s => s.next_due_at().await)
     }

@@ -187,99 +187,103 @@ async fn events_list_and_show_print_control_characters_from_a_signed_payload_as_
     assert_eq!(ev["id"], id);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_while_the_server_runs_delivers_the_event_again() {
-    let sandbox = Sandbox::new();
-    let app = recording_app(&sandbox).await;
-    assert_eq!(
-        app.post_signed(&run_event("run.succeeded", "evt_r", "run_r"))
-            .await
-            .status(),
-        202
-    );
-    poll_until(DEADLINE, "first delivery", || {
-        sandbox.out_lines("attempts").len() == 1
-    })
-    .await;
-    let config = app.write_config();
+crate::backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replay_while_the_server_runs_delivers_the_event_again(backend) {
+        let sandbox = Sandbox::with_backend(backend);
+        let app = recording_app(&sandbox).await;
+        assert_eq!(
+            app.post_signed(&run_event("run.succeeded", "evt_r", "run_r"))
+                .await
+                .status(),
+            202
+        );
+        poll_until(DEADLINE, "first delivery", || {
+            sandbox.out_lines("attempts").len() == 1
+        })
+        .await;
+        let config = app.write_config();
 
-    let (code, stdout, stderr) = cli(&config, &["replay", "evt_r"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("queued evt_r for hook etl"), "{stdout}");
-    poll_until(DEADLINE, "the replayed delivery", || {
-        sandbox.out_lines("attempts").len() == 2
-    })
-    .await;
-    assert_eq!(
-        sandbox.out_lines("attempts"),
-        ["evt_r 1", "evt_r 1"],
-        "replay starts a fresh attempt count"
-    );
-    poll_until(DEADLINE, "done again", || {
-        app.db().event_status_opt("evt_r").as_deref() == Some("done")
-    })
-    .await;
+        let (code, stdout, stderr) = cli(&config, &["replay", "evt_r"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("queued evt_r for hook etl"), "{stdout}");
+        poll_until(DEADLINE, "the replayed delivery", || {
+            sandbox.out_lines("attempts").len() == 2
+        })
+        .await;
+        assert_eq!(
+            sandbox.out_lines("attempts"),
+            ["evt_r 1", "evt_r 1"],
+            "replay starts a fresh attempt count"
+        );
+        poll_until(DEADLINE, "done again", || {
+            app.db().event_status_opt("evt_r").as_deref() == Some("done")
+        })
+        .await;
 
-    let (code, _, stderr) = cli(&config, &["replay", "evt_r", "--hook", "nope"]);
-    assert_eq!(code, 1);
-    assert!(stderr.contains("no hook named \"nope\""), "{stderr}");
+        let (code, _, stderr) = cli(&config, &["replay", "evt_r", "--hook", "nope"]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains("no hook named \"nope\""), "{stderr}");
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prune_never_removes_an_event_with_unfinished_deliveries() {
-    let sandbox = Sandbox::new();
-    // The failing hook's retry is due after the manual clock's now, which
-    // never moves: its delivery stays pending.
-    let app = TestApp::builder()
-        .sandbox(&sandbox)
-        .hook(
-            "[[hook]]\nname = \"flaky\"\nkind = \"shell\"\nevents = [\"run.failed\"]\n\
-             command = [\"/bin/false\"]\nmax_attempts = 5\n",
-        )
-        .queue("backoff_base_secs = 60")
-        .hook(&recording_hook(&sandbox, "etl", &["run.succeeded"], ""))
-        .spawn()
+crate::backends! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prune_never_removes_an_event_with_unfinished_deliveries(backend) {
+        let sandbox = Sandbox::with_backend(backend);
+        // The failing hook's retry is due after the manual clock's now, which
+        // never moves: its delivery stays pending.
+        let app = TestApp::builder()
+            .sandbox(&sandbox)
+            .hook(
+                "[[hook]]\nname = \"flaky\"\nkind = \"shell\"\nevents = [\"run.failed\"]\n\
+                 command = [\"/bin/false\"]\nmax_attempts = 5\n",
+            )
+            .queue("backoff_base_secs = 60")
+            .hook(&recording_hook(&sandbox, "etl", &["run.succeeded"], ""))
+            .spawn()
+            .await;
+        assert_eq!(
+            app.post_signed(&run_event("run.succeeded", "evt_done", "run_1"))
+                .await
+                .status(),
+            202
+        );
+        assert_eq!(
+            app.post_signed(&run_event("run.failed", "evt_waiting", "run_2"))
+                .await
+                .status(),
+            202
+        );
+        poll_until(DEADLINE, "one done, one retrying", || {
+            app.db().event_status_opt("evt_done").as_deref() == Some("done")
+                && app
+                    .db()
+                    .query_opt::<i64>("SELECT attempts FROM jobs WHERE hook = 'flaky'", &[])
+                    .is_some_and(|n| n >= 1)
+        })
         .await;
-    assert_eq!(
-        app.post_signed(&run_event("run.succeeded", "evt_done", "run_1"))
-            .await
-            .status(),
-        202
-    );
-    assert_eq!(
-        app.post_signed(&run_event("run.failed", "evt_waiting", "run_2"))
-            .await
-            .status(),
-        202
-    );
-    poll_until(DEADLINE, "one done, one retrying", || {
-        app.db().event_status_opt("evt_done").as_deref() == Some("done")
-            && app
-                .db()
-                .query_opt::<i64>("SELECT attempts FROM jobs WHERE hook = 'flaky'", &[])
-                .is_some_and(|n| n >= 1)
-    })
-    .await;
-    let config = app.write_config();
-    // Both were received at the manual clock's 2026-01-01: long past one day.
-    let (code, stdout, stderr) = cli(&config, &["prune", "--older-than", "1d"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("deleted 1 finished event"), "{stdout}");
-    assert_eq!(
-        app.db().event_status_opt("evt_done"),
-        None,
-        "the finished event is gone"
-    );
-    assert_eq!(
-        app.db().event_status_opt("evt_waiting").as_deref(),
-        Some("pending"),
-        "unfinished work is kept"
-    );
-    assert_eq!(
-        app.db().count_rows("attempts"),
-        1,
-        "the deleted event's attempts went with it; the waiting one's stay"
-    );
+        let config = app.write_config();
+        // Both were received at the manual clock's 2026-01-01: long past one day.
+        let (code, stdout, stderr) = cli(&config, &["prune", "--older-than", "1d"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("deleted 1 finished event"), "{stdout}");
+        assert_eq!(
+            app.db().event_status_opt("evt_done"),
+            None,
+            "the finished event is gone"
+        );
+        assert_eq!(
+            app.db().event_status_opt("evt_waiting").as_deref(),
+            Some("pending"),
+            "unfinished work is kept"
+        );
+        assert_eq!(
+            app.db().count_rows("attempts"),
+            1,
+            "the deleted event's attempts went with it; the waiting one's stay"
+        );
+    }
 }
 
 pub(crate) fn metric(text: &str, name_and_labels: &str) -> Option<f64> {

@@ -225,29 +225,31 @@ async fn webhook_never_parses_or_keeps_an_unsigned_body() {
     );
 }
 
-#[tokio::test]
-async fn webhook_returns_400_and_quarantines_a_signed_body_that_is_not_json() {
-    let app = TestApp::spawn().await;
-    // Not UTF-8 either: the quarantine keeps bytes, not text.
-    let body: &[u8] = b"definitely {not json\xff\x00\r\n";
-    assert_error(app.post_signed(body).await, 400, "PAYLOAD_INVALID").await;
-    let (stored, signed_at, reason, client): (Vec<u8>, i64, String, Option<String>) = app
-        .db()
-        .query_opt(
-            "SELECT body, signed_at, reason, client_addr FROM quarantine",
-            &[],
-        )
-        .expect("one quarantined row");
-    assert_eq!(stored, body, "the exact raw bytes");
-    assert_eq!(signed_at, NOW_SECS as i64);
-    assert!(reason.contains("JSON"), "reason {reason:?}");
-    assert!(
-        client
-            .as_deref()
-            .is_some_and(|c| c.starts_with("127.0.0.1:")),
-        "client {client:?}"
-    );
-    assert_eq!(app.db().count_rows("events"), 0);
+crate::backends! {
+    #[tokio::test]
+    async fn webhook_returns_400_and_quarantines_a_signed_body_that_is_not_json(backend) {
+        let app = TestApp::builder().backend(backend).spawn().await;
+        // Not UTF-8 either: the quarantine keeps bytes, not text.
+        let body: &[u8] = b"definitely {not json\xff\x00\r\n";
+        assert_error(app.post_signed(body).await, 400, "PAYLOAD_INVALID").await;
+        let (stored, signed_at, reason, client): (Vec<u8>, i64, String, Option<String>) = app
+            .db()
+            .query_opt(
+                "SELECT body, signed_at, reason, client_addr FROM quarantine",
+                &[],
+            )
+            .expect("one quarantined row");
+        assert_eq!(stored, body, "the exact raw bytes");
+        assert_eq!(signed_at, NOW_SECS as i64);
+        assert!(reason.contains("JSON"), "reason {reason:?}");
+        assert!(
+            client
+                .as_deref()
+                .is_some_and(|c| c.starts_with("127.0.0.1:")),
+            "client {client:?}"
+        );
+        assert_eq!(app.db().count_rows("events"), 0);
+    }
 }
 
 #[tokio::test]
@@ -374,30 +376,32 @@ async fn webhook_returns_200_ignored_for_another_event_type() {
     assert_eq!(app.db().count_rows("quarantine"), 0);
 }
 
-#[tokio::test]
-async fn webhook_returns_the_first_id_when_the_sender_retries_with_a_new_id_and_timestamp() {
-    let app = TestApp::spawn().await;
-    let first = run_event("run.succeeded", "evt_try1", "run_retried");
-    assert_eq!(app.post_signed(&first).await.status().as_u16(), 202);
-    app.advance(Duration::from_secs(60));
-    let retry = run_event("run.succeeded", "evt_try2", "run_retried");
-    let resp = app.post_signed(&retry).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(
-        json_body(resp).await,
-        serde_json::json!({"status": "duplicate", "id": "evt_try1"})
-    );
-    let (n, id, signed_at): (i64, String, i64) = app
-        .db()
-        .query_one("SELECT count(*), min(id), min(signed_at) FROM events", &[]);
-    assert_eq!(
-        (n, id.as_str(), signed_at),
-        (1, "evt_try1", NOW_SECS as i64)
-    );
-    // The same run with the other type is another event.
-    let other = run_event("run.failed", "evt_try3", "run_retried");
-    assert_eq!(app.post_signed(&other).await.status().as_u16(), 202);
-    assert_eq!(app.db().count_rows("events"), 2);
+crate::backends! {
+    #[tokio::test]
+    async fn webhook_returns_the_first_id_when_the_sender_retries_with_a_new_id_and_timestamp(backend) {
+        let app = TestApp::builder().backend(backend).spawn().await;
+        let first = run_event("run.succeeded", "evt_try1", "run_retried");
+        assert_eq!(app.post_signed(&first).await.status().as_u16(), 202);
+        app.advance(Duration::from_secs(60));
+        let retry = run_event("run.succeeded", "evt_try2", "run_retried");
+        let resp = app.post_signed(&retry).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(
+            json_body(resp).await,
+            serde_json::json!({"status": "duplicate", "id": "evt_try1"})
+        );
+        let (n, id, signed_at): (i64, String, i64) = app
+            .db()
+            .query_one("SELECT count(*), min(id), min(signed_at) FROM events", &[]);
+        assert_eq!(
+            (n, id.as_str(), signed_at),
+            (1, "evt_try1", NOW_SECS as i64)
+        );
+        // The same run with the other type is another event.
+        let other = run_event("run.failed", "evt_try3", "run_retried");
+        assert_eq!(app.post_signed(&other).await.status().as_u16(), 202);
+        assert_eq!(app.db().count_rows("events"), 2);
+    }
 }
 
 #[tokio::test]

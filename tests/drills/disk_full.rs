@@ -3,7 +3,10 @@
 //! failed), stores nothing of it, and takes the senders' retries once the
 //! fault is gone, without a restart. The fault is a trigger that fails every
 //! insert the way SQLITE_FULL would; `scripts/disk-full-drill.sh` fills a
-//! real tmpfs. (tests/api/storage.rs has the one-request version.)
+//! real tmpfs. (tests/api/storage.rs has the one-request version.) SQLite
+//! only: a full disk is the local file's fault and the writer thread's group
+//! commit is SQLite's; PostgreSQL's refusal (its server cut away) is in
+//! tests/api/storage.rs on both backends.
 
 use futures_util::future::join_all;
 

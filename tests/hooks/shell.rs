@@ -321,107 +321,111 @@ async fn hundred_mib_of_output_is_stored_truncated_without_growing_the_daemon() 
     );
 }
 
-#[tokio::test]
-async fn failure_then_success_makes_two_attempts_and_a_delivered_event() {
-    let sandbox = Sandbox::new();
-    let hook = sandbox.shell_hook(
-        "flaky",
-        &["run.succeeded"],
-        r#"echo "$STEERHOOK_ATTEMPT" >> "$OUT/attempts"
-           [ -e "$OUT/failed-once" ] && exit 0
-           touch "$OUT/failed-once"
-           exit 1"#,
-        "",
-    );
-    let app = app_on(&sandbox)
-        .queue("backoff_base_secs = 1")
-        .hook(&hook)
-        .stepped()
-        .spawn()
-        .await;
-    let event_id = app
-        .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
-        .await;
+crate::backends! {
+    #[tokio::test]
+    async fn failure_then_success_makes_two_attempts_and_a_delivered_event(backend) {
+        let sandbox = Sandbox::with_backend(backend);
+        let hook = sandbox.shell_hook(
+            "flaky",
+            &["run.succeeded"],
+            r#"echo "$STEERHOOK_ATTEMPT" >> "$OUT/attempts"
+               [ -e "$OUT/failed-once" ] && exit 0
+               touch "$OUT/failed-once"
+               exit 1"#,
+            "",
+        );
+        let app = app_on(&sandbox)
+            .queue("backoff_base_secs = 1")
+            .hook(&hook)
+            .stepped()
+            .spawn()
+            .await;
+        let event_id = app
+            .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
+            .await;
 
-    let (_, first) = app.step_ran().await;
-    let JobNext::RetryAt(due) = first else {
-        panic!("first attempt must be retried, got {first:?}")
-    };
-    assert!(
-        due <= app.now_ms() + 1_000,
-        "first backoff is at most backoff_base_secs"
-    );
-    app.advance(PAST_BACKOFF);
-    let (job, second) = app.step_ran().await;
-
-    assert_eq!(second, JobNext::Succeeded);
-    assert!(matches!(
-        app.step().await,
-        Outcome::Idle { next_due_at: None }
-    ));
-    let db = app.db();
-    let attempts = db.attempts(job.id);
-    let summary: Vec<_> = attempts
-        .iter()
-        .map(|a| (a.attempt, a.outcome.as_str(), a.exit_code))
-        .collect();
-    assert_eq!(summary, [(1, "retry", Some(1)), (2, "ok", Some(0))]);
-    assert_eq!(attempts[0].error_code.as_deref(), Some("EXIT_NONZERO"));
-    assert_eq!(sandbox.out_lines("attempts"), ["1", "2"]);
-    assert_eq!(db.delivery_job(&event_id, "flaky").state, "succeeded");
-    assert_eq!(db.event_status(&event_id), "done");
-}
-
-#[tokio::test]
-async fn always_failing_hook_gets_exactly_max_attempts_then_the_delivery_fails() {
-    let sandbox = Sandbox::new();
-    let hook = sandbox.shell_hook(
-        "broken",
-        &["run.succeeded"],
-        r#"echo "$STEERHOOK_ATTEMPT" >> "$OUT/attempts"; echo "broken on purpose" >&2; exit 3"#,
-        "max_attempts = 3",
-    );
-    let app = app_on(&sandbox)
-        .queue("backoff_base_secs = 1")
-        .hook(&hook)
-        .stepped()
-        .spawn()
-        .await;
-    let event_id = app
-        .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
-        .await;
-
-    let mut nexts = Vec::new();
-    loop {
-        match app.step().await {
-            Outcome::Ran { next, .. } => nexts.push(next),
-            Outcome::Idle { next_due_at: None } => break,
-            Outcome::Idle { .. } => {}
-        }
+        let (_, first) = app.step_ran().await;
+        let JobNext::RetryAt(due) = first else {
+            panic!("first attempt must be retried, got {first:?}")
+        };
         assert!(
-            nexts.len() <= 3,
-            "more than max_attempts attempts: {nexts:?}"
+            due <= app.now_ms() + 1_000,
+            "first backoff is at most backoff_base_secs"
         );
         app.advance(PAST_BACKOFF);
-    }
+        let (job, second) = app.step_ran().await;
 
-    assert_eq!(nexts.len(), 3);
-    assert!(matches!(nexts[0], JobNext::RetryAt(_)));
-    assert!(matches!(nexts[1], JobNext::RetryAt(_)));
-    assert_eq!(nexts[2], JobNext::Failed);
-    let db = app.db();
-    let job = db.delivery_job(&event_id, "broken");
-    assert_eq!(job.state, "failed");
-    assert_eq!(job.attempts, 3);
-    assert_eq!(job.last_error_code.as_deref(), Some("EXIT_NONZERO"));
-    let attempts = db.attempts(job.id);
-    let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome.as_str()).collect();
-    assert_eq!(outcomes, ["retry", "retry", "failed"]);
-    assert!(attempts
-        .iter()
-        .all(|a| a.exit_code == Some(3) && a.stderr.as_deref() == Some(b"broken on purpose\n")));
-    assert_eq!(db.event_status(&event_id), "failed");
-    assert_eq!(sandbox.out_lines("attempts"), ["1", "2", "3"]);
+        assert_eq!(second, JobNext::Succeeded);
+        assert!(matches!(
+            app.step().await,
+            Outcome::Idle { next_due_at: None }
+        ));
+        let db = app.db();
+        let attempts = db.attempts(job.id);
+        let summary: Vec<_> = attempts
+            .iter()
+            .map(|a| (a.attempt, a.outcome.as_str(), a.exit_code))
+            .collect();
+        assert_eq!(summary, [(1, "retry", Some(1)), (2, "ok", Some(0))]);
+        assert_eq!(attempts[0].error_code.as_deref(), Some("EXIT_NONZERO"));
+        assert_eq!(sandbox.out_lines("attempts"), ["1", "2"]);
+        assert_eq!(db.delivery_job(&event_id, "flaky").state, "succeeded");
+        assert_eq!(db.event_status(&event_id), "done");
+    }
+}
+
+crate::backends! {
+    #[tokio::test]
+    async fn always_failing_hook_gets_exactly_max_attempts_then_the_delivery_fails(backend) {
+        let sandbox = Sandbox::with_backend(backend);
+        let hook = sandbox.shell_hook(
+            "broken",
+            &["run.succeeded"],
+            r#"echo "$STEERHOOK_ATTEMPT" >> "$OUT/attempts"; echo "broken on purpose" >&2; exit 3"#,
+            "max_attempts = 3",
+        );
+        let app = app_on(&sandbox)
+            .queue("backoff_base_secs = 1")
+            .hook(&hook)
+            .stepped()
+            .spawn()
+            .await;
+        let event_id = app
+            .post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
+            .await;
+
+        let mut nexts = Vec::new();
+        loop {
+            match app.step().await {
+                Outcome::Ran { next, .. } => nexts.push(next),
+                Outcome::Idle { next_due_at: None } => break,
+                Outcome::Idle { .. } => {}
+            }
+            assert!(
+                nexts.len() <= 3,
+                "more than max_attempts attempts: {nexts:?}"
+            );
+            app.advance(PAST_BACKOFF);
+        }
+
+        assert_eq!(nexts.len(), 3);
+        assert!(matches!(nexts[0], JobNext::RetryAt(_)));
+        assert!(matches!(nexts[1], JobNext::RetryAt(_)));
+        assert_eq!(nexts[2], JobNext::Failed);
+        let db = app.db();
+        let job = db.delivery_job(&event_id, "broken");
+        assert_eq!(job.state, "failed");
+        assert_eq!(job.attempts, 3);
+        assert_eq!(job.last_error_code.as_deref(), Some("EXIT_NONZERO"));
+        let attempts = db.attempts(job.id);
+        let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["retry", "retry", "failed"]);
+        assert!(attempts
+            .iter()
+            .all(|a| a.exit_code == Some(3) && a.stderr.as_deref() == Some(b"broken on purpose\n")));
+        assert_eq!(db.event_status(&event_id), "failed");
+        assert_eq!(sandbox.out_lines("attempts"), ["1", "2", "3"]);
+    }
 }
 
 /// Runs `events` deliveries of a hook with `concurrency` through the real

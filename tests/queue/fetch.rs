@@ -18,55 +18,57 @@ async fn deliver_one(sandbox: &Sandbox, setup: TestAppBuilder, run_id: &str) -> 
     doc
 }
 
-#[tokio::test]
-async fn logs_of_450_lines_at_200_a_page_take_three_calls_and_reach_the_hook_oldest_first() {
-    let api = MockServer::start().await;
-    mount_runs(&api, FakeRuns::lines(450)).await;
-    let sandbox = Sandbox::new();
-    let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
-    let id = app.post_run("run_450").await;
+crate::backends! {
+    #[tokio::test]
+    async fn logs_of_450_lines_at_200_a_page_take_three_calls_and_reach_the_hook_oldest_first(backend) {
+        let api = MockServer::start().await;
+        mount_runs(&api, FakeRuns::lines(450)).await;
+        let sandbox = Sandbox::with_backend(backend);
+        let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
+        let id = app.post_run("run_450").await;
 
-    let fetch = app.step().await;
-    assert!(
-        matches!(&fetch, Outcome::Ran { job, next: JobNext::Succeeded } if job.kind == steerhook::store::JobKind::Fetch),
-        "the first step fetches: {fetch:?}"
-    );
-    let logs_calls = requests_to(&api, "/runs/run_450/logs").await;
-    assert_eq!(logs_calls.len(), 3, "one call per page of 200");
-    let cursors: Vec<Option<String>> = logs_calls
-        .iter()
-        .map(|r| {
-            r.url
+        let fetch = app.step().await;
+        assert!(
+            matches!(&fetch, Outcome::Ran { job, next: JobNext::Succeeded } if job.kind == steerhook::store::JobKind::Fetch),
+            "the first step fetches: {fetch:?}"
+        );
+        let logs_calls = requests_to(&api, "/runs/run_450/logs").await;
+        assert_eq!(logs_calls.len(), 3, "one call per page of 200");
+        let cursors: Vec<Option<String>> = logs_calls
+            .iter()
+            .map(|r| {
+                r.url
+                    .query_pairs()
+                    .find(|(k, _)| k == "beforeLogCursor")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .collect();
+        assert_eq!(
+            cursors,
+            [None, Some("before:250".into()), Some("before:50".into())],
+            "the newest page first, then each page's cursor"
+        );
+        assert!(
+            logs_calls.iter().all(|r| r
+                .url
                 .query_pairs()
-                .find(|(k, _)| k == "beforeLogCursor")
-                .map(|(_, v)| v.into_owned())
-        })
-        .collect();
-    assert_eq!(
-        cursors,
-        [None, Some("before:250".into()), Some("before:50".into())],
-        "the newest page first, then each page's cursor"
-    );
-    assert!(
-        logs_calls.iter().all(|r| r
-            .url
-            .query_pairs()
-            .any(|(k, v)| k == "logLimit" && v == "200")),
-        "logLimit = opensteer.log_page_size on every call"
-    );
-    assert_eq!(
-        requests_to(&api, "/runs/run_450").await.len(),
-        4,
-        "one run call"
-    );
+                .any(|(k, v)| k == "logLimit" && v == "200")),
+            "logLimit = opensteer.log_page_size on every call"
+        );
+        assert_eq!(
+            requests_to(&api, "/runs/run_450").await.len(),
+            4,
+            "one run call"
+        );
 
-    app.drain(5).await;
-    let doc = sandbox.hook_document(&id);
-    assert_eq!(log_seqs(&doc), (0..450).collect::<Vec<u64>>());
-    assert_eq!(doc["run"], run_json("run_450"));
-    assert_eq!(doc["event"]["id"], json!(id));
-    assert_eq!(sandbox.db().event_status(&id), "done");
-    app.stop().await;
+        app.drain(5).await;
+        let doc = sandbox.hook_document(&id);
+        assert_eq!(log_seqs(&doc), (0..450).collect::<Vec<u64>>());
+        assert_eq!(doc["run"], run_json("run_450"));
+        assert_eq!(doc["event"]["id"], json!(id));
+        assert_eq!(sandbox.db().event_status(&id), "done");
+        app.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -251,77 +253,78 @@ async fn paging_stops_at_max_log_pages_and_the_fetch_still_succeeds() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_run_that_is_not_found_or_a_contract_mismatch_fails_the_fetch_and_hooks_get_the_event_without_it(
-) {
-    for (status, code, expected_code) in [
-        (404, None, "HTTP_404"),
-        (
-            409,
-            Some("CLOUD_CONTRACT_MISMATCH"),
-            "CLOUD_CONTRACT_MISMATCH",
-        ),
-    ] {
-        let api = MockServer::start().await;
-        let answer = match code {
-            Some(c) => api_error(status, c),
-            None => ResponseTemplate::new(status).set_body_string("no such run"),
-        };
-        mount_runs(&api, answer).await;
-        let sandbox = Sandbox::new();
-        // Without a settle window, a 404 is final at once (SPEC §5).
-        let app = queue_app(&sandbox, Some(&api))
-            .opensteer_lines("settle_secs = 0")
-            .stepped()
-            .spawn()
-            .await;
-        let id = app.post_run("run_gone").await;
+crate::backends! {
+    #[tokio::test]
+    async fn a_run_that_is_not_found_or_a_contract_mismatch_fails_the_fetch_and_hooks_get_the_event_without_it(backend) {
+        for (status, code, expected_code) in [
+            (404, None, "HTTP_404"),
+            (
+                409,
+                Some("CLOUD_CONTRACT_MISMATCH"),
+                "CLOUD_CONTRACT_MISMATCH",
+            ),
+        ] {
+            let api = MockServer::start().await;
+            let answer = match code {
+                Some(c) => api_error(status, c),
+                None => ResponseTemplate::new(status).set_body_string("no such run"),
+            };
+            mount_runs(&api, answer).await;
+            let sandbox = Sandbox::with_backend(backend);
+            // Without a settle window, a 404 is final at once (SPEC §5).
+            let app = queue_app(&sandbox, Some(&api))
+                .opensteer_lines("settle_secs = 0")
+                .stepped()
+                .spawn()
+                .await;
+            let id = app.post_run("run_gone").await;
 
-        let first = app.step().await;
-        assert!(
-            matches!(&first, Outcome::Ran { job, next: JobNext::Failed } if job.kind == steerhook::store::JobKind::Fetch),
-            "HTTP {status}: the fetch fails at once, not retried: {first:?}"
-        );
-        let fetch = sandbox.db().job(&id, "fetch");
-        assert_eq!(fetch.state, "failed", "HTTP {status}");
-        assert_eq!(fetch.last_error_code.as_deref(), Some(expected_code));
-        let tries = sandbox.db().attempts(fetch.id);
-        assert_eq!(tries.len(), 1, "HTTP {status}: {tries:?}");
-        assert_eq!(tries[0].outcome, "failed");
-        assert_eq!(tries[0].error_code.as_deref(), Some(expected_code));
-        let enrichment_error = sandbox.db().enrichment_error(&id);
-        assert!(
-            enrichment_error.is_some(),
-            "HTTP {status}: the event says why it has no run"
-        );
-        assert_eq!(
-            sandbox.db().event_status(&id),
-            "pending",
-            "HTTP {status}: its delivery is still to run"
-        );
+            let first = app.step().await;
+            assert!(
+                matches!(&first, Outcome::Ran { job, next: JobNext::Failed } if job.kind == steerhook::store::JobKind::Fetch),
+                "HTTP {status}: the fetch fails at once, not retried: {first:?}"
+            );
+            let fetch = sandbox.db().job(&id, "fetch");
+            assert_eq!(fetch.state, "failed", "HTTP {status}");
+            assert_eq!(fetch.last_error_code.as_deref(), Some(expected_code));
+            let tries = sandbox.db().attempts(fetch.id);
+            assert_eq!(tries.len(), 1, "HTTP {status}: {tries:?}");
+            assert_eq!(tries[0].outcome, "failed");
+            assert_eq!(tries[0].error_code.as_deref(), Some(expected_code));
+            let enrichment_error = sandbox.db().enrichment_error(&id);
+            assert!(
+                enrichment_error.is_some(),
+                "HTTP {status}: the event says why it has no run"
+            );
+            assert_eq!(
+                sandbox.db().event_status(&id),
+                "pending",
+                "HTTP {status}: its delivery is still to run"
+            );
 
-        app.drain(5).await;
-        let deliver = sandbox.db().job(&id, "deliver");
-        assert_eq!(deliver.state, "succeeded", "HTTP {status}");
-        let doc = sandbox.hook_document(&id);
-        assert_eq!(doc["run"], Value::Null, "HTTP {status}");
-        assert_eq!(doc["enrichment"]["status"], json!("none"), "HTTP {status}");
-        assert_eq!(
-            doc["enrichment"]["error"]["code"],
-            json!(expected_code),
-            "HTTP {status}"
-        );
-        assert_eq!(
-            sandbox.db().event_status(&id),
-            "done",
-            "HTTP {status}: the hooks ran; a fetch that gave up does not fail the event"
-        );
-        assert_eq!(doc["event"]["runId"], json!("run_gone"));
-        assert_eq!(
-            requests_to(&api, "/runs/").await.len(),
-            1,
-            "HTTP {status}: not retried"
-        );
-        app.stop().await;
+            app.drain(5).await;
+            let deliver = sandbox.db().job(&id, "deliver");
+            assert_eq!(deliver.state, "succeeded", "HTTP {status}");
+            let doc = sandbox.hook_document(&id);
+            assert_eq!(doc["run"], Value::Null, "HTTP {status}");
+            assert_eq!(doc["enrichment"]["status"], json!("none"), "HTTP {status}");
+            assert_eq!(
+                doc["enrichment"]["error"]["code"],
+                json!(expected_code),
+                "HTTP {status}"
+            );
+            assert_eq!(
+                sandbox.db().event_status(&id),
+                "done",
+                "HTTP {status}: the hooks ran; a fetch that gave up does not fail the event"
+            );
+            assert_eq!(doc["event"]["runId"], json!("run_gone"));
+            assert_eq!(
+                requests_to(&api, "/runs/").await.len(),
+                1,
+                "HTTP {status}: not retried"
+            );
+            app.stop().await;
+        }
     }
 }

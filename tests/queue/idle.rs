@@ -1,13 +1,13 @@
 //! A worker with nothing it may claim waits; it does not spin on the
-//! database. Measured on the real binary as a child process, whose CPU time
-//! the kernel counts apart from this test's threads.
+//! database (measured on the real binary as a child process, whose CPU time
+//! the kernel counts apart from this test's threads), and new work wakes it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wiremock::MockServer;
 
 use crate::support::prelude::*;
-use crate::{queue_app, save_hook};
+use crate::{queue_app, save_hook, APPEND_ID};
 
 /// How long the idle worker is watched.
 const WATCH: Duration = Duration::from_secs(2);
@@ -86,4 +86,36 @@ async fn the_worker_waits_without_spinning_while_a_hook_is_at_its_concurrency_li
         used < MAX_IDLE_CPU,
         "the daemon used {used:?} of CPU in {WATCH:?} while the second delivery waited for the hook"
     );
+}
+
+crate::backends! {
+    /// The worker, idle between events, starts each new one as soon as it
+    /// is stored, not at its next look at the queue (every 500 ms on SQLite,
+    /// every 5 s on PostgreSQL, where several daemons would each poll the
+    /// one server).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_worker_starts_each_new_event_before_its_next_poll(backend) {
+        let sandbox = Sandbox::with_backend(backend);
+        let app = queue_app(&sandbox, None)
+            .without_hooks()
+            .hook(&save_hook(&sandbox, APPEND_ID, ""))
+            .system_clock()
+            .spawn()
+            .await;
+        let poll = app.dispatcher.idle_poll();
+        for n in 0..3 {
+            let started = Instant::now();
+            app.post_run(&format!("run_idle_{n}")).await;
+            wait_for(DEADLINE, "the delivery", || {
+                (sandbox.out_lines("ids").len() > n).then_some(())
+            })
+            .await;
+            let took = started.elapsed();
+            assert!(
+                took < poll,
+                "delivery {n} took {took:?}: the worker waited for its poll ({poll:?})"
+            );
+        }
+        app.stop().await;
+    }
 }

@@ -11,6 +11,7 @@ mod fetch;
 mod idle;
 mod ids;
 mod load;
+mod order;
 mod panics;
 mod retry;
 mod routing;

@@ -18,6 +18,9 @@
 //! PostgreSQL variant skips, printing why, when [`POSTGRES_APP_TESTS`] is
 //! off, or when no server answers and `STEERHOOK_TEST_SKIP_POSTGRES=1`;
 //! with no server and no such variable it fails, saying how to get one.
+//!
+//! A test that runs its own runtimes is a plain `#[test] fn name(backend)`
+//! inside `backends!`, the same way.
 
 use super::db::{no_server_message, postgres_server, Backend, SKIP_POSTGRES_VAR};
 
@@ -59,7 +62,8 @@ pub fn postgres_runs(test: &str) -> bool {
 /// See the module documentation.
 #[macro_export]
 macro_rules! backends {
-    ($($(#[$meta:meta])* async fn $name:ident($backend:ident) $body:block)*) => {$(
+    () => {};
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident) $body:block $($rest:tt)*) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -79,5 +83,28 @@ macro_rules! backends {
                 $body
             }
         }
-    )*};
+        $crate::backends! { $($rest)* }
+    };
+    ($(#[$meta:meta])* fn $name:ident($backend:ident) $body:block $($rest:tt)*) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$meta])*
+            fn sqlite() {
+                let $backend = $crate::support::db::Backend::Sqlite;
+                $body
+            }
+
+            $(#[$meta])*
+            fn postgres() {
+                let $backend = $crate::support::db::Backend::Postgres;
+                if !$crate::support::backends::runs($backend, module_path!()) {
+                    return;
+                }
+                $body
+            }
+        }
+        $crate::backends! { $($rest)* }
+    };
 }

@@ -57,7 +57,8 @@
 //!   [`daemon`] (`steerhook_command`, `serve_command`, `Daemon`, `free_port`,
 //!   `cli`, `run_cli`, `describe`, `repo_path`, `read_repo`). An
 //!   `Application` a test builds itself: [`app::Running`]. Outside tools:
-//!   [`tools`]. A TCP proxy to cut a server away: [`proxy`].
+//!   [`tools`]. A TCP proxy to cut a server away: [`proxy`]. A database
+//!   that refuses writes on either backend: [`fault::StoreFault`].
 //! - Bodies and answers: [`webhook`] (`run_event`, `unique`, `json_body`,
 //!   `assert_error`, `Webhook::to(url)` for the real binary).
 #![allow(dead_code)] // each test binary uses a different part
@@ -68,6 +69,7 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod fake_api;
+pub mod fault;
 pub mod instance;
 pub mod logs;
 pub mod poll;

@@ -87,9 +87,14 @@ impl Sandbox {
     }
 
     /// Payload files still present (none when the directory is missing).
+    /// On PostgreSQL the directory also holds the daemon's instance lock,
+    /// `.lock`, which is not a payload.
     pub fn payload_files_left(&self) -> Vec<PathBuf> {
         match std::fs::read_dir(self.payload_dir()) {
-            Ok(entries) => entries.filter_map(|e| Some(e.ok()?.path())).collect(),
+            Ok(entries) => entries
+                .filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| p.file_name().is_none_or(|n| n != ".lock"))
+                .collect(),
             Err(_) => Vec::new(),
         }
     }

@@ -443,11 +443,17 @@ impl PgStore {
         queries::claim_due_job(&mut client, &f, &self.inner.daemon).await
     }
 
-    /// The earliest time a pending job becomes due.
+    /// The earliest time a job may be claimed: a pending job becomes due,
+    /// or a running one's lease runs out (its daemon may have died, and an
+    /// idle daemon should look then, not at its next poll).
     pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         let client = self.client().await?;
         let row = client
-            .query_one("SELECT min(due_at) FROM jobs WHERE state = 'pending'", &[])
+            .query_one(
+                "SELECT least((SELECT min(due_at) FROM jobs WHERE state = 'pending'),
+                              (SELECT min(lease_until) FROM jobs WHERE state = 'running'))",
+                &[],
+            )
             .await
             .map_err(pg_error)?;
         Ok(row.get(0))
