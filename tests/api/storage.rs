@@ -97,12 +97,24 @@ crate::backends! {
             .post_signed(&run_event("run.succeeded", "evt_hooked", "run_h"))
             .await;
         assert_eq!(resp.status().as_u16(), 202);
-        // The job is written in the same transaction as the event. A worker may
-        // already have run it, so only its existence is asserted, not its state.
-        assert_eq!(
-            jobs_of(reader, "evt_hooked"),
-            vec![("deliver".to_owned(), "etl".to_owned())]
+        // Its work is written in the same transaction as the event (on
+        // SQLite as a row the worker turns into jobs when it next claims):
+        // `events show`, reading the database right after the answer, names
+        // the delivery. A worker may already have run it, so only its
+        // existence is asserted, not its state.
+        let (code, shown, stderr) = crate::support::daemon::cli(
+            &app.write_config(),
+            &["events", "show", "evt_hooked", "--json"],
         );
+        assert_eq!(code, 0, "{stderr}");
+        let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        let deliveries: Vec<(&str, &str)> = shown["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| (j["kind"].as_str().unwrap(), j["hook"].as_str().unwrap()))
+            .collect();
+        assert_eq!(deliveries, [("deliver", "etl")]);
 
         // A type the hook does not want gets no job and is finished at once.
         let resp = app

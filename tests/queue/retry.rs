@@ -44,10 +44,10 @@ crate::backends! {
         let app = queue_app(&sandbox, Some(&api)).stepped().spawn().await;
         let a = app.post_run("run_a").await;
         let b = app.post_run("run_b").await;
-        let a_fetch = sandbox.db().job(&a, "fetch").id;
         let t0 = app.now_ms();
 
         let (kind, id, next) = ran(&app.step().await);
+        let a_fetch = sandbox.db().job(&a, "fetch").id;
         assert_eq!((kind.as_str(), id), ("fetch", a_fetch));
         let JobNext::RetryAt(at) = next else {
             panic!("a 429 is retried: {next:?}")

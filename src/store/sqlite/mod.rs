@@ -15,6 +15,7 @@
 //! cross-thread wake each.
 
 mod checkpointer;
+mod expand;
 mod inspect;
 mod queries;
 mod schema;
@@ -100,6 +101,8 @@ pub struct SqliteStore {
 
 struct Inner {
     options: StoreOptions,
+    /// Which jobs an event gets: made after the answer (see [`expand`]).
+    routing: std::sync::Arc<Routing>,
     writer: mpsc::Sender<Command>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -176,10 +179,11 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         let nudge = checkpointer::spawn(open_connection(&options, false)?, options.busy_timeout)?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_LEN);
-        writer::spawn(conn, rx, routing, options.synchronous, nudge)?;
+        writer::spawn(conn, rx, routing.clone(), options.synchronous, nudge)?;
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
                 options,
+                routing: std::sync::Arc::new(routing),
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
             }),
@@ -334,11 +338,17 @@ impl SqliteStore {
             .await
     }
 
-    /// Claims a job. Relaxed: a claim lost to a power failure leaves the job
-    /// pending, as every restart does with claimed jobs anyway.
+    /// Makes the jobs of waiting events (see [`expand`]), then claims a
+    /// job. Relaxed: a claim lost to a power failure leaves the job pending,
+    /// as every restart does with claimed jobs anyway, and jobs lost with it
+    /// are made again (their events still wait).
     pub async fn claim_due_job(&self, f: ClaimFilter) -> Result<Option<ClaimedJob>, StoreError> {
-        self.write_relaxed(move |tx| queries::claim_due_job(tx, &f))
-            .await
+        let routing = self.inner.routing.clone();
+        self.write_relaxed(move |tx| {
+            expand::expand(tx, &routing)?;
+            queries::claim_due_job(tx, &f)
+        })
+        .await
     }
 
     /// The earliest time a pending job becomes due.
@@ -449,7 +459,28 @@ impl SqliteStore {
 
     /// Queue depth by kind and state.
     pub async fn queue_counts(&self, now: i64) -> Result<QueueCounts, StoreError> {
-        self.read(move |c| queries::queue_counts(c, now)).await
+        let routing = self.inner.routing.clone();
+        self.read(move |c| {
+            let mut counts = queries::queue_counts(c, now)?;
+            // Waiting events count as the jobs they will get.
+            for (event_type, n, oldest) in expand::waiting(c)? {
+                for (kind, _, state) in expand::projected(&routing, event_type) {
+                    match counts
+                        .by_kind_state
+                        .iter_mut()
+                        .find(|(k, s, _)| *k == kind && *s == state)
+                    {
+                        Some((_, _, count)) => *count += n,
+                        None => counts.by_kind_state.push((kind, state, n)),
+                    }
+                }
+                let age = now - oldest;
+                counts.oldest_due_age_ms =
+                    Some(counts.oldest_due_age_ms.map_or(age, |a| a.max(age)));
+            }
+            Ok(counts)
+        })
+        .await
     }
 
     /// Events, newest first.
@@ -459,7 +490,18 @@ impl SqliteStore {
 
     /// One event with its jobs and attempts.
     pub async fn find_event(&self, id: String) -> Result<Option<EventDetail>, StoreError> {
-        self.read(move |c| inspect::find_event(c, &id)).await
+        let routing = self.inner.routing.clone();
+        self.read(move |c| {
+            let Some(mut ev) = inspect::find_event(c, &id)? else {
+                return Ok(None);
+            };
+            // An event whose jobs are still to be made shows the jobs it will get.
+            if let Some(jobs) = expand::projected_details(c, &routing, ev.seq)? {
+                ev.jobs = jobs;
+            }
+            Ok(Some(ev))
+        })
+        .await
     }
 
     /// Queues deliveries again.
@@ -470,8 +512,12 @@ impl SqliteStore {
         enrich: bool,
         now: i64,
     ) -> Result<ReplayReport, StoreError> {
-        self.write(move |tx| inspect::replay(tx, seq, &hooks, enrich, now))
-            .await
+        let routing = self.inner.routing.clone();
+        self.write(move |tx| {
+            expand::expand_one(tx, &routing, seq)?;
+            inspect::replay(tx, seq, &hooks, enrich, now)
+        })
+        .await
     }
 
     /// Deletes finished events past `cutoff`.

@@ -6,12 +6,12 @@ use crate::domain::{Enrichment, EnrichmentError, EnrichmentStatus};
 use crate::store::logs::{ChunkedArray, Newest};
 use crate::store::{
     event_id_candidates, AttemptRecord, ClaimFilter, ClaimedJob, InsertOutcome, JobKind, JobNext,
-    JobState, LogPage, NewEvent, NewestLogs, Pruned, QuarantinedBody, QueueCounts, Routing,
-    StoreError, StoredEvent, SummaryBounds,
+    LogPage, NewEvent, NewestLogs, Pruned, QuarantinedBody, QueueCounts, Routing, StoreError,
+    StoredEvent, SummaryBounds,
 };
 
-/// Inserts the event and its jobs, or reports the duplicate. Runs inside the
-/// writer's batch transaction.
+/// Inserts the event, with its jobs to be made (`unexpanded`), or reports
+/// the duplicate. Runs inside the writer's batch transaction.
 pub(super) fn insert_event_with_jobs(
     tx: &Transaction<'_>,
     ev: &NewEvent,
@@ -63,29 +63,13 @@ pub(super) fn insert_event_with_jobs(
         )));
     };
     let seq = tx.last_insert_rowid();
-    let now = ev.received_at;
-    let deliver_state = if routing.enrich {
-        tx.prepare_cached(
-            "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
-             VALUES (?1, 'fetch', '', 'pending', ?2, ?2, ?2)",
-        )?
-        .execute(params![seq, now])?;
-        JobState::Blocked
-    } else {
-        JobState::Pending
-    };
-    let mut any = routing.enrich;
-    for hook in routing.hooks_for(e.event_type) {
-        any = true;
-        tx.prepare_cached(
-            "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
-             VALUES (?1, 'deliver', ?2, ?3, ?4, ?4, ?4)",
-        )?
-        .execute(params![seq, hook, deliver_state, now])?;
-    }
-    if !any {
+    if super::expand::projected(routing, e.event_type).is_empty() {
         // Nothing to do for this event: it is finished as soon as it is stored.
         tx.prepare_cached("UPDATE events SET status = 'done' WHERE seq = ?1")?
+            .execute([seq])?;
+    } else {
+        // Its jobs are made after the answer, by the worker (see `expand`).
+        tx.prepare_cached("INSERT INTO unexpanded (seq) VALUES (?1)")?
             .execute([seq])?;
     }
     Ok(InsertOutcome::Accepted { id })
@@ -187,8 +171,13 @@ pub(super) fn extend_leases(tx: &Connection, ids: &[i64], until: i64) -> Result<
 
 /// The earliest time a pending job becomes due, unix ms.
 pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    // An event whose jobs are still to be made (`expand`) is work due since
+    // it arrived.
     Ok(conn.query_row(
-        "SELECT min(due_at) FROM jobs WHERE state = 'pending'",
+        "SELECT min(at) FROM (
+             SELECT min(due_at) AS at FROM jobs WHERE state = 'pending'
+             UNION ALL
+             SELECT min(e.received_at) FROM unexpanded u JOIN events e ON e.seq = u.seq)",
         [],
         |r| r.get(0),
     )?)
@@ -649,7 +638,8 @@ pub(super) fn queue_counts(conn: &Connection, now: i64) -> Result<QueueCounts, S
 /// The events `prune` deletes: received before `?1`, no unfinished job.
 const PRUNABLE: &str = "received_at < ?1
     AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = events.seq
-                    AND jobs.state IN ('blocked', 'pending', 'running'))";
+                    AND jobs.state IN ('blocked', 'pending', 'running'))
+    AND NOT EXISTS (SELECT 1 FROM unexpanded u WHERE u.seq = events.seq)";
 
 /// Of the events [`PRUNABLE`] selects, those with a delivery still `failed`.
 const WITH_FAILED_DELIVERY: &str = "EXISTS (SELECT 1 FROM jobs WHERE jobs.event_seq = events.seq

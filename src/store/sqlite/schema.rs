@@ -175,6 +175,13 @@ WHERE status = 'failed'
 "#,
         )
         .foreign_key_check(),
+        // Jobs made after the answer (see `super::expand`): an event with
+        // work ahead of it waits here until the worker makes its jobs.
+        M::up(
+            "CREATE TABLE unexpanded (
+                 seq INTEGER PRIMARY KEY REFERENCES events (seq) ON DELETE CASCADE
+             );",
+        ),
     ])
 }
 
@@ -359,7 +366,7 @@ mod tests {
         super::migrate(&mut conn).unwrap();
         assert_eq!(
             super::migrations().current_version(&conn).unwrap(),
-            SchemaVersion::Inside(std::num::NonZeroUsize::new(5).unwrap())
+            SchemaVersion::Inside(std::num::NonZeroUsize::new(6).unwrap())
         );
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
         assert_eq!(count("SELECT count(*) FROM attempts"), 2, "attempts kept");
