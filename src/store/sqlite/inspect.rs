@@ -1,13 +1,99 @@
-//! Queries for the operator's commands: list, show, replay, hooks, quarantine.
+//! The CLI's read views on SQLite: queue counts, events, each hook's
+//! activity, quarantined bodies. An event whose jobs are still to be made
+//! (see [`super::expand`]) shows the jobs it will get.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::enrichment::enrichment_from;
+use super::{expand, SqliteStore};
 use crate::store::{
-    AttemptDetail, BulkReplayReport, EventDetail, EventFilter, EventSummary, FailedDeliveries,
-    HookActivity, JobDetail, QuarantineSummary, QuarantinedDetail, ReplayReport, StoreError,
+    AttemptDetail, EventDetail, EventFilter, EventSummary, HookActivity, JobDetail,
+    QuarantineSummary, QuarantinedDetail, QueueCounts, StoreError,
 };
+
+impl SqliteStore {
+    /// Queue depth by kind and state.
+    pub async fn queue_counts(&self, now: i64) -> Result<QueueCounts, StoreError> {
+        let routing = self.inner.routing.clone();
+        self.read(move |c| {
+            let mut counts = queue_counts(c, now)?;
+            // Waiting events count as the jobs they will get.
+            for (event_type, n, oldest) in expand::waiting(c)? {
+                for (kind, _, state) in expand::projected(&routing, event_type) {
+                    match counts
+                        .by_kind_state
+                        .iter_mut()
+                        .find(|(k, s, _)| *k == kind && *s == state)
+                    {
+                        Some((_, _, count)) => *count += n,
+                        None => counts.by_kind_state.push((kind, state, n)),
+                    }
+                }
+                let age = now - oldest;
+                counts.oldest_due_age_ms =
+                    Some(counts.oldest_due_age_ms.map_or(age, |a| a.max(age)));
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    /// Events, newest first.
+    pub async fn list_events(&self, f: EventFilter) -> Result<Vec<EventSummary>, StoreError> {
+        self.read(move |c| list_events(c, &f)).await
+    }
+
+    /// One event with its jobs and attempts.
+    pub async fn find_event(&self, id: String) -> Result<Option<EventDetail>, StoreError> {
+        let routing = self.inner.routing.clone();
+        self.read(move |c| {
+            let Some(mut ev) = find_event(c, &id)? else {
+                return Ok(None);
+            };
+            // An event whose jobs are still to be made shows the jobs it will get.
+            if let Some(jobs) = expand::projected_details(c, &routing, ev.seq)? {
+                ev.jobs = jobs;
+            }
+            Ok(Some(ev))
+        })
+        .await
+    }
+
+    /// Each hook's pause and deliveries.
+    pub async fn hook_activity(&self, since: i64) -> Result<Vec<HookActivity>, StoreError> {
+        self.read(move |c| hook_activity(c, since)).await
+    }
+
+    /// Quarantined bodies, newest first.
+    pub async fn list_quarantine(&self, limit: u32) -> Result<Vec<QuarantineSummary>, StoreError> {
+        self.read(move |c| list_quarantine(c, limit)).await
+    }
+
+    /// One quarantined body.
+    pub async fn find_quarantined(&self, id: i64) -> Result<Option<QuarantinedDetail>, StoreError> {
+        self.read(move |c| find_quarantined(c, id)).await
+    }
+}
+
+/// Queue depth by kind and state.
+pub(super) fn queue_counts(conn: &Connection, now: i64) -> Result<QueueCounts, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")?;
+    let by_kind_state = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let oldest: Option<i64> = conn.query_row(
+        "SELECT min(due_at) FROM jobs WHERE state = 'pending' AND due_at <= ?1",
+        [now],
+        |r| r.get(0),
+    )?;
+    Ok(QueueCounts {
+        by_kind_state,
+        oldest_due_age_ms: oldest.map(|d| now - d),
+    })
+}
 
 /// Events, newest first.
 pub(super) fn list_events(
@@ -62,7 +148,7 @@ pub(super) fn find_event(conn: &Connection, id: &str) -> Result<Option<EventDeta
                     enrichment_error: r.get(10)?,
                     log_count: r.get(11)?,
                     sender_id: r.get(12)?,
-                    enrichment: super::queries::enrichment_from(r.get(13)?, r.get(14)?, r.get(10)?),
+                    enrichment: enrichment_from(r.get(13)?, r.get(14)?, r.get(10)?),
                     jobs: Vec::new(),
                 })
             },
@@ -120,200 +206,6 @@ pub(super) fn find_event(conn: &Connection, id: &str) -> Result<Option<EventDeta
     Ok(Some(ev))
 }
 
-/// Queues the deliveries of event `seq` to `hooks` again, now, with a fresh
-/// attempt count. A delivery running at this moment is left alone. If the
-/// event's fetch failed and `enrich` is on, the fetch runs again first.
-pub(super) fn replay(
-    tx: &Connection,
-    seq: i64,
-    hooks: &[String],
-    enrich: bool,
-    now: i64,
-) -> Result<ReplayReport, StoreError> {
-    let mut report = ReplayReport::default();
-    // Due since the event arrived: the serving process's clock, not this
-    // command's, decides when "now" is, and a replayed job must be due at once.
-    let due: i64 = tx.query_row(
-        "SELECT received_at FROM events WHERE seq = ?1",
-        [seq],
-        |r| r.get(0),
-    )?;
-    if enrich {
-        report.refetch = tx.execute(
-            "UPDATE jobs SET state = 'pending', attempts = 0, due_at = ?2, updated_at = ?3, finished_at = NULL,
-                    replays = replays + 1
-             WHERE event_seq = ?1 AND kind = 'fetch' AND state = 'failed'",
-            params![seq, due, now],
-        )? > 0;
-        if report.refetch {
-            forget_enrichment(tx, seq)?;
-        }
-    }
-    let fetch_pending: bool = tx
-        .prepare("SELECT 1 FROM jobs WHERE event_seq = ?1 AND kind = 'fetch' AND state IN ('pending', 'running')")?
-        .exists([seq])?;
-    let state = if fetch_pending { "blocked" } else { "pending" };
-    for hook in hooks {
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT state FROM jobs WHERE event_seq = ?1 AND kind = 'deliver' AND hook = ?2",
-                params![seq, hook],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if current.as_deref() == Some("running") {
-            report.running.push(hook.clone());
-            continue;
-        }
-        tx.execute(
-            "INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
-             VALUES (?1, 'deliver', ?2, ?3, ?4, ?5, ?5)
-             ON CONFLICT (event_seq, kind, hook) DO UPDATE SET
-                state = excluded.state, attempts = 0, due_at = excluded.due_at,
-                updated_at = excluded.updated_at, finished_at = NULL, lease_until = NULL,
-                replays = replays + 1",
-            params![seq, hook, state, due, now],
-        )?;
-        report.queued.push(hook.clone());
-    }
-    super::queries::refresh_event_status(tx, seq)?;
-    Ok(report)
-}
-
-/// Drops what a failed fetch left, so that the fetch starts again from nothing.
-fn forget_enrichment(tx: &Connection, seq: i64) -> Result<(), StoreError> {
-    tx.execute(
-        "UPDATE events SET run_json = NULL, logs_cursor = NULL, logs_pages = 0, logs_complete = 0,
-                logs_bytes = 0, settle_polls = 0,
-                enrichment_status = NULL, enrichment_code = NULL, enrichment_error = NULL
-         WHERE seq = ?1",
-        [seq],
-    )?;
-    tx.execute("DELETE FROM log_entries WHERE event_seq = ?1", [seq])?;
-    tx.execute("DELETE FROM log_cursors WHERE event_seq = ?1", [seq])?;
-    Ok(())
-}
-
-/// The failed deliveries `f` selects: (job id, event seq, hook), in job order.
-fn failed_deliveries(
-    conn: &Connection,
-    f: &FailedDeliveries,
-) -> Result<Vec<(i64, i64, String)>, StoreError> {
-    let hooks = serde_json::to_string(&f.hooks).map_err(|e| StoreError::Database(e.to_string()))?;
-    let mut stmt = conn.prepare(
-        "SELECT j.id, j.event_seq, j.hook FROM jobs j JOIN events e ON e.seq = j.event_seq
-         WHERE j.kind = 'deliver' AND j.state = 'failed'
-           AND j.hook IN (SELECT value FROM json_each(?1))
-           AND (?2 IS NULL OR e.received_at >= ?2)
-         ORDER BY j.id",
-    )?;
-    let rows = stmt.query_map(params![hooks, f.since], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// What [`replay_failed`] would do, and what it does once `queue` is true.
-fn replay_failed_with(
-    conn: &Connection,
-    f: &FailedDeliveries,
-    enrich: bool,
-    now: i64,
-    queue: bool,
-) -> Result<BulkReplayReport, StoreError> {
-    let found = failed_deliveries(conn, f)?;
-    let hooks = serde_json::to_string(&f.hooks).map_err(|e| StoreError::Database(e.to_string()))?;
-    let other_hooks: i64 = conn.query_row(
-        "SELECT count(*) FROM jobs j JOIN events e ON e.seq = j.event_seq
-         WHERE j.kind = 'deliver' AND j.state = 'failed'
-           AND j.hook NOT IN (SELECT value FROM json_each(?1))
-           AND (?2 IS NULL OR e.received_at >= ?2)",
-        params![hooks, f.since],
-        |r| r.get(0),
-    )?;
-    let mut by_hook: BTreeMap<String, usize> = BTreeMap::new();
-    let mut events: Vec<i64> = Vec::new();
-    let mut seen = HashSet::new();
-    for (_, seq, hook) in &found {
-        *by_hook.entry(hook.clone()).or_default() += 1;
-        if seen.insert(*seq) {
-            events.push(*seq);
-        }
-    }
-    let mut refetched = HashSet::new();
-    if enrich {
-        let mut failed_fetch = conn.prepare(
-            "SELECT 1 FROM jobs WHERE event_seq = ?1 AND kind = 'fetch' AND state = 'failed'",
-        )?;
-        for seq in &events {
-            if failed_fetch.exists([seq])? {
-                refetched.insert(*seq);
-            }
-        }
-    }
-    let report = BulkReplayReport {
-        by_hook: by_hook.into_iter().collect(),
-        events: events.len(),
-        refetch: refetched.len(),
-        other_hooks: other_hooks as usize,
-    };
-    if !queue {
-        return Ok(report);
-    }
-    // Due since the event arrived, as a single replay: the serving process's
-    // clock decides when "now" is.
-    let mut refetch = conn.prepare(
-        "UPDATE jobs SET state = 'pending', attempts = 0, updated_at = ?2, finished_at = NULL,
-                replays = replays + 1,
-                due_at = (SELECT received_at FROM events WHERE seq = ?1)
-         WHERE event_seq = ?1 AND kind = 'fetch' AND state = 'failed'",
-    )?;
-    for seq in &refetched {
-        refetch.execute(params![seq, now])?;
-        forget_enrichment(conn, *seq)?;
-    }
-    let mut requeue = conn.prepare(
-        "UPDATE jobs SET state = ?2, attempts = 0, updated_at = ?3, finished_at = NULL, lease_until = NULL,
-                replays = replays + 1,
-                due_at = (SELECT received_at FROM events WHERE seq = jobs.event_seq)
-         WHERE id = ?1 AND state = 'failed'",
-    )?;
-    for (id, seq, _) in &found {
-        let state = if refetched.contains(seq) {
-            "blocked"
-        } else {
-            "pending"
-        };
-        requeue.execute(params![id, state, now])?;
-    }
-    for seq in &events {
-        super::queries::refresh_event_status(conn, *seq)?;
-    }
-    Ok(report)
-}
-
-/// Queues again every delivery in state failed that `f` selects, with a fresh
-/// attempt count, due at once; refetches the run first where its fetch
-/// failed and `enrich` is on. Running deliveries are not failed, so they are
-/// left alone.
-pub(super) fn replay_failed(
-    tx: &Connection,
-    f: &FailedDeliveries,
-    enrich: bool,
-    now: i64,
-) -> Result<BulkReplayReport, StoreError> {
-    replay_failed_with(tx, f, enrich, now, true)
-}
-
-/// What [`replay_failed`] would queue, counted without changing anything.
-pub(super) fn count_failed(
-    conn: &Connection,
-    f: &FailedDeliveries,
-    enrich: bool,
-) -> Result<BulkReplayReport, StoreError> {
-    replay_failed_with(conn, f, enrich, 0, false)
-}
-
 /// Every hook that has deliveries or a pause row: its pause, the deliveries
 /// waiting and running now, and those finished since `since` (unix ms).
 pub(super) fn hook_activity(
@@ -360,25 +252,6 @@ pub(super) fn hook_activity(
         }
     }
     Ok(hooks.into_values().collect())
-}
-
-/// Pauses or resumes a hook; returns whether that changed anything.
-pub(super) fn set_hook_paused(
-    tx: &Connection,
-    name: &str,
-    paused: bool,
-) -> Result<bool, StoreError> {
-    let before: Option<bool> = tx
-        .query_row("SELECT paused FROM hooks WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    tx.execute(
-        "INSERT INTO hooks (name, paused) VALUES (?1, ?2)
-         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
-        params![name, paused],
-    )?;
-    Ok(before.unwrap_or(false) != paused)
 }
 
 fn quarantine_summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineSummary> {

@@ -1,4 +1,4 @@
-//! The SQLite backend: the schema, the single writer, and every query.
+//! The SQLite backend: one file, one daemon, one writer thread.
 //!
 //! Writes go through one writer thread that owns the write connection.
 //! Ingest requests hand their event to it and wait; the writer takes every
@@ -13,12 +13,23 @@
 //! And the answers of one commit reach each HTTP worker thread as a single
 //! message ([`SqliteStore::serve_answers_on_this_thread`]), not one
 //! cross-thread wake each.
+//!
+//! This file opens the store and runs reads and writes; the statements are
+//! in one file per part, each adding the [`SqliteStore`] methods of its
+//! part: [`ingest`], [`worker`] (with [`expand`], which makes an event's
+//! jobs after its answer), [`enrichment`] and [`logs`] (what a fetch keeps),
+//! [`inspect`] (the CLI's read views) and [`operator`] (the operator's
+//! commands). [`writer`], [`checkpointer`] and [`schema`] are the machinery.
 
 mod checkpointer;
+mod enrichment;
 mod expand;
+mod ingest;
 mod inspect;
-mod queries;
+mod logs;
+mod operator;
 mod schema;
+mod worker;
 mod writer;
 
 use std::path::Path;
@@ -27,15 +38,9 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    AttemptOutcome, AttemptRecord, BulkReplayReport, ClaimFilter, ClaimedJob, EventDetail,
-    EventFilter, EventStatus, EventSummary, FailedDeliveries, HookActivity, InsertOutcome, JobKind,
-    JobNext, JobState, LogChunks, LogPage, NewEvent, NewestLogs, Pruned, QuarantineSummary,
-    QuarantinedBody, QuarantinedDetail, QueueCounts, ReplayReport, Routing, StoreError,
-    StoreOptions, StoredEvent, SummaryBounds,
-};
+use super::{AttemptOutcome, EventStatus, JobKind, JobState, Routing, StoreError, StoreOptions};
 use crate::config::Synchronous;
-use crate::domain::{EnrichmentError, EnrichmentStatus};
+use crate::domain::EnrichmentStatus;
 use writer::Command;
 
 impl From<rusqlite::Error> for StoreError {
@@ -204,18 +209,6 @@ impl SqliteStore {
         writer::Route::install_for_this_thread();
     }
 
-    /// Stores a new event and its jobs; returns after the commit.
-    pub async fn insert_event(&self, ev: NewEvent) -> Result<InsertOutcome, StoreError> {
-        let route = writer::Route::of_this_thread();
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send(Command::Insert(Box::new(ev), reply, route))
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
-    }
-
     /// Runs `f` on the writer thread inside a transaction and returns its
     /// result once that transaction has committed. The transaction is shared
     /// with whatever else is pending (group commit); `f` runs in a savepoint,
@@ -330,246 +323,6 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// Keeps a refused body.
-    pub async fn quarantine(&self, q: QuarantinedBody) -> Result<i64, StoreError> {
-        self.write(move |tx| queries::insert_quarantine(tx, &q))
-            .await
-    }
-
-    /// Makes the jobs of waiting events (see [`expand`]), then claims a
-    /// job. Relaxed: a claim lost to a power failure leaves the job pending,
-    /// as every restart does with claimed jobs anyway, and jobs lost with it
-    /// are made again (their events still wait).
-    pub async fn claim_due_job(&self, f: ClaimFilter) -> Result<Option<ClaimedJob>, StoreError> {
-        let routing = self.inner.routing.clone();
-        self.write_relaxed(move |tx| {
-            expand::expand(tx, &routing)?;
-            queries::claim_due_job(tx, &f)
-        })
-        .await
-    }
-
-    /// The earliest time a pending job becomes due.
-    pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
-        self.read(queries::next_due_at).await
-    }
-
-    /// Records an attempt (durably: its outcome must survive).
-    pub async fn record_attempt(
-        &self,
-        job: ClaimedJob,
-        rec: AttemptRecord,
-        next: JobNext,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.write(move |tx| queries::record_attempt(tx, &job, &rec, next, now))
-            .await
-    }
-
-    /// Renews leases (relaxed: a lost renewal costs at worst a job that a
-    /// restart runs again, as it would anyway).
-    pub async fn extend_leases(&self, ids: Vec<i64>, until: i64) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.write_relaxed(move |tx| queries::extend_leases(tx, &ids, until))
-            .await
-    }
-
-    /// Puts jobs left running by the previous process back in the queue.
-    pub async fn recover_interrupted(&self, now: i64) -> Result<usize, StoreError> {
-        self.write(move |tx| queries::recover_interrupted(tx, now))
-            .await
-    }
-
-    /// Loads one event row.
-    pub async fn load_event(&self, seq: i64) -> Result<StoredEvent, StoreError> {
-        self.read(move |c| queries::load_event(c, seq)).await
-    }
-
-    /// The event's logs as a JSON array, streamed from a blocking thread.
-    pub fn stream_logs_json(&self, seq: i64) -> LogChunks {
-        let (tx, rx) = mpsc::channel(super::logs::LOG_CHUNKS_AHEAD);
-        let inner = self.inner.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _g = span.enter();
-            let read = read_blocking(&inner, |c| {
-                queries::write_logs_json(c, seq, &mut |chunk| tx.blocking_send(Ok(chunk)).is_ok())
-            });
-            if let Err(e) = read {
-                let _ = tx.blocking_send(Err(e));
-            }
-        });
-        rx
-    }
-
-    /// The newest log entries within `bounds`.
-    pub async fn newest_logs(
-        &self,
-        seq: i64,
-        bounds: SummaryBounds,
-    ) -> Result<NewestLogs, StoreError> {
-        self.read(move |c| queries::newest_logs(c, seq, &bounds))
-            .await
-    }
-
-    /// Stores the run object. Relaxed, like every step of a fetch: the
-    /// fetch's attempt record that follows makes it durable, and if a power
-    /// failure loses it first, it is fetched again.
-    pub async fn save_run(
-        &self,
-        seq: i64,
-        run_json: String,
-        unsettled: Option<EnrichmentError>,
-    ) -> Result<(), StoreError> {
-        self.write_relaxed(move |tx| queries::save_run(tx, seq, &run_json, unsettled.as_ref()))
-            .await
-    }
-
-    /// Counts a fetch of an unsettled run (relaxed, as [`SqliteStore::save_run`]).
-    pub async fn count_settle_poll(&self, seq: i64) -> Result<(), StoreError> {
-        self.write_relaxed(move |tx| queries::count_settle_poll(tx, seq))
-            .await
-    }
-
-    /// Stores one page of logs (relaxed, as [`SqliteStore::save_run`]).
-    pub async fn save_log_page(&self, seq: i64, page: LogPage) -> Result<(), StoreError> {
-        self.write_relaxed(move |tx| queries::save_log_page(tx, seq, &page))
-            .await
-    }
-
-    /// Whether paging already followed `cursor`.
-    pub async fn cursor_seen(&self, seq: i64, cursor: String) -> Result<bool, StoreError> {
-        self.read(move |c| queries::cursor_seen(c, seq, &cursor))
-            .await
-    }
-
-    /// Marks paging finished (relaxed, as [`SqliteStore::save_run`]).
-    pub async fn finish_logs(
-        &self,
-        seq: i64,
-        stopped: Option<EnrichmentError>,
-    ) -> Result<(), StoreError> {
-        self.write_relaxed(move |tx| queries::finish_logs(tx, seq, stopped.as_ref()))
-            .await
-    }
-
-    /// Queue depth by kind and state.
-    pub async fn queue_counts(&self, now: i64) -> Result<QueueCounts, StoreError> {
-        let routing = self.inner.routing.clone();
-        self.read(move |c| {
-            let mut counts = queries::queue_counts(c, now)?;
-            // Waiting events count as the jobs they will get.
-            for (event_type, n, oldest) in expand::waiting(c)? {
-                for (kind, _, state) in expand::projected(&routing, event_type) {
-                    match counts
-                        .by_kind_state
-                        .iter_mut()
-                        .find(|(k, s, _)| *k == kind && *s == state)
-                    {
-                        Some((_, _, count)) => *count += n,
-                        None => counts.by_kind_state.push((kind, state, n)),
-                    }
-                }
-                let age = now - oldest;
-                counts.oldest_due_age_ms =
-                    Some(counts.oldest_due_age_ms.map_or(age, |a| a.max(age)));
-            }
-            Ok(counts)
-        })
-        .await
-    }
-
-    /// Events, newest first.
-    pub async fn list_events(&self, f: EventFilter) -> Result<Vec<EventSummary>, StoreError> {
-        self.read(move |c| inspect::list_events(c, &f)).await
-    }
-
-    /// One event with its jobs and attempts.
-    pub async fn find_event(&self, id: String) -> Result<Option<EventDetail>, StoreError> {
-        let routing = self.inner.routing.clone();
-        self.read(move |c| {
-            let Some(mut ev) = inspect::find_event(c, &id)? else {
-                return Ok(None);
-            };
-            // An event whose jobs are still to be made shows the jobs it will get.
-            if let Some(jobs) = expand::projected_details(c, &routing, ev.seq)? {
-                ev.jobs = jobs;
-            }
-            Ok(Some(ev))
-        })
-        .await
-    }
-
-    /// Queues deliveries again.
-    pub async fn replay(
-        &self,
-        seq: i64,
-        hooks: Vec<String>,
-        enrich: bool,
-        now: i64,
-    ) -> Result<ReplayReport, StoreError> {
-        let routing = self.inner.routing.clone();
-        self.write(move |tx| {
-            expand::expand_one(tx, &routing, seq)?;
-            inspect::replay(tx, seq, &hooks, enrich, now)
-        })
-        .await
-    }
-
-    /// Deletes finished events past `cutoff`.
-    pub async fn prune(&self, cutoff: i64) -> Result<Pruned, StoreError> {
-        self.write(move |tx| queries::prune(tx, cutoff)).await
-    }
-
-    /// What `prune` would delete at `cutoff`.
-    pub async fn count_prunable(&self, cutoff: i64) -> Result<Pruned, StoreError> {
-        self.read(move |c| queries::count_prunable(c, cutoff)).await
-    }
-
-    /// Queues the failed deliveries `f` selects again, in one transaction.
-    pub async fn replay_failed(
-        &self,
-        f: FailedDeliveries,
-        enrich: bool,
-        now: i64,
-    ) -> Result<BulkReplayReport, StoreError> {
-        self.write(move |tx| inspect::replay_failed(tx, &f, enrich, now))
-            .await
-    }
-
-    /// What `replay_failed` would queue.
-    pub async fn count_failed(
-        &self,
-        f: FailedDeliveries,
-        enrich: bool,
-    ) -> Result<BulkReplayReport, StoreError> {
-        self.read(move |c| inspect::count_failed(c, &f, enrich))
-            .await
-    }
-
-    /// Each hook's pause and deliveries.
-    pub async fn hook_activity(&self, since: i64) -> Result<Vec<HookActivity>, StoreError> {
-        self.read(move |c| inspect::hook_activity(c, since)).await
-    }
-
-    /// Pauses or resumes a hook.
-    pub async fn set_hook_paused(&self, name: String, paused: bool) -> Result<bool, StoreError> {
-        self.write(move |tx| inspect::set_hook_paused(tx, &name, paused))
-            .await
-    }
-
-    /// Quarantined bodies, newest first.
-    pub async fn list_quarantine(&self, limit: u32) -> Result<Vec<QuarantineSummary>, StoreError> {
-        self.read(move |c| inspect::list_quarantine(c, limit)).await
-    }
-
-    /// One quarantined body.
-    pub async fn find_quarantined(&self, id: i64) -> Result<Option<QuarantinedDetail>, StoreError> {
-        self.read(move |c| inspect::find_quarantined(c, id)).await
     }
 }
 
@@ -808,6 +561,7 @@ mod routed_answers {
     use super::*;
     use crate::domain::EventType;
     use crate::domain::IncomingEvent;
+    use crate::store::{InsertOutcome, NewEvent};
 
     fn event(n: usize) -> NewEvent {
         NewEvent {

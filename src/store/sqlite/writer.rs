@@ -4,7 +4,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpointer::Nudge;
-use super::{queries, sync_pragma, Durability, MAX_BATCH_EVENTS};
+use super::{ingest, sync_pragma, Durability, MAX_BATCH_EVENTS};
 use crate::config::Synchronous;
 use crate::store::{InsertOutcome, NewEvent, Routing, StoreError};
 
@@ -192,7 +192,7 @@ fn flush(conn: &mut Connection, batch: &mut Vec<Command>, routing: &Routing, syn
                     Command::Insert(ev, reply, route) => {
                         // An insert that fails fails the batch (as a disk error
                         // would anyway): nothing of it is stored, every caller hears so.
-                        match queries::insert_event_with_jobs(&tx, &ev, routing) {
+                        match ingest::insert_event_with_jobs(&tx, &ev, routing) {
                             Ok(outcome) => pending.push(Pending::Insert(reply, outcome, route)),
                             Err(e) => {
                                 unrun.push(reply);
