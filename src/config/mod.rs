@@ -1,6 +1,7 @@
 //! The typed settings tree (SPEC §3): the TOML file, then `STEERHOOK__SECTION__KEY`
 //! environment overrides, `<key>_file` secrets, and validation that names the key.
 
+mod hooks;
 mod raw;
 mod summary;
 mod validate;
