@@ -11,12 +11,14 @@ mod logs;
 mod model;
 mod postgres;
 mod sqlite;
+mod views;
 
 pub use model::*;
 pub use postgres::{
     check_url as check_postgres_url, redacted_url as redacted_postgres_url,
     LOCK_MIGRATE as POSTGRES_MIGRATE_LOCK, LOCK_PRUNE as POSTGRES_PRUNE_LOCK,
 };
+pub use views::*;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
