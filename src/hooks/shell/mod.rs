@@ -12,6 +12,7 @@
 //! - stragglers: once the hook has exited, a background process that still
 //!   holds our pipes gets `kill_grace` to let go, then its group is killed.
 
+mod check;
 mod process;
 
 use std::collections::BTreeMap;
@@ -211,7 +212,7 @@ impl Sink for ShellSink {
         let settings = self.spec.settings.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                process::check_command(&settings.command, settings.working_dir.as_deref())
+                check::check_command(&settings.command, settings.working_dir.as_deref())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
