@@ -8,8 +8,8 @@ use steerhook::store::{InsertOutcome, JobKind, JobNext, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::conformance::{claim_at, event, ok, register, routing, T0};
 use crate::support::db::TestDb;
+use crate::support::store::{claim_at, event, ok, register, routing, LEASE_MS, T0};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_sent_to_two_daemons_at_once_is_accepted_by_exactly_one() {
@@ -79,7 +79,7 @@ async fn a_dead_daemons_delivery_goes_to_another_once_its_lease_runs_out() {
         .unwrap()
         .unwrap();
     drop(a); // kill -9: no more renewals
-    let lease = crate::conformance::LEASE_MS;
+    let lease = LEASE_MS;
     assert!(b
         .claim_due_job(claim_at(T0 + lease - 1, &["etl"]))
         .await
@@ -110,7 +110,7 @@ async fn a_daemon_whose_lease_was_taken_does_not_overwrite_the_new_owner() {
         .await
         .unwrap()
         .unwrap();
-    let lease = crate::conformance::LEASE_MS;
+    let lease = LEASE_MS;
     let new = b
         .claim_due_job(claim_at(T0 + lease, &["etl"]))
         .await

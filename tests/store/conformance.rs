@@ -1,101 +1,14 @@
 //! What every backend must do the same way: dedupe, the jobs of a new
 //! event, claim order, retries, replay, prune, the views of `events`.
 
-use steerhook::domain::{Enrichment, EnrichmentError, EnrichmentStatus, EventType, IncomingEvent};
+use steerhook::domain::{Enrichment, EnrichmentError, EnrichmentStatus};
 use steerhook::store::{
-    AttemptOutcome, AttemptRecord, ClaimFilter, ClaimedJob, EventFilter, EventStatus,
-    InsertOutcome, JobKind, JobNext, JobState, LogEntry, LogPage, NewEvent, Routing, Store,
-    SummaryBounds,
+    AttemptOutcome, AttemptRecord, EventFilter, EventStatus, InsertOutcome, JobKind, JobNext,
+    JobState, LogEntry, LogPage, Store, SummaryBounds,
 };
 
 use crate::support::db::TestDb;
-
-/// 2026-01-01T00:00:00Z, unix ms.
-pub const T0: i64 = 1_767_225_600_000;
-/// A lease long enough for any test.
-pub const LEASE_MS: i64 = 60_000;
-
-pub fn event(n: usize) -> NewEvent {
-    NewEvent {
-        event: IncomingEvent {
-            id: format!("evt_{n}"),
-            sender_id: Some(format!("evt_{n}")),
-            event_type: EventType::RunSucceeded,
-            run_id: format!("run_{n}"),
-            signed_at: (T0 / 1000) as u64,
-            body: format!(
-                r#"{{"type":"run.succeeded","id":"evt_{n}","data":{{"runId":"run_{n}"}}}}"#
-            )
-            .into_bytes(),
-        },
-        // Received (so due) a little before T0, where the tests claim.
-        received_at: T0 - 1_000 + n as i64,
-        client_addr: Some("127.0.0.1".into()),
-    }
-}
-
-/// Routing with a fetch first and the given hooks on `run.succeeded`.
-pub fn routing(enrich: bool, hooks: &[&str]) -> Routing {
-    Routing {
-        enrich,
-        hooks: hooks
-            .iter()
-            .map(|h| ((*h).to_owned(), vec![EventType::RunSucceeded]))
-            .collect(),
-    }
-}
-
-/// A claim at `now` that may take anything of `hooks` (concurrency 1 each).
-pub fn claim_at(now: i64, hooks: &[&str]) -> ClaimFilter {
-    ClaimFilter {
-        now,
-        lease_ms: LEASE_MS,
-        busy_hooks: Vec::new(),
-        fetch_allowed: true,
-        deliveries_allowed: true,
-        in_flight: Vec::new(),
-        hook_limits: hooks.iter().map(|h| ((*h).to_owned(), 1)).collect(),
-    }
-}
-
-pub fn ok(started_at: i64) -> AttemptRecord {
-    AttemptRecord {
-        started_at,
-        duration_ms: 1,
-        outcome: AttemptOutcome::Ok,
-        error_code: None,
-        error: None,
-        exit_code: Some(0),
-        stdout: Some(b"out".to_vec()),
-        stderr: None,
-        enrichment: None,
-    }
-}
-
-pub fn failed(started_at: i64, outcome: AttemptOutcome) -> AttemptRecord {
-    AttemptRecord {
-        outcome,
-        error_code: Some("EXIT_NONZERO".into()),
-        error: Some("hook exited with code 1".into()),
-        exit_code: Some(1),
-        ..ok(started_at)
-    }
-}
-
-/// Makes the hooks' rows a shared database locks to claim (serve does it at start).
-pub async fn register(store: &Store, hooks: &[&str]) {
-    let configs = hooks
-        .iter()
-        .map(|h| steerhook::store::HookConfig {
-            name: (*h).to_owned(),
-            config_hash: "same".into(),
-        })
-        .collect();
-    store
-        .register_hooks(configs, "test-daemon".into(), T0)
-        .await
-        .unwrap();
-}
+use crate::support::store::{claim, event, failed, ok, register, routing, LEASE_MS, T0};
 
 /// Jobs queued, as `/metrics` counts them: on SQLite an event's jobs are
 /// made when the worker next claims, and counted meanwhile as they will be.
@@ -108,10 +21,6 @@ async fn queued_jobs(store: &Store) -> i64 {
         .iter()
         .map(|(_, _, n)| n)
         .sum()
-}
-
-async fn claim(store: &Store, now: i64, hooks: &[&str]) -> Option<ClaimedJob> {
-    store.claim_due_job(claim_at(now, hooks)).await.unwrap()
 }
 
 crate::backends! {

@@ -7,16 +7,12 @@ use steerhook::store::{
     QuarantinedBody, Store,
 };
 
-use crate::conformance::{claim_at, event, failed, ok, register, routing, T0};
 use crate::support::db::TestDb;
-
-async fn claim(store: &Store, hooks: &[&str]) -> Option<ClaimedJob> {
-    store.claim_due_job(claim_at(T0, hooks)).await.unwrap()
-}
+use crate::support::store::{claim, event, failed, ok, register, routing, T0};
 
 /// Claims the next job and records `next` for it (failed, succeeded...).
 async fn run_next(store: &Store, hooks: &[&str], rec: AttemptRecord, next: JobNext) -> ClaimedJob {
-    let job = claim(store, hooks).await.expect("a job to claim");
+    let job = claim(store, T0, hooks).await.expect("a job to claim");
     store
         .record_attempt(job.clone(), rec, next, T0)
         .await
@@ -62,7 +58,7 @@ crate::backends! {
         assert_eq!(status(&store, "evt_1").await, "pending", "one delivery left");
         run_next(&store, &["etl", "mail"], ok(T0), JobNext::Succeeded).await;
         assert_eq!(status(&store, "evt_1").await, "done");
-        assert!(claim(&store, &["etl", "mail"]).await.is_none(), "a skipped job is not claimed again");
+        assert!(claim(&store, T0, &["etl", "mail"]).await.is_none(), "a skipped job is not claimed again");
         let ev = store.find_event("evt_1".into()).await.unwrap().unwrap();
         let skipped_job = ev.jobs.iter().find(|j| j.state == "skipped").expect("a skipped job");
         assert_eq!(skipped_job.attempt_log[0].outcome, "skipped");
@@ -82,7 +78,7 @@ crate::backends! {
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
         store.insert_event(event(2)).await.unwrap();
-        let fetches = [claim(&store, &["etl"]).await.unwrap(), claim(&store, &["etl"]).await.unwrap()];
+        let fetches = [claim(&store, T0, &["etl"]).await.unwrap(), claim(&store, T0, &["etl"]).await.unwrap()];
         for fetch in fetches {
             assert_eq!(fetch.kind, JobKind::Fetch);
             store
@@ -106,8 +102,8 @@ crate::backends! {
         register(&store, &["etl", "mail"]).await;
         for n in 0..40 {
             store.insert_event(event(n)).await.unwrap();
-            let a = claim(&store, &["etl", "mail"]).await.unwrap();
-            let b = claim(&store, &["etl", "mail"]).await.unwrap();
+            let a = claim(&store, T0, &["etl", "mail"]).await.unwrap();
+            let b = claim(&store, T0, &["etl", "mail"]).await.unwrap();
             assert_eq!(a.event_seq, b.event_seq);
             let (x, y) = tokio::join!(
                 store.record_attempt(a, ok(T0), JobNext::Succeeded, T0),
@@ -129,13 +125,13 @@ crate::backends! {
         store.insert_event(event(1)).await.unwrap();
         store.insert_event(event(2)).await.unwrap();
         let hooks = ["etl", "mail"];
-        let running = claim(&store, &hooks).await.unwrap();
+        let running = claim(&store, T0, &hooks).await.unwrap();
         let paused_hook = running.hook.clone();
         assert!(store.set_hook_paused(paused_hook.clone(), true).await.unwrap(), "changed");
         assert!(!store.set_hook_paused(paused_hook.clone(), true).await.unwrap(), "already paused");
         store.record_attempt(running, ok(T0), JobNext::Succeeded, T0).await.unwrap();
         let mut others = Vec::new();
-        while let Some(job) = claim(&store, &hooks).await {
+        while let Some(job) = claim(&store, T0, &hooks).await {
             assert_ne!(job.hook, paused_hook, "a paused hook's delivery was started");
             store.record_attempt(job.clone(), ok(T0), JobNext::Succeeded, T0).await.unwrap();
             others.push(job);
@@ -144,7 +140,7 @@ crate::backends! {
         let a = activity(&store, &paused_hook).await;
         assert_eq!((a.paused, a.pending, a.running, a.succeeded), (true, 1, 0, 1));
         assert!(store.set_hook_paused(paused_hook.clone(), false).await.unwrap());
-        let released = claim(&store, &hooks).await.expect("the waiting delivery after resume");
+        let released = claim(&store, T0, &hooks).await.expect("the waiting delivery after resume");
         assert_eq!(released.hook, paused_hook);
         assert!(!activity(&store, &paused_hook).await.paused);
     }
@@ -183,7 +179,7 @@ crate::backends! {
         assert_eq!(status(&store, "evt_3").await, "pending");
         assert_eq!(status(&store, "evt_1").await, "failed", "the other hook's is left alone");
         assert_eq!(status(&store, "evt_4").await, "done");
-        let again = claim(&store, &["etl"]).await.expect("a replayed delivery, due at once");
+        let again = claim(&store, T0, &["etl"]).await.expect("a replayed delivery, due at once");
         assert_eq!(again.attempt, 1, "a fresh attempt count");
         store.record_attempt(again, ok(T0), JobNext::Succeeded, T0).await.unwrap();
         assert!(store.replay_failed(all, false, T0 + 6).await.unwrap().deliveries() == 0,
@@ -206,7 +202,7 @@ crate::backends! {
         let store = db.open(routing(false, &["etl"])).await;
         register(&store, &["etl"]).await;
         store.insert_event(event(1)).await.unwrap();
-        let job = claim(&store, &["etl"]).await.unwrap();
+        let job = claim(&store, T0, &["etl"]).await.unwrap();
         let all = FailedDeliveries { hooks: vec!["etl".into()], since: None };
         assert_eq!(store.replay_failed(all, false, T0).await.unwrap().deliveries(), 0);
         store.record_attempt(job, ok(T0), JobNext::Succeeded, T0).await.unwrap();
@@ -227,9 +223,9 @@ crate::backends! {
         let all = FailedDeliveries { hooks: vec!["etl".into()], since: None };
         let report = store.replay_failed(all, true, T0).await.unwrap();
         assert_eq!((report.deliveries(), report.refetch), (1, 1));
-        let next = claim(&store, &["etl"]).await.unwrap();
+        let next = claim(&store, T0, &["etl"]).await.unwrap();
         assert_eq!(next.kind, JobKind::Fetch, "the fetch runs first");
-        assert!(claim(&store, &["etl"]).await.is_none(), "the delivery waits for it");
+        assert!(claim(&store, T0, &["etl"]).await.is_none(), "the delivery waits for it");
         let ev = store.find_event("evt_1".into()).await.unwrap().unwrap();
         assert_eq!(ev.enrichment_error, None, "the old fetch's failure is forgotten");
     }
@@ -299,7 +295,7 @@ crate::backends! {
         assert_eq!(store.prune(T0, true).await.unwrap().events, 1);
         assert_eq!(db.count("SELECT count(*) FROM jobs"), 0);
         store.insert_event(event(2)).await.unwrap();
-        let second = claim(&store, &["etl"]).await.unwrap();
+        let second = claim(&store, T0, &["etl"]).await.unwrap();
         assert!(second.id > first.id, "job id {} given again", second.id);
         let q2 = store.quarantine(body()).await.unwrap();
         assert!(q2 > q1, "quarantine id {q2} given again");

@@ -77,6 +77,7 @@ pub mod process;
 pub mod proxy;
 pub mod sandbox;
 pub mod smtp;
+pub mod store;
 pub mod tools;
 pub mod webhook;
 

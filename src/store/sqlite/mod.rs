@@ -331,7 +331,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    pub(super) fn store(dir: &tempfile::TempDir, synchronous: Synchronous) -> SqliteStore {
+    fn store(dir: &tempfile::TempDir, synchronous: Synchronous) -> SqliteStore {
         SqliteStore::open(
             StoreOptions {
                 path: dir.path().join("t.db"),
@@ -553,94 +553,5 @@ mod tests {
         assert_eq!(s.write(sync_level).await.unwrap(), NORMAL);
         assert_eq!(s.write_relaxed(sync_level).await.unwrap(), NORMAL);
         assert_eq!(s.write(sync_level).await.unwrap(), NORMAL);
-    }
-}
-
-#[cfg(test)]
-mod routed_answers {
-    use super::*;
-    use crate::domain::EventType;
-    use crate::domain::IncomingEvent;
-    use crate::store::{InsertOutcome, NewEvent};
-
-    fn event(n: usize) -> NewEvent {
-        NewEvent {
-            event: IncomingEvent {
-                id: format!("evt_{n}"),
-                sender_id: Some(format!("evt_{n}")),
-                event_type: EventType::RunSucceeded,
-                run_id: format!("run_{n}"),
-                signed_at: 1_767_225_600,
-                body: b"{}".to_vec(),
-            },
-            received_at: 1_767_225_600_000,
-            client_addr: None,
-        }
-    }
-
-    fn open(dir: &tempfile::TempDir) -> SqliteStore {
-        super::tests::store(dir, Synchronous::Full)
-    }
-
-    /// A current-thread runtime with a `LocalSet`, as an actix-web worker has.
-    fn on_a_worker_like_runtime<F: std::future::Future>(store: &SqliteStore, f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&rt, async {
-            store.serve_answers_on_this_thread();
-            f.await
-        })
-    }
-
-    #[test]
-    fn concurrent_inserts_on_one_thread_each_get_their_own_answer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let outcomes = on_a_worker_like_runtime(&store, async {
-            // 64 new events and, interleaved, a second copy of the first 32.
-            let calls = (0..96).map(|i| {
-                let store = store.clone();
-                async move { (i, store.insert_event(event(i % 64)).await.unwrap()) }
-            });
-            futures_util::future::join_all(calls).await
-        });
-        for (i, outcome) in outcomes {
-            let id = format!("evt_{}", i % 64);
-            match outcome {
-                InsertOutcome::Accepted { id: got } => assert_eq!(got, id, "call {i}"),
-                InsertOutcome::Duplicate { id: got } => {
-                    assert_eq!(got, id, "call {i}");
-                }
-            }
-        }
-        let stored: i64 = Connection::open(dir.path().join("t.db"))
-            .unwrap()
-            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(stored, 64);
-    }
-
-    #[test]
-    fn a_thread_whose_runtime_was_replaced_still_gets_answers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let first = on_a_worker_like_runtime(&store, store.insert_event(event(1)));
-        assert_eq!(
-            first.unwrap(),
-            InsertOutcome::Accepted { id: "evt_1".into() }
-        );
-        // The first runtime, and the task behind this thread's route, are gone.
-        let second = on_a_worker_like_runtime(&store, store.insert_event(event(2)));
-        assert_eq!(
-            second.unwrap(),
-            InsertOutcome::Accepted { id: "evt_2".into() }
-        );
-        let again = on_a_worker_like_runtime(&store, store.insert_event(event(2)));
-        assert_eq!(
-            again.unwrap(),
-            InsertOutcome::Duplicate { id: "evt_2".into() }
-        );
     }
 }
