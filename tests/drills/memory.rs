@@ -33,16 +33,6 @@ fn page(n: usize) -> serde_json::Value {
     body
 }
 
-fn kib(pid: u32, field: &str) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} of {pid}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivering_16_mib_of_logs_grows_the_daemons_peak_memory_by_about_a_page() {
     let api = MockServer::start().await;
@@ -84,8 +74,8 @@ async fn delivering_16_mib_of_logs_grows_the_daemons_peak_memory_by_about_a_page
     let config = sandbox.write_config(&config);
     let daemon = Daemon::spawn(serve_command(&config));
     wait_healthy(addr, Duration::from_secs(15)).await;
-    let pid = daemon.pid();
-    let peak_before = kib(pid, "VmHWM:");
+    let pid = daemon.pid().to_string();
+    let peak_before = vm_kib(&pid, "VmHWM:");
 
     Webhook::to(&format!("http://{addr}{WEBHOOK_PATH}"))
         .post_accepted(run_event("run.succeeded", "evt_run_big", "run_big"))
@@ -95,8 +85,8 @@ async fn delivering_16_mib_of_logs_grows_the_daemons_peak_memory_by_about_a_page
         (db.count("SELECT count(*) FROM jobs WHERE state = 'succeeded'") == 2).then_some(())
     })
     .await;
-    let peak_after = kib(pid, "VmHWM:");
-    let rss_after = kib(pid, "VmRSS:");
+    let peak_after = vm_kib(&pid, "VmHWM:");
+    let rss_after = vm_kib(&pid, "VmRSS:");
     daemon.sigterm();
     let mut daemon = daemon;
     assert!(daemon.0.wait().unwrap().success(), "exit 0 on SIGTERM");

@@ -296,11 +296,11 @@ async fn hundred_mib_of_output_is_stored_truncated_without_growing_the_daemon() 
         .await;
     app.post_accepted(&succeeded_body(&unique("evt"), &unique("run")))
         .await;
-    let rss_before = vm_kib("VmRSS:");
+    let rss_before = vm_kib("self", "VmRSS:");
 
     let (job, next) = app.step_ran().await;
 
-    let rss_growth_kib = vm_kib("VmRSS:").saturating_sub(rss_before);
+    let rss_growth_kib = vm_kib("self", "VmRSS:").saturating_sub(rss_before);
     assert_eq!(next, JobNext::Succeeded);
     let attempts = app.db().attempts(job.id);
     let stdout = attempts[0].stdout.clone().expect("stdout kept");

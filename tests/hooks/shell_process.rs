@@ -470,13 +470,13 @@ async fn output_is_drained_completely_but_only_a_bounded_tail_is_kept() {
         "head -c 104857600 /dev/zero; printf END; head -c 3000000 /dev/zero >&2; printf ERR >&2",
     ));
     spec.settings.max_output_bytes = LIMIT;
-    let rss_before = vm_kib("VmRSS:");
-    let peak_before = vm_kib("VmHWM:");
+    let rss_before = vm_kib("self", "VmRSS:");
+    let peak_before = vm_kib("self", "VmHWM:");
 
     let outcome = run_attempt(&sandbox, &spec, DOCUMENT).await;
 
-    let rss_growth_kib = vm_kib("VmRSS:").saturating_sub(rss_before);
-    let peak_growth_kib = vm_kib("VmHWM:").saturating_sub(peak_before);
+    let rss_growth_kib = vm_kib("self", "VmRSS:").saturating_sub(rss_before);
+    let peak_growth_kib = vm_kib("self", "VmHWM:").saturating_sub(peak_before);
     assert_eq!(outcome.result, Ok(()));
     let marker = truncation_marker((HUNDRED_MIB + 3 - LIMIT) as u64);
     assert!(

@@ -45,14 +45,16 @@ pub async fn wait_until_gone(pids: &[i32], pgid: i32) {
     .await;
 }
 
-/// A field of /proc/self/status in KiB, e.g. `VmRSS:`.
-pub fn vm_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+/// A field of /proc/<pid>/status in KiB, e.g. `VmRSS:` (`"self"` for this
+/// process).
+pub fn vm_kib(pid: &str, field: &str) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
     status
         .lines()
         .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 /// CPU time (user + system) process `pid` has used so far, from /proc
