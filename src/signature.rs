@@ -269,16 +269,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
     #[test]
     fn a_signature_made_by_sign_verifies() {
         let v = Verifier::new(vec![Secret::new("whsec_x")], 300);
         let h = sign("whsec_x", 1000, b"{}");
         let ok = v
-            .verify(Some(h.as_bytes()), b"{}".to_vec(), at(1000))
+            .verify(
+                Some(h.as_bytes()),
+                b"{}".to_vec(),
+                UNIX_EPOCH + Duration::from_secs(1000),
+            )
             .unwrap();
         assert_eq!(ok.bytes(), b"{}");
         assert_eq!(ok.timestamp(), 1000);

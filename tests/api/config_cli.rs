@@ -1,7 +1,7 @@
 //! SPEC §2/§3 through the real binary: `check-config` and `serve` with bad
 //! configurations exit 78 naming the key; secrets never print.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use crate::support::prelude::*;
@@ -22,12 +22,6 @@ fn secrets_line() -> String {
     format!("secrets = [{}]", toml_str(CONFIG_SECRET))
 }
 
-fn write_config(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("steerhook.toml");
-    std::fs::write(&path, text).expect("write the config");
-    path
-}
-
 fn text(out: &Output) -> String {
     format!(
         "stdout:\n{}\nstderr:\n{}",
@@ -39,7 +33,7 @@ fn text(out: &Output) -> String {
 /// Runs `check-config` and asserts exit 78 with `key` named on stderr and no secret shown.
 fn assert_config_error(text_of_config: &str, env: &[(&str, &str)], key: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), text_of_config);
+    let path = write_config_file(dir.path(), text_of_config);
     let out = run_cli(&path, &["check-config"], env);
     let shown = text(&out);
     assert_eq!(
@@ -150,7 +144,7 @@ fn check_config_accepts_a_valid_file_and_redacts_the_secrets() {
             toml_str(api_key)
         ),
     );
-    let path = write_config(dir.path(), &text_of_config);
+    let path = write_config_file(dir.path(), &text_of_config);
     let out = run_cli(&path, &["check-config"], &[]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
@@ -172,7 +166,7 @@ fn serve_exits_78_naming_the_key_on_a_bad_configuration() {
         &format!("{}\ntolerance_secs = 0", secrets_line()),
         "",
     );
-    let path = write_config(dir.path(), &text_of_config);
+    let path = write_config_file(dir.path(), &text_of_config);
     let out = run_cli(&path, &["serve"], &[]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(78), "{shown}");
@@ -195,7 +189,7 @@ fn an_environment_override_is_validated_like_the_file() {
 fn an_environment_override_replaces_the_file_value() {
     let dir = tempfile::tempdir().unwrap();
     let text_of_config = config_text(dir.path(), "127.0.0.1:0", &secrets_line(), "");
-    let path = write_config(dir.path(), &text_of_config);
+    let path = write_config_file(dir.path(), &text_of_config);
     let out = run_cli(
         &path,
         &["check-config"],
@@ -226,7 +220,7 @@ fn a_relative_secrets_file_is_read_from_the_credentials_directory() {
         "secrets_file = \"webhook_secrets\"",
         "",
     );
-    let path = write_config(dir.path(), &text_of_config);
+    let path = write_config_file(dir.path(), &text_of_config);
     let out = run_cli(
         &path,
         &["check-config"],
@@ -269,7 +263,7 @@ fn an_all_digit_secret_from_the_environment_is_accepted_and_not_printed() {
         &secrets_line(),
         "[opensteer]\napi_key = \"osk_placeholder\"",
     );
-    let path = write_config(dir.path(), &text_of_config);
+    let path = write_config_file(dir.path(), &text_of_config);
     let digits = "918273645546372819";
     let out = run_cli(
         &path,
@@ -292,7 +286,7 @@ fn hook_env_names_keep_their_case_through_settings_load() {
         &secrets_line(),
         &format!("[[hook]]\nname = \"etl\"\n{SHELL_HOOK}env = {{ ETL_TARGET = \"prod\" }}\n"),
     );
-    let path = write_config(dir.path(), &text_of_config);
+    let path = write_config_file(dir.path(), &text_of_config);
     let settings = steerhook::config::Settings::load(&path, &Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
     let steerhook::config::HookKind::Shell(shell) = &settings.hooks[0].kind else {
@@ -306,7 +300,7 @@ fn hook_env_names_keep_their_case_through_settings_load() {
 fn webhook_secrets_from_the_environment_are_a_comma_separated_list() {
     let dir = tempfile::tempdir().unwrap();
     let text_of_config = config_text(dir.path(), "127.0.0.1:0", &secrets_line(), "");
-    let path = write_config(dir.path(), &text_of_config);
+    let path = write_config_file(dir.path(), &text_of_config);
     let out = run_cli(
         &path,
         &["check-config"],
@@ -344,7 +338,7 @@ fn check_config_prints_every_value_as_a_user_writes_it() {
          [[hook]]\nname = \"ops-mail\"\nkind = \"email\"\nevents = [\"run.failed\"]\nto = [\"ops@example.com\"]\n\
          [[hook]]\nname = \"airflow\"\nkind = \"http\"\nevents = [\"run.succeeded\"]\nurl = \"https://airflow.internal/api\"\n",
     );
-    let path = write_config(dir.path(), &text_of_config);
+    let path = write_config_file(dir.path(), &text_of_config);
     let out = run_cli(&path, &["check-config"], &[]);
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -24,11 +24,6 @@ fn runs_of(sandbox: &Sandbox, name: &str) -> Vec<String> {
     sandbox.out_lines(name)
 }
 
-async fn post(app: &TestApp, id: &str, run: &str) {
-    let resp = app.post_signed(&run_event("run.succeeded", id, run)).await;
-    assert_eq!(resp.status(), 202, "posting {id}");
-}
-
 crate::backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_with_match_gets_only_its_runs_and_the_others_show_skipped(backend) {
@@ -45,8 +40,10 @@ async fn a_hook_with_match_gets_only_its_runs_and_the_others_show_skipped(backen
         ))
         .spawn()
         .await;
-    post(&app, "evt_a", "run_a").await;
-    post(&app, "evt_b", "run_b").await;
+    app.post_accepted(run_event("run.succeeded", "evt_a", "run_a"))
+        .await;
+    app.post_accepted(run_event("run.succeeded", "evt_b", "run_b"))
+        .await;
     poll_until(DEADLINE, "both events done", || {
         app.db().event_status_opt("evt_a").as_deref() == Some("done")
             && app.db().event_status_opt("evt_b").as_deref() == Some("done")
@@ -128,8 +125,10 @@ async fn a_paused_hook_waits_while_serve_runs_and_its_deliveries_start_on_resume
     let (_, again, _) = cli(&config, &["hooks", "pause", "warehouse"]);
     assert!(again.contains("already paused"), "{again}");
 
-    post(&app, "evt_1", "run_1").await;
-    post(&app, "evt_2", "run_2").await;
+    app.post_accepted(run_event("run.succeeded", "evt_1", "run_1"))
+        .await;
+    app.post_accepted(run_event("run.succeeded", "evt_2", "run_2"))
+        .await;
     // The other hook is the clock: once it has both, the worker has been
     // round the queue with the paused hook's deliveries in it.
     poll_until(DEADLINE, "the other hook delivered both", || {
@@ -183,7 +182,8 @@ async fn failed_deliveries_are_replayed_in_one_command_once_the_hook_is_fixed(ba
         .spawn()
         .await;
     for n in 1..=3 {
-        post(&app, &format!("evt_{n}"), &format!("run_{n}")).await;
+        app.post_accepted(run_event("run.succeeded", &format!("evt_{n}"), &format!("run_{n}")))
+        .await;
     }
     poll_until(DEADLINE, "all three failed", || {
         (1..=3).all(|n| app.db().event_status_opt(&format!("evt_{n}")).as_deref() == Some("failed"))
@@ -317,13 +317,15 @@ async fn prune_dry_run_counts_and_prune_names_the_failed_deliveries_it_deletes(b
         .hook(&hook(&sandbox, "etl", "max_attempts = 1"))
         .spawn()
         .await;
-    post(&app, "evt_failed", "run_1").await;
+    app.post_accepted(run_event("run.succeeded", "evt_failed", "run_1"))
+        .await;
     poll_until(DEADLINE, "failed", || {
         app.db().event_status_opt("evt_failed").as_deref() == Some("failed")
     })
     .await;
     std::fs::remove_file(sandbox.out().join("broken")).unwrap();
-    post(&app, "evt_ok", "run_2").await;
+    app.post_accepted(run_event("run.succeeded", "evt_ok", "run_2"))
+        .await;
     poll_until(DEADLINE, "done", || {
         app.db().event_status_opt("evt_ok").as_deref() == Some("done")
     })
@@ -522,8 +524,10 @@ async fn events_show_explains_enrichment_beside_the_status_and_a_blocked_deliver
         .hook(&hook(&sandbox, "etl", ""))
         .spawn()
         .await;
-    post(&app, "evt_gone", "run_gone").await;
-    post(&app, "evt_busy", "run_busy").await;
+    app.post_accepted(run_event("run.succeeded", "evt_gone", "run_gone"))
+        .await;
+    app.post_accepted(run_event("run.succeeded", "evt_busy", "run_busy"))
+        .await;
     poll_until(DEADLINE, "the hook ran without the run", || {
         app.db().event_status_opt("evt_gone").as_deref() == Some("done")
     })

@@ -8,8 +8,8 @@ use steerhook::store::JobNext;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::app_on;
 use crate::support::prelude::*;
+use crate::{app_on, failed_body};
 
 /// `[smtp]` for the test server, and one e-mail hook for `run.failed`; the
 /// worker stepped.
@@ -22,11 +22,6 @@ fn mail_app(sandbox: &Sandbox, smtp_port: u16) -> TestAppBuilder {
              to = [\"ops@example.com\"]\nlog_lines = 3\n",
         )
         .stepped()
-}
-
-fn failed_body(event_id: &str, run_id: &str) -> String {
-    json!({"type": "run.failed", "id": event_id, "data": {"runId": run_id, "status": "failed"}})
-        .to_string()
 }
 
 #[tokio::test]

@@ -35,6 +35,15 @@ pub fn app_on(sandbox: &Sandbox) -> TestAppBuilder {
 
 /// A `run.succeeded` body with the run id in `data.runId` (SPEC §5).
 pub fn succeeded_body(event_id: &str, run_id: &str) -> String {
-    serde_json::json!({"type": "run.succeeded", "id": event_id, "data": {"runId": run_id, "status": "succeeded"}})
+    run_body("run.succeeded", "succeeded", event_id, run_id)
+}
+
+/// A `run.failed` body, likewise.
+pub fn failed_body(event_id: &str, run_id: &str) -> String {
+    run_body("run.failed", "failed", event_id, run_id)
+}
+
+fn run_body(event_type: &str, status: &str, event_id: &str, run_id: &str) -> String {
+    serde_json::json!({"type": event_type, "id": event_id, "data": {"runId": run_id, "status": status}})
         .to_string()
 }

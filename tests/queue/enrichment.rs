@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use steerhook::dispatch::Outcome;
 use steerhook::store::JobNext;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -27,13 +26,6 @@ fn app_telling(sandbox: &Sandbox, api: Option<&MockServer>) -> TestAppBuilder {
 /// Saves the document to `$OUT/<event id>.json` and `$STEERHOOK_ENRICHMENT`
 /// to `$OUT/<event id>.enrichment`.
 const SAVE_WITH_ENRICHMENT: &str = r#"["/bin/sh", "-c", "cat > \"$OUT/$STEERHOOK_EVENT_ID.json\" && printf %s \"$STEERHOOK_ENRICHMENT\" > \"$OUT/$STEERHOOK_EVENT_ID.enrichment\""]"#;
-
-fn ran(o: &Outcome) -> JobNext {
-    match o {
-        Outcome::Ran { next, .. } => *next,
-        Outcome::Idle { .. } => panic!("expected a job to run, the queue was idle"),
-    }
-}
 
 /// What the hook was told: `(status, error code)` from the document, and
 /// `STEERHOOK_ENRICHMENT`.
@@ -117,7 +109,7 @@ crate::backends! {
         let id = app.post_run(&run).await;
 
         for attempt in 1..=2 {
-            let next = ran(&app.step().await);
+            let next = app.step_ran().await.1;
             assert!(
                 matches!(next, JobNext::RetryAt(_)),
                 "attempt {attempt}: {next:?}"
@@ -125,7 +117,7 @@ crate::backends! {
             app.advance(Duration::from_secs(1));
         }
         assert_eq!(
-            ran(&app.step().await),
+            app.step_ran().await.1,
             JobNext::Failed,
             "the third gives up"
         );
@@ -205,7 +197,7 @@ crate::backends! {
         let app = app_telling(&sandbox, Some(&api)).spawn().await;
         let id = app.post_run("run_huge").await;
 
-        let next = ran(&app.step().await);
+        let next = app.step_ran().await.1;
         assert_eq!(next, JobNext::Failed, "not retried");
         assert_eq!(requests_to(&api, "/runs/run_huge/logs").await.len(), 2);
         app.drain(5).await;
@@ -309,7 +301,7 @@ crate::backends! {
         let id = app.post_run("run_settle").await;
         let t0 = app.now_ms();
 
-        assert_eq!(ran(&app.step().await), JobNext::RetryAt(t0 + 1_000));
+        assert_eq!(app.step_ran().await.1, JobNext::RetryAt(t0 + 1_000));
         assert_eq!(requests_to(&api, "/runs/run_settle/logs").await.len(), 0);
         assert_eq!(sandbox.db().job(&id, "deliver").state, "blocked");
         let fetch = sandbox.db().job(&id, "fetch");
@@ -321,12 +313,12 @@ crate::backends! {
 
         app.advance(Duration::from_secs(1));
         assert_eq!(
-            ran(&app.step().await),
+            app.step_ran().await.1,
             JobNext::RetryAt(t0 + 3_000),
             "a short backoff"
         );
         app.advance(Duration::from_secs(2));
-        assert_eq!(ran(&app.step().await), JobNext::Succeeded);
+        assert_eq!(app.step_ran().await.1, JobNext::Succeeded);
         let run_calls = requests_to(&api, "/runs/run_settle")
             .await
             .into_iter()
@@ -359,15 +351,15 @@ crate::backends! {
         let id = app.post_run("run_settle").await;
         let t0 = app.now_ms();
 
-        assert_eq!(ran(&app.step().await), JobNext::RetryAt(t0 + 1_000));
+        assert_eq!(app.step_ran().await.1, JobNext::RetryAt(t0 + 1_000));
         app.advance(Duration::from_secs(1));
         assert_eq!(
-            ran(&app.step().await),
+            app.step_ran().await.1,
             JobNext::RetryAt(t0 + 3_000),
             "never past the window"
         );
         app.advance(Duration::from_secs(2));
-        assert_eq!(ran(&app.step().await), JobNext::Succeeded);
+        assert_eq!(app.step_ran().await.1, JobNext::Succeeded);
         app.drain(5).await;
 
         let doc = sandbox.hook_document(&id);
@@ -396,12 +388,12 @@ crate::backends! {
         let t0 = app.now_ms();
 
         assert_eq!(
-            ran(&app.step().await),
+            app.step_ran().await.1,
             JobNext::RetryAt(t0 + 1_000),
             "a 404 within settle_secs is not final"
         );
         app.advance(Duration::from_secs(1));
-        assert_eq!(ran(&app.step().await), JobNext::Succeeded);
+        assert_eq!(app.step_ran().await.1, JobNext::Succeeded);
         app.drain(5).await;
         assert_eq!(
             enrichment(&sandbox, &id),
@@ -428,12 +420,12 @@ crate::backends! {
         let id = app.post_run("run_settle").await;
         let t0 = app.now_ms();
 
-        assert_eq!(ran(&app.step().await), JobNext::RetryAt(t0 + 1_000));
+        assert_eq!(app.step_ran().await.1, JobNext::RetryAt(t0 + 1_000));
         app.advance(Duration::from_secs(1));
-        assert_eq!(ran(&app.step().await), JobNext::RetryAt(t0 + 2_000));
+        assert_eq!(app.step_ran().await.1, JobNext::RetryAt(t0 + 2_000));
         app.advance(Duration::from_secs(1));
         assert_eq!(
-            ran(&app.step().await),
+            app.step_ran().await.1,
             JobNext::Failed,
             "now a 404 is final"
         );

@@ -25,11 +25,6 @@ async fn start_daemon(sandbox: &Sandbox, app: TestAppBuilder) -> (Daemon, Webhoo
     (daemon, Webhook::to(&format!("http://{addr}{WEBHOOK_PATH}")))
 }
 
-async fn post(webhook: &Webhook, run_id: &str) {
-    let body = run_event("run.succeeded", &format!("evt_{run_id}"), run_id);
-    webhook.post_accepted(body).await;
-}
-
 /// The daemon's CPU time over [`WATCH`]. The sleep is the measurement
 /// window, not a synchronisation.
 async fn cpu_while_watching(daemon: &Daemon) -> Duration {
@@ -49,13 +44,13 @@ async fn the_worker_waits_without_spinning_while_fetches_are_paused_by_retry_aft
     .await;
     let sandbox = Sandbox::new();
     let (daemon, webhook) = start_daemon(&sandbox, queue_app(&sandbox, Some(&api))).await;
-    post(&webhook, "run_p1").await;
+    webhook.post_run("run_p1").await;
     wait_for_async(DEADLINE, "the first fetch", || async {
         (!requests_to(&api, "/runs/").await.is_empty()).then_some(())
     })
     .await;
     // Due at once, but the API asked every fetch to wait.
-    post(&webhook, "run_p2").await;
+    webhook.post_run("run_p2").await;
 
     let used = cpu_while_watching(&daemon).await;
     assert!(
@@ -74,8 +69,8 @@ async fn the_worker_waits_without_spinning_while_a_hook_is_at_its_concurrency_li
         "concurrency = 1",
     ));
     let (daemon, webhook) = start_daemon(&sandbox, setup).await;
-    post(&webhook, "run_h1").await;
-    post(&webhook, "run_h2").await;
+    webhook.post_run("run_h1").await;
+    webhook.post_run("run_h2").await;
     wait_for(DEADLINE, "the first hook to start", || {
         sandbox.out().join("started").exists().then_some(())
     })

@@ -15,7 +15,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::config::Config;
+use super::config::{write_config_file, Config};
 use super::db::{Backend, TestDb};
 use super::poll::wait_for_async;
 use super::sandbox::Sandbox;
@@ -352,9 +352,7 @@ impl TestApp {
 
     /// Writes that text to `steerhook.toml` in the sandbox, for the CLI.
     pub fn write_config(&self) -> std::path::PathBuf {
-        let path = self.sandbox.path("steerhook.toml");
-        std::fs::write(&path, &self.toml).expect("write the config");
-        path
+        write_config_file(self.sandbox.dir(), &self.toml)
     }
 
     /// The manual clock; panics on the system clock.
@@ -423,8 +421,7 @@ impl TestApp {
     /// Posts a signed `run.succeeded` for `run_id` (event id `evt_<run_id>`)
     /// and asserts 202; returns the event id.
     pub async fn post_run(&self, run_id: &str) -> String {
-        self.post_accepted(run_event("run.succeeded", &format!("evt_{run_id}"), run_id))
-            .await
+        self.webhook.post_run(run_id).await
     }
 
     /// Posts a signed `run.succeeded` for `run_id` (event id `evt_<run_id>`);

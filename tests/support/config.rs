@@ -5,7 +5,7 @@
 //! when the raw lines set it, so `.queue("backoff_base_secs = 5")` overrides
 //! a preset's default without a duplicate-key error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::SECRET;
 
@@ -187,4 +187,12 @@ pub fn toml_list(items: &[&str]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// Writes `text` as `steerhook.toml` in `dir`, for the real binary; returns
+/// its path.
+pub fn write_config_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("steerhook.toml");
+    std::fs::write(&path, text).expect("write the config");
+    path
 }

@@ -60,7 +60,11 @@
 //!   [`tools`]. A TCP proxy to cut a server away: [`proxy`]. A database
 //!   that refuses writes on either backend: [`fault::StoreFault`].
 //! - Bodies and answers: [`webhook`] (`run_event`, `unique`, `json_body`,
-//!   `assert_error`, `Webhook::to(url)` for the real binary).
+//!   `assert_error`, `Webhook::to(url)` for the real binary, `post_run`).
+//! - A configuration file for the real binary: `write_config_file(dir, text)`
+//!   ([`config`]), or `sandbox.write_config(&config)`.
+//! - The store on its own (tests/store): [`store`] (`event(n)`, `routing`,
+//!   `claim_at`, `claim`, `ok`, `failed`, `register`, all at `T0`).
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod app;
@@ -98,7 +102,7 @@ pub const WEBHOOK_PATH: &str = "/webhooks/opensteer";
 #[allow(unused_imports)] // each test binary uses a different part
 pub mod prelude {
     pub use super::app::{manual_clock, system_now_secs, Guard, TestApp, TestAppBuilder, Worker};
-    pub use super::config::{toml_list, toml_str, Config};
+    pub use super::config::{toml_list, toml_str, write_config_file, Config};
     pub use super::daemon::{
         cli, describe, free_addr, free_port, repo_path, run_cli, serve_command, steerhook_bin,
         steerhook_command, wait_healthy, Daemon,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::config::{toml_list, toml_str, Config};
+use super::config::{toml_list, toml_str, write_config_file, Config};
 use super::db::{Backend, TestDb};
 
 /// A temp dir and a database; cheap to clone (clones share both). The dir
@@ -158,8 +158,6 @@ impl Sandbox {
     /// `config` as a file (`steerhook.toml` in the temp dir) for the real
     /// binary, on this sandbox's database; returns its path.
     pub fn write_config(&self, config: &Config) -> PathBuf {
-        let path = self.path("steerhook.toml");
-        std::fs::write(&path, config.toml(&self.db().storage_toml())).expect("write the config");
-        path
+        write_config_file(self.dir(), &config.toml(&self.db().storage_toml()))
     }
 }

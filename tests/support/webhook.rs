@@ -139,6 +139,13 @@ impl Webhook {
             .expect("id in the answer")
             .to_owned()
     }
+
+    /// POSTs a signed `run.succeeded` for `run_id` (event id `evt_<run_id>`)
+    /// and asserts 202; returns the event id.
+    pub async fn post_run(&self, run_id: &str) -> String {
+        self.post_accepted(run_event("run.succeeded", &format!("evt_{run_id}"), run_id))
+            .await
+    }
 }
 
 /// A `run.*` event body the app accepts: `data.run` with the run's id and
