@@ -26,7 +26,8 @@
 # SYNCHRONOUS (full), PERF_OUT (a file: `perf $PERF_ARGS` on the daemon while
 # it drains; PERF_ARGS defaults to `record -g -F 2000`), PG_ADMIN_URL (the
 # server the postgres part makes its databases on; default
-# postgres://postgres@127.0.0.1:5432/postgres; needs psql and pgbench).
+# postgres://postgres@127.0.0.1:5432/postgres; needs psql and pgbench),
+# PG_POOL_SIZE (storage.pool_size of the postgres part; default: the product's).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -120,6 +121,7 @@ write_config() {
             echo "backend = \"postgres\""
             echo "url = \"$PG_URL\""
             echo "payload_dir = \"$dir/payloads\""
+            [ -n "${PG_POOL_SIZE:-}" ] && echo "pool_size = $PG_POOL_SIZE"
         else
             echo "path = \"$dir/steerhook.db\""
             echo "synchronous = \"$SYNCHRONOUS\""
@@ -369,6 +371,35 @@ print(json.dumps(d))' "$result" "$hwm" "$daemon_ticks" "$api_ticks" "$hook_ticks
     rm -rf "$dir"/steerhook.db*
 }
 
+# cpu_snapshot: each CPU's busy and total ticks and the PostgreSQL server
+# processes' CPU ticks, on one line, for cpu_use.
+cpu_snapshot() {
+    local pg=0 p
+    for p in $(pgrep -x postgres); do pg=$(( pg + $(cpu_ticks "$p" 2>/dev/null || echo 0) )); done
+    awk -v pg="$pg" '/^cpu[0-9]/ { busy = $2 + $3 + $4 + $7 + $8; printf "%s %d %d ", $1, busy, busy + $5 + $6 }
+                     END { print "pg", pg, 0 }' /proc/stat
+}
+
+# cpu_use BEFORE AFTER: JSON with each CPU's busy share, and the server's
+# CPU seconds per second, between two cpu_snapshot lines.
+cpu_use() {
+    python3 - "$1" "$2" "$(getconf CLK_TCK)" <<'EOF'
+import json, sys
+def read(line):
+    w = line.split()
+    return {w[i]: (int(w[i + 1]), int(w[i + 2])) for i in range(0, len(w), 3)}
+x, y, hz = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3])
+res = {}
+for k in x:
+    if k != "pg":
+        total = y[k][1] - x[k][1]
+        res[k + "_busy"] = round((y[k][0] - x[k][0]) / total, 3) if total else 0
+wall = (y["cpu0"][1] - x["cpu0"][1]) / hz
+res["postgres_cpu_per_s"] = round((y["pg"][0] - x["pg"][0]) / hz / wall, 3) if wall else 0
+print(json.dumps(res))
+EOF
+}
+
 # postgres_run DAEMONS: a fresh database, DAEMONS daemons on it (all pinned
 # to the daemon's core, so one daemon and two get the same CPU), loadgen
 # split evenly over them; accepted/s summed, p99 the worst of the loadgens'.
@@ -395,7 +426,10 @@ postgres_run() {
             --json >"${dirs[$i]}/load.json" &
         lg+=($!)
     done
+    local before after
+    before=$(cpu_snapshot)
     for p in "${lg[@]}"; do wait "$p"; done
+    after=$(cpu_snapshot)
     local hwm=0 h
     for p in "${pids[@]}"; do
         h=$(status_kib "$p" VmHWM)
@@ -406,9 +440,9 @@ postgres_run() {
     local stored
     stored=$(psql "$(pg_url "$name")" -qAtc "SELECT count(*) FROM events")
     psql "$PG_ADMIN_URL" -qc "DROP DATABASE $name WITH (FORCE)" >/dev/null
-    record "pg$daemons" "$(python3 - "$hwm" "$stored" "${dirs[@]}" <<'EOF'
+    record "pg$daemons" "$(python3 - "$hwm" "$stored" "$(cpu_use "$before" "$after")" "${dirs[@]}" <<'EOF'
 import json, sys
-hwm, stored, dirs = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+hwm, stored, cpu, dirs = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4:]
 runs = [json.load(open(d + "/load.json")) for d in dirs]
 out = {k: sum(r[k] for r in runs) for k in ("accepted_per_sec", "requests", "ok")}
 out.update({k: max(r[k] for r in runs) for k in ("p50_ms", "p99_ms", "max_ms", "seconds")})
@@ -416,6 +450,7 @@ out["by_status"] = runs[-1]["by_status"]
 out["daemons"] = len(runs)
 out["hwm_kib"] = hwm
 out["events_stored"] = stored
+out.update(cpu)
 print(json.dumps(out))
 EOF
 )"
@@ -447,13 +482,15 @@ INSERT INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at) 
   (:seq, 'deliver', 'true-2', 'pending', 1767225600000, 1767225600000, 1767225600000);
 COMMIT;
 EOF
-    local secs=${DURATION%s}
+    local secs=${DURATION%s} before after
+    before=$(cpu_snapshot)
     (cd "$dir" && taskset -c "$LOAD_CPU" pgbench -n -c "$CONNECTIONS" -j 1 -T "$secs" -f event.sql \
         -l --log-prefix=tx "$(pg_url "$name")" >pgbench.out 2>&1) || { cat "$dir/pgbench.out" >&2; return 1; }
+    after=$(cpu_snapshot)
     psql "$PG_ADMIN_URL" -qc "DROP DATABASE $name WITH (FORCE)" >/dev/null
-    record pgbench "$(python3 - "$dir" <<'EOF'
+    record pgbench "$(python3 - "$dir" "$(cpu_use "$before" "$after")" <<'EOF'
 import glob, json, re, sys
-d = sys.argv[1]
+d, cpu = sys.argv[1], json.loads(sys.argv[2])
 text = open(d + "/pgbench.out").read()
 tps = float(re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text).group(1))
 lat = []
@@ -465,7 +502,10 @@ for f in glob.glob(d + "/tx*"):
 lat.sort()
 pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
 print(json.dumps({"accepted_per_sec": tps, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-                  "max_ms": lat[-1], "transactions": len(lat)}))
+                  "max_ms": lat[-1], "transactions": len(lat),
+                  # pgbench's server processes start and end between the two
+                  # snapshots, so their CPU time is not seen: left out.
+                  **{k: v for k, v in cpu.items() if k != "postgres_cpu_per_s"}}))
 EOF
 )"
     rm -f "$dir"/tx*
@@ -591,7 +631,9 @@ for part, rs in parts.items():
         label = {"pg1": "pg 1 daemon", "pg2": "pg 2 daemons", "pgbench": "pgbench"}[part]
         print(f"{label:13} n={len(rs)}  accepted/s {med(rs, 'accepted_per_sec'):.0f} "
               f"(runs: {', '.join('%.0f' % r['accepted_per_sec'] for r in rs)})  "
-              f"p50 {med(rs, 'p50_ms'):.2f} ms  p99 {med(rs, 'p99_ms'):.2f} ms  max {med(rs, 'max_ms'):.1f} ms")
+              f"p50 {med(rs, 'p50_ms'):.2f} ms  p99 {med(rs, 'p99_ms'):.2f} ms  max {med(rs, 'max_ms'):.1f} ms  "
+              f"CPU 0 {med(rs, 'cpu0_busy'):.0%} CPU 1 {med(rs, 'cpu1_busy'):.0%} "
+              f"PostgreSQL {med(rs, 'postgres_cpu_per_s'):.2f} CPU-s/s")
         continue
     if part == "bare_loadgen":
         r = rs[0]
