@@ -60,6 +60,22 @@ pub(super) fn expand_one(
     expand_through(tx, routing, Some(seq), seq).map(|_| ())
 }
 
+/// Makes the jobs of the waiting events up to `?2` (only `?3`, when not
+/// NULL) from the routes `?1` (a JSON array of job templates). CROSS JOIN
+/// keeps the waiting events the outer loop (SQLite never reorders it): left
+/// alone, the planner walked every stored event of the type through the
+/// dedupe index and looked each up in `unexpanded`, so a claim cost time in
+/// proportion to the whole table.
+const EXPAND: &str =
+    "INSERT OR IGNORE INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
+         SELECT e.seq, t.value ->> '$.kind', t.value ->> '$.hook', t.value ->> '$.state',
+                e.received_at, e.received_at, e.received_at
+         FROM unexpanded u
+         CROSS JOIN events e ON e.seq = u.seq
+         CROSS JOIN json_each(?1) t ON t.value ->> '$.type' = e.event_type
+         WHERE u.seq <= ?2 AND (?3 IS NULL OR u.seq = ?3)
+         ORDER BY u.seq, t.value ->> '$.ord'";
+
 fn expand_through(
     tx: &Transaction<'_>,
     routing: &Routing,
@@ -83,17 +99,7 @@ fn expand_through(
                 })
         })
         .collect();
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO jobs (event_seq, kind, hook, state, due_at, created_at, updated_at)
-         SELECT e.seq, t.value ->> '$.kind', t.value ->> '$.hook', t.value ->> '$.state',
-                e.received_at, e.received_at, e.received_at
-         FROM unexpanded u
-         JOIN events e ON e.seq = u.seq
-         JOIN json_each(?1) t ON t.value ->> '$.type' = e.event_type
-         WHERE u.seq <= ?2 AND (?3 IS NULL OR u.seq = ?3)
-         ORDER BY u.seq, t.value ->> '$.ord'",
-    )?
-    .execute(params![
+    tx.prepare_cached(EXPAND)?.execute(params![
         serde_json::Value::Array(templates).to_string(),
         last,
         only
@@ -108,7 +114,7 @@ fn expand_through(
 pub(super) fn waiting(conn: &Connection) -> Result<Vec<(EventType, i64, i64)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.event_type, count(*), min(e.received_at)
-         FROM unexpanded u JOIN events e ON e.seq = u.seq GROUP BY e.event_type",
+         FROM unexpanded u CROSS JOIN events e ON e.seq = u.seq GROUP BY e.event_type",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -136,7 +142,7 @@ pub(super) fn projected_details(
 ) -> Result<Option<Vec<JobDetail>>, StoreError> {
     let waiting: Option<(String, i64)> = conn
         .prepare_cached(
-            "SELECT e.event_type, e.received_at FROM unexpanded u JOIN events e ON e.seq = u.seq
+            "SELECT e.event_type, e.received_at FROM unexpanded u CROSS JOIN events e ON e.seq = u.seq
              WHERE u.seq = ?1",
         )?
         .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -163,4 +169,30 @@ pub(super) fn projected_details(
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{params, Connection};
+
+    /// The plan SQLite makes for expansion walks the waiting events and looks
+    /// each up by key; the other way round it walked every stored event.
+    #[test]
+    fn expansion_walks_the_waiting_events_not_every_stored_one() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::sqlite::schema::migrate(&mut conn).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::EXPAND))
+            .unwrap()
+            .query_map(params!["[]", 1, None::<i64>], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan[0].starts_with("SEARCH u "), "{plan:?}");
+        assert!(
+            plan.iter()
+                .any(|p| p == "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)"),
+            "{plan:?}"
+        );
+    }
 }

@@ -147,7 +147,7 @@ pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, StoreError> 
         "SELECT min(at) FROM (
              SELECT min(due_at) AS at FROM jobs WHERE state = 'pending'
              UNION ALL
-             SELECT min(e.received_at) FROM unexpanded u JOIN events e ON e.seq = u.seq)",
+             SELECT min(e.received_at) FROM unexpanded u CROSS JOIN events e ON e.seq = u.seq)",
         [],
         |r| r.get(0),
     )?)
