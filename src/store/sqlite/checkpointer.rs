@@ -7,10 +7,14 @@
 //! [`INTERVAL`] to gather more commits, then runs a PASSIVE checkpoint,
 //! which copies what it can without waiting for the writer or for readers;
 //! once everything is copied, the writer's next transaction starts the WAL
-//! over. A reader holding an old snapshot (a long `events` listing) keeps
-//! the WAL from starting over, so when it passes [`MAX_WAL_PAGES`] this
-//! thread runs a RESTART checkpoint, which waits for such readers and makes
-//! the writer wait meanwhile: the WAL cannot grow without bound.
+//! over. Two things keep it from starting over: writes that never pause
+//! (a pass never copies the commits made while it ran), and a reader holding
+//! an old snapshot (a long `events` listing). So when the WAL passes
+//! [`MAX_WAL_PAGES`] this thread copies back to back until little is left,
+//! then runs a RESTART checkpoint, which waits for readers and makes the
+//! writer wait while it copies that little: the WAL cannot grow without
+//! bound, and a commit waits for a few hundred pages, not for everything
+//! written since the last pass.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
@@ -19,9 +23,12 @@ use rusqlite::Connection;
 
 use crate::store::StoreError;
 
-/// Commits gathered into one checkpoint: small enough that a checkpoint is
-/// short, large enough that a page many commits change is copied once.
-pub(super) const INTERVAL: Duration = Duration::from_millis(100);
+/// Commits gathered into one checkpoint. A checkpoint ends with an fsync of
+/// the database file, and the writer's commit fsyncs queue behind it on the
+/// disk: the interval bounds how much that fsync has to write, so it is
+/// short. Longer intervals copy a page that many commits change fewer
+/// times, at the cost of the tail (figures in docs/PERFORMANCE.md).
+pub(super) const INTERVAL: Duration = Duration::from_millis(20);
 /// WAL size (4 KiB pages, so 64 MiB) past which readers are waited for.
 pub(super) const MAX_WAL_PAGES: i64 = 16_000;
 /// The longest a RESTART waits for readers, writers waiting with it; it is
@@ -29,6 +36,12 @@ pub(super) const MAX_WAL_PAGES: i64 = 16_000;
 /// open `sqlite3` shell) costs writes this much now and then, not its
 /// whole `busy_timeout` each time.
 const RESTART_WAIT: Duration = Duration::from_millis(100);
+/// Pages left to copy at which a RESTART is short enough to make the
+/// writer wait for it (about 2 MiB).
+const RESTART_SLACK: i64 = 512;
+/// Most PASSIVE passes made back to back to get within [`RESTART_SLACK`];
+/// a reader holding an old snapshot keeps any number from getting there.
+const CATCH_UP_PASSES: usize = 8;
 
 /// The writer's side: nudges the checkpointer after a commit.
 #[derive(Debug, Clone)]
@@ -71,21 +84,7 @@ fn run(conn: &Connection, rx: &Receiver<()>, busy_timeout: Duration) {
             }
         }
         match checkpoint(conn, "PASSIVE") {
-            Ok(wal_pages) if wal_pages >= MAX_WAL_PAGES => {
-                tracing::info!(
-                    wal_pages,
-                    "the WAL passed its bound (a reader held an old snapshot); waiting for readers to start it over"
-                );
-                let restarted = conn
-                    .busy_timeout(RESTART_WAIT)
-                    .and_then(|()| checkpoint(conn, "RESTART"));
-                if let Err(e) = restarted {
-                    tracing::warn!(error = %e, "checkpoint failed; the WAL keeps the data");
-                }
-                if let Err(e) = conn.busy_timeout(busy_timeout) {
-                    tracing::warn!(error = %e, "cannot reset the checkpointer's busy timeout");
-                }
-            }
+            Ok(pass) if pass.wal_pages >= MAX_WAL_PAGES => start_over(conn, pass, busy_timeout),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "checkpoint failed; the WAL keeps the data"),
         }
@@ -94,9 +93,65 @@ fn run(conn: &Connection, rx: &Receiver<()>, busy_timeout: Duration) {
     tracing::debug!("checkpointer stopped");
 }
 
-/// Runs `PRAGMA wal_checkpoint(mode)`; the WAL's size in pages.
-pub(super) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
+/// Copies what is left of a WAL past its bound and starts it over.
+fn start_over(conn: &Connection, mut pass: Pass, busy_timeout: Duration) {
+    for _ in 0..CATCH_UP_PASSES {
+        if pass.left() <= RESTART_SLACK {
+            break;
+        }
+        match checkpoint(conn, "PASSIVE") {
+            Ok(next) => pass = next,
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint failed; the WAL keeps the data");
+                return;
+            }
+        }
+    }
+    tracing::debug!(
+        wal_pages = pass.wal_pages,
+        left = pass.left(),
+        "the WAL passed its bound; starting it over"
+    );
+    let restarted = conn
+        .busy_timeout(RESTART_WAIT)
+        .and_then(|()| checkpoint(conn, "RESTART"));
+    match restarted {
+        Ok(done) if done.busy => tracing::info!(
+            wal_pages = done.wal_pages,
+            "the WAL passed its bound and a reader holds an old snapshot; it starts over once the reader lets go"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "checkpoint failed; the WAL keeps the data"),
+    }
+    if let Err(e) = conn.busy_timeout(busy_timeout) {
+        tracing::warn!(error = %e, "cannot reset the checkpointer's busy timeout");
+    }
+}
+
+/// What one `PRAGMA wal_checkpoint` did.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pass {
+    /// It could not finish: a reader or the writer was in the way.
+    pub(super) busy: bool,
+    /// The WAL's size in pages.
+    pub(super) wal_pages: i64,
+    /// Of those, the pages now copied into the database file.
+    pub(super) copied: i64,
+}
+
+impl Pass {
+    fn left(&self) -> i64 {
+        self.wal_pages - self.copied
+    }
+}
+
+/// Runs `PRAGMA wal_checkpoint(mode)`.
+pub(super) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Pass> {
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-        r.get::<_, i64>(1)
+        Ok(Pass {
+            busy: r.get::<_, i64>(0)? != 0,
+            wal_pages: r.get(1)?,
+            copied: r.get(2)?,
+        })
     })
 }
