@@ -69,6 +69,26 @@ crate::backends! {
         assert_eq!(activity(&store, skipped_job.hook.as_str()).await.skipped, 1);
     }
 
+    /// `hooks list`: an event just stored counts as each of its hooks'
+    /// waiting deliveries at once, before the worker has claimed anything
+    /// (SQLite makes the jobs at the next claim).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_of_an_event_just_stored_are_counted_as_pending(backend) {
+        let db = TestDb::fresh(backend);
+        let store = db.open(routing(false, &["etl", "mail"])).await;
+        register(&store, &["etl", "mail"]).await;
+        store.insert_event(event(1)).await.unwrap();
+        store.insert_event(event(2)).await.unwrap();
+        for hook in ["etl", "mail"] {
+            let a = activity(&store, hook).await;
+            assert_eq!((a.pending, a.running), (2, 0), "{hook}: {a:?}");
+        }
+        // Once one is claimed the counts move, and nothing is counted twice.
+        let job = claim(&store, T0, &["etl", "mail"]).await.expect("a job");
+        let a = activity(&store, &job.hook).await;
+        assert_eq!((a.pending, a.running), (1, 1), "{a:?}");
+    }
+
     /// SPEC §2: a fetch that gave up does not make the event failed; only a
     /// failed delivery does.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

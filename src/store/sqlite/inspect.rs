@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::enrichment::enrichment_from;
 use super::{expand, SqliteStore};
 use crate::store::{
-    AttemptDetail, EventDetail, EventFilter, EventSummary, HookActivity, JobDetail,
+    AttemptDetail, EventDetail, EventFilter, EventSummary, HookActivity, JobDetail, JobKind,
     QuarantineSummary, QuarantinedDetail, QueueCounts, StoreError,
 };
 
@@ -63,7 +63,29 @@ impl SqliteStore {
 
     /// Each hook's pause and deliveries.
     pub async fn hook_activity(&self, since: i64) -> Result<Vec<HookActivity>, StoreError> {
-        self.read(move |c| hook_activity(c, since)).await
+        let routing = self.inner.routing.clone();
+        self.read(move |c| {
+            let mut hooks = hook_activity(c, since)?;
+            // Waiting events count as the deliveries they will get.
+            for (event_type, n, _) in expand::waiting(c)? {
+                for (kind, hook, _) in expand::projected(&routing, event_type) {
+                    if kind != JobKind::Deliver {
+                        continue;
+                    }
+                    match hooks.iter_mut().find(|h| h.name == hook) {
+                        Some(h) => h.pending += n,
+                        None => hooks.push(HookActivity {
+                            name: hook.to_owned(),
+                            pending: n,
+                            ..Default::default()
+                        }),
+                    }
+                }
+            }
+            hooks.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(hooks)
+        })
+        .await
     }
 
     /// Quarantined bodies, newest first.
