@@ -14,7 +14,8 @@
 //! then runs a RESTART checkpoint, which waits for readers and makes the
 //! writer wait while it copies that little: the WAL cannot grow without
 //! bound, and a commit waits for a few hundred pages, not for everything
-//! written since the last pass.
+//! written since the last pass. While a reader keeps the RESTART from
+//! finishing, it is tried once a second.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
@@ -39,6 +40,11 @@ const RESTART_WAIT: Duration = Duration::from_millis(100);
 /// Pages left to copy at which a RESTART is short enough to make the
 /// writer wait for it (about 2 MiB).
 const RESTART_SLACK: i64 = 512;
+/// After a RESTART that a reader kept from finishing, the next one comes
+/// this much later; passes go on meanwhile. So while a reader holds an old
+/// snapshot (a long listing, a large log streamed into a payload file),
+/// writes wait [`RESTART_WAIT`] once a second, not at every pass.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// Most PASSIVE passes made back to back to get within [`RESTART_SLACK`];
 /// a reader holding an old snapshot keeps any number from getting there.
 const CATCH_UP_PASSES: usize = 8;
@@ -70,6 +76,8 @@ pub(super) fn spawn(conn: Connection, busy_timeout: Duration) -> Result<Nudge, S
 
 fn run(conn: &Connection, rx: &Receiver<()>, busy_timeout: Duration) {
     let mut last = Instant::now();
+    let mut next_restart = last;
+    let mut reader_in_the_way = false;
     while rx.recv().is_ok() {
         // Gather the commits of one interval into this checkpoint.
         let until = last + INTERVAL;
@@ -84,7 +92,21 @@ fn run(conn: &Connection, rx: &Receiver<()>, busy_timeout: Duration) {
             }
         }
         match checkpoint(conn, "PASSIVE") {
-            Ok(pass) if pass.wal_pages >= MAX_WAL_PAGES => start_over(conn, pass, busy_timeout),
+            Ok(pass) if pass.wal_pages >= MAX_WAL_PAGES && Instant::now() >= next_restart => {
+                match start_over(conn, pass, busy_timeout) {
+                    Some(wal_pages) => {
+                        if !reader_in_the_way {
+                            tracing::info!(
+                                wal_pages,
+                                "the WAL passed its bound and a reader holds an old snapshot; it starts over once the reader lets go"
+                            );
+                        }
+                        reader_in_the_way = true;
+                        next_restart = Instant::now() + RESTART_BACKOFF;
+                    }
+                    None => reader_in_the_way = false,
+                }
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "checkpoint failed; the WAL keeps the data"),
         }
@@ -93,8 +115,9 @@ fn run(conn: &Connection, rx: &Receiver<()>, busy_timeout: Duration) {
     tracing::debug!("checkpointer stopped");
 }
 
-/// Copies what is left of a WAL past its bound and starts it over.
-fn start_over(conn: &Connection, mut pass: Pass, busy_timeout: Duration) {
+/// Copies what is left of a WAL past its bound and starts it over. When a
+/// reader kept it from starting over, the WAL's size in pages.
+fn start_over(conn: &Connection, mut pass: Pass, busy_timeout: Duration) -> Option<i64> {
     for _ in 0..CATCH_UP_PASSES {
         if pass.left() <= RESTART_SLACK {
             break;
@@ -103,7 +126,7 @@ fn start_over(conn: &Connection, mut pass: Pass, busy_timeout: Duration) {
             Ok(next) => pass = next,
             Err(e) => {
                 tracing::warn!(error = %e, "checkpoint failed; the WAL keeps the data");
-                return;
+                return None;
             }
         }
     }
@@ -115,16 +138,16 @@ fn start_over(conn: &Connection, mut pass: Pass, busy_timeout: Duration) {
     let restarted = conn
         .busy_timeout(RESTART_WAIT)
         .and_then(|()| checkpoint(conn, "RESTART"));
-    match restarted {
-        Ok(done) if done.busy => tracing::info!(
-            wal_pages = done.wal_pages,
-            "the WAL passed its bound and a reader holds an old snapshot; it starts over once the reader lets go"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "checkpoint failed; the WAL keeps the data"),
-    }
     if let Err(e) = conn.busy_timeout(busy_timeout) {
         tracing::warn!(error = %e, "cannot reset the checkpointer's busy timeout");
+    }
+    match restarted {
+        Ok(done) if done.busy => Some(done.wal_pages),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpoint failed; the WAL keeps the data");
+            None
+        }
     }
 }
 
