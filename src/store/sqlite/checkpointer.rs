@@ -76,8 +76,7 @@ pub(super) fn spawn(conn: Connection, busy_timeout: Duration) -> Result<Nudge, S
 
 fn run(conn: &Connection, rx: &Receiver<()>, busy_timeout: Duration) {
     let mut last = Instant::now();
-    let mut next_restart = last;
-    let mut reader_in_the_way = false;
+    let mut restarts = Restarts::new(last);
     while rx.recv().is_ok() {
         // Gather the commits of one interval into this checkpoint.
         let until = last + INTERVAL;
@@ -92,19 +91,13 @@ fn run(conn: &Connection, rx: &Receiver<()>, busy_timeout: Duration) {
             }
         }
         match checkpoint(conn, "PASSIVE") {
-            Ok(pass) if pass.wal_pages >= MAX_WAL_PAGES && Instant::now() >= next_restart => {
-                match start_over(conn, pass, busy_timeout) {
-                    Some(wal_pages) => {
-                        if !reader_in_the_way {
-                            tracing::info!(
-                                wal_pages,
-                                "the WAL passed its bound and a reader holds an old snapshot; it starts over once the reader lets go"
-                            );
-                        }
-                        reader_in_the_way = true;
-                        next_restart = Instant::now() + RESTART_BACKOFF;
-                    }
-                    None => reader_in_the_way = false,
+            Ok(pass) if pass.wal_pages >= MAX_WAL_PAGES && restarts.due(Instant::now()) => {
+                let blocked = start_over(conn, pass, busy_timeout);
+                if restarts.after(blocked.is_some(), Instant::now()) {
+                    tracing::info!(
+                        wal_pages = blocked,
+                        "the WAL passed its bound and a reader holds an old snapshot; it starts over once the reader lets go"
+                    );
                 }
             }
             Ok(_) => {}
@@ -113,6 +106,39 @@ fn run(conn: &Connection, rx: &Receiver<()>, busy_timeout: Duration) {
         last = Instant::now();
     }
     tracing::debug!("checkpointer stopped");
+}
+
+/// When the next RESTART may run: at once, or [`RESTART_BACKOFF`] after
+/// one that a reader kept from finishing.
+#[derive(Debug)]
+struct Restarts {
+    next: Instant,
+    reader_in_the_way: bool,
+}
+
+impl Restarts {
+    fn new(now: Instant) -> Self {
+        Self {
+            next: now,
+            reader_in_the_way: false,
+        }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// Notes how a RESTART ended at `now`; true when a reader has just
+    /// begun to keep the WAL from starting over (worth saying once, not at
+    /// every try while it reads).
+    fn after(&mut self, blocked: bool, now: Instant) -> bool {
+        let newly = blocked && !self.reader_in_the_way;
+        self.reader_in_the_way = blocked;
+        if blocked {
+            self.next = now + RESTART_BACKOFF;
+        }
+        newly
+    }
 }
 
 /// Copies what is left of a WAL past its bound and starts it over. When a
@@ -177,4 +203,33 @@ pub(super) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Pass
             copied: r.get(2)?,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Restarts, RESTART_BACKOFF};
+
+    #[test]
+    fn a_restart_a_reader_blocked_is_tried_again_a_backoff_later_and_said_once() {
+        let t0 = Instant::now();
+        let mut r = Restarts::new(t0);
+        assert!(r.due(t0), "the first one runs at once");
+        assert!(r.after(true, t0), "a reader in the way is said");
+        for ms in [20, 40, 500, 999] {
+            assert!(!r.due(t0 + Duration::from_millis(ms)), "{ms} ms later");
+        }
+        let t1 = t0 + RESTART_BACKOFF;
+        assert!(r.due(t1));
+        assert!(!r.after(true, t1), "the same reader is not said again");
+        assert!(!r.due(t1 + Duration::from_millis(20)));
+        let t2 = t1 + RESTART_BACKOFF;
+        assert!(!r.after(false, t2), "the WAL started over");
+        assert!(
+            r.due(t2 + Duration::from_millis(20)),
+            "no wait after a restart that finished"
+        );
+        assert!(r.after(true, t2), "a new reader in the way is said again");
+    }
 }
