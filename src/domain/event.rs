@@ -156,6 +156,9 @@ impl ReadEvent {
     }
 
     fn read(body: &VerifiedBody) -> Result<Parsed, PayloadError> {
+        if let Some(fields) = Fields::lean(body.bytes()) {
+            return fields.into_parsed();
+        }
         // Numbers are kept as their text (serde_json's arbitrary_precision),
         // so `1e99999` or a 5,000-digit integer is valid JSON like any other.
         let value: Value = serde_json::from_slice(body.bytes()).map_err(|e| {
@@ -167,22 +170,113 @@ impl ReadEvent {
                 PayloadError::NotJson(e.to_string())
             }
         })?;
+        Fields::from_tree(&value)?.into_parsed()
+    }
+}
+
+/// The fields SPEC §5 reads, each the first string found where it may be.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Fields<'a> {
+    /// `type`, else `event`.
+    event_type: Option<&'a str>,
+    /// `id`, else `eventId`.
+    id: Option<&'a str>,
+    /// `data.run.id`, `data.runId`, `run.id`, `runId`, `data.id`.
+    run_id: Option<&'a str>,
+}
+
+/// Nesting the lean read takes; deeper bodies go through the tree, which
+/// refuses past [`MAX_JSON_DEPTH`].
+const LEAN_MAX_DEPTH: usize = 64;
+
+/// The body as the lean read sees it: only the fields of SPEC §5, each a
+/// string borrowed from the body; everything else is checked and skipped.
+#[derive(serde::Deserialize)]
+struct LeanBody<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a str>,
+    #[serde(borrow)]
+    event: Option<&'a str>,
+    #[serde(borrow)]
+    id: Option<&'a str>,
+    #[serde(borrow, rename = "eventId")]
+    event_id: Option<&'a str>,
+    #[serde(borrow, rename = "runId")]
+    run_id: Option<&'a str>,
+    #[serde(borrow)]
+    run: Option<LeanRun<'a>>,
+    #[serde(borrow)]
+    data: Option<LeanData<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanRun<'a> {
+    #[serde(borrow)]
+    id: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanData<'a> {
+    #[serde(borrow)]
+    run: Option<LeanRun<'a>>,
+    #[serde(borrow, rename = "runId")]
+    run_id: Option<&'a str>,
+    #[serde(borrow)]
+    id: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads the fields without building the body's tree, when that is
+    /// sure to give what the tree gives; `None` sends the body through the
+    /// tree. Not taken: bodies nested deeper than [`LEAN_MAX_DEPTH`]
+    /// (serde_json bounds depth only while building values), with a `\u`
+    /// escape (skipping one does not check surrogates) or bytes that are
+    /// not UTF-8 (skipping a string does not check them), and any body
+    /// the typed read refuses: a field of another type or given twice, a
+    /// string with escapes (it cannot be borrowed), JSON that is not an
+    /// object or not JSON.
+    fn lean(bytes: &'a [u8]) -> Option<Self> {
+        if !plain_and_shallow(bytes, LEAN_MAX_DEPTH) || std::str::from_utf8(bytes).is_err() {
+            return None;
+        }
+        let b: LeanBody<'a> = serde_json::from_slice(bytes).ok()?;
+        let data = b.data.as_ref();
+        Some(Self {
+            event_type: b.kind.or(b.event),
+            id: b.id.or(b.event_id),
+            run_id: data
+                .and_then(|d| d.run.as_ref().and_then(|r| r.id))
+                .or_else(|| data.and_then(|d| d.run_id))
+                .or_else(|| b.run.as_ref().and_then(|r| r.id))
+                .or(b.run_id)
+                .or_else(|| data.and_then(|d| d.id)),
+        })
+    }
+
+    /// Reads the fields from the body's tree.
+    fn from_tree(value: &'a Value) -> Result<Self, PayloadError> {
         let obj = value.as_object().ok_or(PayloadError::NotAnObject)?;
-        let event_type = obj
-            .get("type")
-            .and_then(Value::as_str)
-            .or_else(|| obj.get("event").and_then(Value::as_str))
-            .ok_or(PayloadError::NoType)?;
+        let string = |key: &str| obj.get(key).and_then(Value::as_str);
+        Ok(Self {
+            event_type: string("type").or_else(|| string("event")),
+            id: string("id").or_else(|| string("eventId")),
+            run_id: run_id_of(value),
+        })
+    }
+
+    fn into_parsed(self) -> Result<Parsed, PayloadError> {
+        let event_type = self.event_type.ok_or(PayloadError::NoType)?;
         if event_type.len() > MAX_TYPE_LEN {
             return Err(PayloadError::TooLong("event type"));
         }
         let Ok(known) = event_type.parse::<EventType>() else {
-            if event_type.starts_with("run.") && run_id_of(&value).is_none() {
+            if event_type.starts_with("run.") && self.run_id.is_none() {
                 return Err(PayloadError::NoRunId(event_type.to_owned()));
             }
             return Ok(Parsed::Other(event_type.to_owned()));
         };
-        let run_id = run_id_of(&value)
+        let run_id = self
+            .run_id
             .ok_or_else(|| PayloadError::NoRunId(event_type.to_owned()))?
             .to_owned();
         if run_id.is_empty() {
@@ -195,11 +289,7 @@ impl ReadEvent {
         if run_id.contains('\0') {
             return Err(PayloadError::NulInId("run id"));
         }
-        let sender_id = match obj
-            .get("id")
-            .and_then(Value::as_str)
-            .or_else(|| obj.get("eventId").and_then(Value::as_str))
-        {
+        let sender_id = match self.id {
             Some(id) if id.len() > MAX_ID_LEN => return Err(PayloadError::TooLong("event id")),
             Some(id) if id.contains('\0') => return Err(PayloadError::NulInId("event id")),
             Some(id) if !id.is_empty() => Some(id.to_owned()),
@@ -242,6 +332,39 @@ fn run_id_of(v: &Value) -> Option<&str> {
             .try_fold(v, |v, key| v.get(key))
             .and_then(Value::as_str)
     })
+}
+
+/// Whether `bytes` has no `\u` escape and nests arrays and objects at most
+/// `max` deep (brackets inside strings do not count); one pass, no parse.
+fn plain_and_shallow(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                if b == b'u' {
+                    return false;
+                }
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -373,5 +496,121 @@ mod tests {
             read(r#"{"type":"scraper.updated"}"#).unwrap(),
             ReadEvent::Other { event_type } if event_type == "scraper.updated"
         ));
+    }
+
+    /// The lean read, where it is taken, gives exactly what the tree gives.
+    #[test]
+    fn the_lean_read_agrees_with_the_tree_or_steps_aside() {
+        let deep = format!(
+            "{{\"type\":\"run.succeeded\",\"runId\":\"r\",\"x\":{}1{}}}",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        let bodies = [
+            r#"{"type":"run.succeeded","id":"evt_1","data":{"run":{"id":"run_1"}}}"#,
+            r#"{"event":"run.failed","eventId":"e","data":{"runId":"r2"}}"#,
+            r#"{"type":5,"event":"run.failed","runId":"r"}"#,
+            r#"{"type":"run.succeeded","id":7,"eventId":"e","run":{"id":"r"}}"#,
+            r#"{"type":"run.succeeded","id":"","eventId":"e","runId":"r"}"#,
+            r#"{"type":"run.succeeded","runId":"a","runId":"b"}"#,
+            r#"{"type":"run.succeeded","data":{"run":"x","id":"d"}}"#,
+            r#"{"type":"run.succeeded","data":null,"run":{"id":null},"runId":"r"}"#,
+            r#"{"type":"run.succeeded","runId":"r","n":1e99999,"s":"a\"b"}"#,
+            r#"{"type":"run.succeeded","runId":"r\"q"}"#,
+            r#"{"type":"run.succeeded","runId":"r","s":"\ud800"}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"run.unknown"}"#,
+            r#"{"type":"run.succeeded"}"#,
+            r#"[1,2]"#,
+            r#"{"type":"run.succeeded","runId":"r"} x"#,
+            r#"{"type":"run.succeeded","runId":"r","a":[1,{"b":"]]]"}]}"#,
+            deep.as_str(),
+        ];
+        for body in bodies {
+            let tree = serde_json::from_slice::<Value>(body.as_bytes())
+                .ok()
+                .map(|v| Fields::from_tree(&v).map(|f| format!("{f:?}")));
+            // Where the lean read steps aside (None), the tree decides.
+            if let Some(lean) = Fields::lean(body.as_bytes()) {
+                assert_eq!(Some(Ok(format!("{lean:?}"))), tree, "{body}");
+            }
+        }
+        // Taken for the common shapes, not for what it cannot check.
+        assert!(Fields::lean(bodies[0].as_bytes()).is_some());
+        assert!(
+            Fields::lean(bodies[8].as_bytes()).is_some(),
+            "an escape other than \\u is fine"
+        );
+        assert!(
+            Fields::lean(bodies[10].as_bytes()).is_none(),
+            "a \\u escape"
+        );
+        assert!(
+            Fields::lean(deep.as_bytes()).is_none(),
+            "deeper than it checks"
+        );
+        assert!(
+            Fields::lean(bodies[5].as_bytes()).is_none(),
+            "a field given twice"
+        );
+        assert!(
+            Fields::lean(b"{\"type\":\"run.succeeded\",\"runId\":\"r\",\"s\":\"\xff\"}").is_none(),
+            "not UTF-8"
+        );
+    }
+
+    /// Any value whose keys are the ones SPEC §5 reads (and one other) and
+    /// whose strings include the event types, empty ones, escapes and
+    /// non-ASCII text.
+    fn arb_body() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let string = prop_oneof![
+            Just("run.succeeded".to_owned()),
+            Just("run.failed".to_owned()),
+            Just("ping".to_owned()),
+            Just(String::new()),
+            Just("q\"uote\\d\n".to_owned()),
+            Just("\u{1}ctl".to_owned()),
+            Just("é ü 😀".to_owned()),
+            "[a-z0-9_]{1,6}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            string.prop_map(Value::String),
+        ];
+        let key = prop_oneof![
+            Just("type".to_owned()),
+            Just("event".to_owned()),
+            Just("id".to_owned()),
+            Just("eventId".to_owned()),
+            Just("runId".to_owned()),
+            Just("run".to_owned()),
+            Just("data".to_owned()),
+            Just("x".to_owned()),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        // About one body in ten takes the lean read: 1,024 cases make ~100.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        /// Wherever the lean read is taken, it reads what the tree reads.
+        #[test]
+        fn the_lean_read_agrees_with_the_tree(body in arb_body()) {
+            let text = serde_json::to_vec(&body).unwrap();
+            if let Some(lean) = Fields::lean(&text) {
+                let tree = Fields::from_tree(&body).map(|f| format!("{f:?}"));
+                proptest::prop_assert_eq!(Ok(format!("{lean:?}")), tree);
+            }
+        }
     }
 }
