@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +23,8 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(15);
 const ACKED_BEFORE_KILL: usize = 100;
 const MAX_POSTS: usize = 400;
 
-/// Two hooks, one of them slow, that log each attempt to `$OUT/<name>.log`.
+/// Two hooks, one of them slow, that log each attempt to `$OUT/<name>.log`;
+/// the slow one touches `$OUT/slow.started` as it starts.
 fn crash_config(sandbox: &Sandbox, listen: SocketAddr) -> Config {
     let hook = |name: &str, sleep: &str| {
         sandbox.shell_hook_with(
@@ -50,7 +51,9 @@ fn crash_config(sandbox: &Sandbox, listen: SocketAddr) -> Config {
         )
         .lines("log", "level = \"warn\"")
         .hook(&hook("fast", ""))
-        .hook(&hook("slow", "sleep 0.1; "))
+        // The slow hook says when it starts, so the kill can wait for a
+        // delivery to be running instead of hoping one is.
+        .hook(&hook("slow", "touch \"$OUT/slow.started\"; sleep 0.1; "))
 }
 
 crate::backends! {
@@ -65,13 +68,17 @@ crate::backends! {
         wait_healthy(addr, HEALTHY_WITHIN).await;
         let acked = Arc::new(Mutex::new(Vec::new()));
         let n_acked = Arc::new(AtomicUsize::new(0));
+        let killed = Arc::new(AtomicBool::new(false));
+        let started = sandbox.out().join("slow.started");
         stream::iter(0..MAX_POSTS)
             .map(|i| {
-                let (webhook, acked, n_acked, daemon) = (
+                let (webhook, acked, n_acked, daemon, killed, started) = (
                     webhook.clone(),
                     acked.clone(),
                     n_acked.clone(),
                     daemon.clone(),
+                    killed.clone(),
+                    started.clone(),
                 );
                 async move {
                     let body = run_event(
@@ -86,7 +93,13 @@ crate::backends! {
                                 .lock()
                                 .unwrap()
                                 .push(v["id"].as_str().unwrap().to_owned());
-                            if n_acked.fetch_add(1, Ordering::SeqCst) + 1 == ACKED_BEFORE_KILL {
+                            // Once enough are acknowledged and a slow
+                            // delivery has started (four run at a time,
+                            // 0.1 s each, while the queue is long).
+                            if n_acked.fetch_add(1, Ordering::SeqCst) + 1 >= ACKED_BEFORE_KILL
+                                && started.exists()
+                                && !killed.swap(true, Ordering::SeqCst)
+                            {
                                 // std's Child::kill is SIGKILL.
                                 daemon.lock().unwrap().0.kill().expect("kill -9");
                             }
