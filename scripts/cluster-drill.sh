@@ -94,25 +94,7 @@ lease_secs = $LEASE_SECS
 [log]
 level = "warn"
 
-[[hook]]
-name = "fast"
-kind = "shell"
-events = ["run.succeeded", "run.failed"]
-command = ["/bin/sh", "-c", "echo \"\$STEERHOOK_EVENT_ID \$STEERHOOK_ATTEMPT\" >> \"\$HOOK_LOG\""]
-env = { HOOK_LOG = "$TMP/fast.log" }
-concurrency = 4
-timeout_secs = 30
-kill_grace_secs = 1
-
-[[hook]]
-name = "slow"
-kind = "shell"
-events = ["run.succeeded", "run.failed"]
-command = ["/bin/sh", "-c", "case \"\$STEERHOOK_EVENT_ID\" in *0) sleep 0.5 ;; esac; echo \"\$STEERHOOK_EVENT_ID \$STEERHOOK_ATTEMPT\" >> \"\$HOOK_LOG\""]
-env = { HOOK_LOG = "$TMP/slow.log" }
-concurrency = 4
-timeout_secs = 30
-kill_grace_secs = 1
+$(kill_drill_hooks 0.5)
 TOML
     "$BIN" check-config --config "${CFG_OF[$name]}" >/dev/null || die "the configuration of $name is refused"
 }

@@ -47,25 +47,7 @@ shutdown_grace_secs = 2
 [log]
 level = "warn"
 
-[[hook]]
-name = "fast"
-kind = "shell"
-events = ["run.succeeded", "run.failed"]
-command = ["/bin/sh", "-c", "echo \"\$STEERHOOK_EVENT_ID \$STEERHOOK_ATTEMPT\" >> \"\$HOOK_LOG\""]
-env = { HOOK_LOG = "$TMP/fast.log" }
-concurrency = 4
-timeout_secs = 30
-kill_grace_secs = 1
-
-[[hook]]
-name = "slow"
-kind = "shell"
-events = ["run.succeeded", "run.failed"]
-command = ["/bin/sh", "-c", "case \"\$STEERHOOK_EVENT_ID\" in *0) sleep 0.2 ;; esac; echo \"\$STEERHOOK_EVENT_ID \$STEERHOOK_ATTEMPT\" >> \"\$HOOK_LOG\""]
-env = { HOOK_LOG = "$TMP/slow.log" }
-concurrency = 4
-timeout_secs = 30
-kill_grace_secs = 1
+$(kill_drill_hooks 0.2)
 TOML
 "$BIN" check-config --config "$CFG" >/dev/null || die "the drill's configuration is refused"
 note "temp dir $TMP, port $PORT, $CYCLES cycles at $RATE req/s"

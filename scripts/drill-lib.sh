@@ -96,6 +96,34 @@ stop_daemon() {
     return $rc
 }
 
+# kill_drill_hooks SLOW_SECS: the two hooks of the kill -9 drills, as TOML.
+# "fast" logs "<event id> <attempt>" to $TMP/fast.log; "slow" does the same
+# to $TMP/slow.log after sleeping SLOW_SECS for one event in ten, so a kill
+# often lands while it runs.
+kill_drill_hooks() {
+    cat <<TOML
+[[hook]]
+name = "fast"
+kind = "shell"
+events = ["run.succeeded", "run.failed"]
+command = ["/bin/sh", "-c", "echo \"\$STEERHOOK_EVENT_ID \$STEERHOOK_ATTEMPT\" >> \"\$HOOK_LOG\""]
+env = { HOOK_LOG = "$TMP/fast.log" }
+concurrency = 4
+timeout_secs = 30
+kill_grace_secs = 1
+
+[[hook]]
+name = "slow"
+kind = "shell"
+events = ["run.succeeded", "run.failed"]
+command = ["/bin/sh", "-c", "case \"\$STEERHOOK_EVENT_ID\" in *0) sleep $1 ;; esac; echo \"\$STEERHOOK_EVENT_ID \$STEERHOOK_ATTEMPT\" >> \"\$HOOK_LOG\""]
+env = { HOOK_LOG = "$TMP/slow.log" }
+concurrency = 4
+timeout_secs = 30
+kill_grace_secs = 1
+TOML
+}
+
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 

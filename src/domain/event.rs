@@ -175,7 +175,7 @@ impl ReadEvent {
 }
 
 /// The fields SPEC §5 reads, each the first string found where it may be.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct Fields<'a> {
     /// `type`, else `event`.
     event_type: Option<&'a str>,
@@ -527,12 +527,14 @@ mod tests {
             deep.as_str(),
         ];
         for body in bodies {
-            let tree = serde_json::from_slice::<Value>(body.as_bytes())
-                .ok()
-                .map(|v| Fields::from_tree(&v).map(|f| format!("{f:?}")));
+            let tree = serde_json::from_slice::<Value>(body.as_bytes()).ok();
             // Where the lean read steps aside (None), the tree decides.
             if let Some(lean) = Fields::lean(body.as_bytes()) {
-                assert_eq!(Some(Ok(format!("{lean:?}"))), tree, "{body}");
+                assert_eq!(
+                    Some(Ok(lean)),
+                    tree.as_ref().map(Fields::from_tree),
+                    "{body}"
+                );
             }
         }
         // Taken for the common shapes, not for what it cannot check.
@@ -608,8 +610,7 @@ mod tests {
         fn the_lean_read_agrees_with_the_tree(body in arb_body()) {
             let text = serde_json::to_vec(&body).unwrap();
             if let Some(lean) = Fields::lean(&text) {
-                let tree = Fields::from_tree(&body).map(|f| format!("{f:?}"));
-                proptest::prop_assert_eq!(Ok(format!("{lean:?}")), tree);
+                proptest::prop_assert_eq!(Ok(lean), Fields::from_tree(&body));
             }
         }
     }

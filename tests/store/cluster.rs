@@ -4,12 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use steerhook::store::{InsertOutcome, JobKind, JobNext, StoreError};
+use steerhook::store::{InsertOutcome, JobKind, JobNext, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::db::TestDb;
 use crate::support::store::{claim_at, event, ok, register, routing, LEASE_MS, T0};
+
+/// Two daemons (two stores) on `db` with the same hooks, registered.
+async fn two_daemons(db: &TestDb, hooks: &[&str]) -> (Store, Store) {
+    let a = db.open(routing(false, hooks)).await;
+    let b = db.open(routing(false, hooks)).await;
+    register(&a, hooks).await;
+    (a, b)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_sent_to_two_daemons_at_once_is_accepted_by_exactly_one() {
@@ -35,9 +43,7 @@ async fn a_hooks_concurrency_is_a_limit_across_daemons() {
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    let a = db.open(routing(false, &["etl"])).await;
-    let b = db.open(routing(false, &["etl"])).await;
-    register(&a, &["etl"]).await;
+    let (a, b) = two_daemons(&db, &["etl"]).await;
     for n in 0..3 {
         a.insert_event(event(n)).await.unwrap();
     }
@@ -69,9 +75,7 @@ async fn a_dead_daemons_delivery_goes_to_another_once_its_lease_runs_out() {
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    let a = db.open(routing(false, &["etl"])).await;
-    let b = db.open(routing(false, &["etl"])).await;
-    register(&a, &["etl"]).await;
+    let (a, b) = two_daemons(&db, &["etl"]).await;
     a.insert_event(event(1)).await.unwrap();
     let lost = a
         .claim_due_job(claim_at(T0, &["etl"]))
@@ -101,9 +105,7 @@ async fn a_daemon_whose_lease_was_taken_does_not_overwrite_the_new_owner() {
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    let a = db.open(routing(false, &["etl"])).await;
-    let b = db.open(routing(false, &["etl"])).await;
-    register(&a, &["etl"]).await;
+    let (a, b) = two_daemons(&db, &["etl"]).await;
     a.insert_event(event(1)).await.unwrap();
     let old = a
         .claim_due_job(claim_at(T0, &["etl"]))
@@ -250,9 +252,7 @@ async fn a_hook_paused_through_one_daemon_is_paused_for_all_and_resume_wakes_the
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    let a = db.open(routing(false, &["etl"])).await;
-    let b = db.open(routing(false, &["etl"])).await;
-    register(&a, &["etl"]).await;
+    let (a, b) = two_daemons(&db, &["etl"]).await;
     a.insert_event(event(1)).await.unwrap();
     // What the CLI does: its own store on the database.
     let cli = db.open(routing(false, &[])).await;
@@ -447,9 +447,7 @@ async fn two_deliveries_of_one_event_finishing_on_two_daemons_at_once_leave_it_d
         return;
     };
     let hooks = ["etl", "mail"];
-    let a = db.open(routing(false, &hooks)).await;
-    let b = db.open(routing(false, &hooks)).await;
-    register(&a, &hooks).await;
+    let (a, b) = two_daemons(&db, &hooks).await;
     for round in 0..30 {
         a.insert_event(event(round)).await.unwrap();
         let x = a

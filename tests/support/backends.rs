@@ -15,43 +15,32 @@
 //! [`Backend::Postgres`]. The body sees the parent module's items; it makes
 //! its database with `TestApp::builder().backend(backend)`,
 //! `Sandbox::with_backend(backend)` or `TestDb::fresh(backend)`. The
-//! PostgreSQL variant skips, printing why, when [`POSTGRES_APP_TESTS`] is
-//! off, or when no server answers and `STEERHOOK_TEST_SKIP_POSTGRES=1`;
+//! PostgreSQL variant skips, printing why, when no server answers and
+//! `STEERHOOK_TEST_SKIP_POSTGRES=1` outside CI;
 //! with no server and no such variable it fails, saying how to get one.
 //!
 //! A test that runs its own runtimes is a plain `#[test] fn name(backend)`
 //! inside `backends!`, the same way.
 
 use super::db::{no_server_message, postgres_server, Backend, SKIP_POSTGRES_VAR};
-
-/// The switch: whether the PostgreSQL variants of [`backends!`] tests run
-/// (steerhook has the backend: `[storage] backend = "postgres"`). Turning
-/// it off skips them, each saying so; tests that call
-/// [`postgres_runs`] themselves run regardless.
-pub const POSTGRES_APP_TESTS: bool = true;
+use super::tools::in_ci;
 
 /// Whether the variant of `test` on `backend` runs; prints why not when not.
 pub fn runs(backend: Backend, test: &str) -> bool {
     match backend {
         Backend::Sqlite => true,
-        Backend::Postgres if !POSTGRES_APP_TESTS => {
-            eprintln!(
-                "SKIP {test}: steerhook has no PostgreSQL backend yet \
-                 (tests/support/backends.rs, POSTGRES_APP_TESTS)"
-            );
-            false
-        }
         Backend::Postgres => postgres_runs(test),
     }
 }
 
 /// Whether a PostgreSQL test can run: true when the server answers; false,
-/// printing why, when it does not and `STEERHOOK_TEST_SKIP_POSTGRES=1`;
-/// else it fails, saying how to get a server.
+/// printing why, when it does not and `STEERHOOK_TEST_SKIP_POSTGRES=1`
+/// outside CI; else it fails, saying how to get a server. Under CI
+/// (`STEERHOOK_CI=1`) it never skips, as with the outside tools.
 pub fn postgres_runs(test: &str) -> bool {
     match postgres_server() {
         Ok(()) => true,
-        Err(why) if std::env::var(SKIP_POSTGRES_VAR).as_deref() == Ok("1") => {
+        Err(why) if std::env::var(SKIP_POSTGRES_VAR).as_deref() == Ok("1") && !in_ci() => {
             eprintln!("SKIP {test}: no PostgreSQL server ({why}); {SKIP_POSTGRES_VAR}=1");
             false
         }

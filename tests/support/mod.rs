@@ -46,11 +46,11 @@
 //!
 //! - Both backends from one body: `crate::backends! { #[tokio::test] async fn
 //!   name(backend) { TestApp::builder().backend(backend)... } }` makes
-//!   `name::sqlite` and `name::postgres` ([`backends`]; one switch,
-//!   [`backends::POSTGRES_APP_TESTS`], turns the PostgreSQL variants off).
+//!   `name::sqlite` and `name::postgres` ([`backends`]).
 //!   The server: `STEERHOOK_TEST_DATABASE_URL` (default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`); none there fails the
-//!   test saying how to get one, unless `STEERHOOK_TEST_SKIP_POSTGRES=1`.
+//!   test saying how to get one, unless `STEERHOOK_TEST_SKIP_POSTGRES=1`
+//!   outside CI.
 //! - The Opensteer API: [`fake_api`] (`mount_runs(&server, FakeRuns::lines(450))`,
 //!   `api_error`, `requests_to`, `Arrivals` + `most_in_flight`).
 //! - SMTP: [`smtp::SmtpServer`]. Processes: [`process`]. The real binary:
