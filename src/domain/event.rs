@@ -204,9 +204,9 @@ struct LeanBody<'a> {
     #[serde(borrow, rename = "runId")]
     run_id: Option<&'a str>,
     #[serde(borrow)]
-    run: Option<LeanRun<'a>>,
+    run: Option<Object<LeanRun<'a>>>,
     #[serde(borrow)]
-    data: Option<LeanData<'a>>,
+    data: Option<Object<LeanData<'a>>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -218,11 +218,33 @@ struct LeanRun<'a> {
 #[derive(serde::Deserialize)]
 struct LeanData<'a> {
     #[serde(borrow)]
-    run: Option<LeanRun<'a>>,
+    run: Option<Object<LeanRun<'a>>>,
     #[serde(borrow, rename = "runId")]
     run_id: Option<&'a str>,
     #[serde(borrow)]
     id: Option<&'a str>,
+}
+
+/// A struct read only from a JSON object. serde's derived structs also
+/// read an array of their fields in order (`"data":[null,"a","b"]` would
+/// give `data.runId = "a"`), which the tree never does.
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+            .map(Object)
+    }
 }
 
 impl<'a> Fields<'a> {
@@ -239,15 +261,15 @@ impl<'a> Fields<'a> {
         if !plain_and_shallow(bytes, LEAN_MAX_DEPTH) || std::str::from_utf8(bytes).is_err() {
             return None;
         }
-        let b: LeanBody<'a> = serde_json::from_slice(bytes).ok()?;
-        let data = b.data.as_ref();
+        let Object(b): Object<LeanBody<'a>> = serde_json::from_slice(bytes).ok()?;
+        let data = b.data.as_ref().map(|Object(d)| d);
         Some(Self {
             event_type: b.kind.or(b.event),
             id: b.id.or(b.event_id),
             run_id: data
-                .and_then(|d| d.run.as_ref().and_then(|r| r.id))
+                .and_then(|d| d.run.as_ref().and_then(|Object(r)| r.id))
                 .or_else(|| data.and_then(|d| d.run_id))
-                .or_else(|| b.run.as_ref().and_then(|r| r.id))
+                .or_else(|| b.run.as_ref().and_then(|Object(r)| r.id))
                 .or(b.run_id)
                 .or_else(|| data.and_then(|d| d.id)),
         })
@@ -522,6 +544,9 @@ mod tests {
             r#"{"type":"run.unknown"}"#,
             r#"{"type":"run.succeeded"}"#,
             r#"[1,2]"#,
+            r#"["run.succeeded",null,null,null,"r",null,null]"#,
+            r#"{"type":"run.succeeded","data":[null,"run.succeeded","run.succeeded"]}"#,
+            r#"{"type":"run.succeeded","data":{"run":["r"]},"run":["q"]}"#,
             r#"{"type":"run.succeeded","runId":"r"} x"#,
             r#"{"type":"run.succeeded","runId":"r","a":[1,{"b":"]]]"}]}"#,
             deep.as_str(),
