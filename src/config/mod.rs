@@ -558,6 +558,8 @@ mod tests {
                 "hook[0].url",
             ),
             (format!("{shell}url = \"https://x.test/\"\n"), "hook[0].url"),
+            (format!("{HTTP_HOOK}nice = 5\n"), "hook[0].nice"),
+            (format!("{shell}nice = 20\n"), "hook[0].nice"),
         ];
         for (hook, key) in cases {
             let text = format!("{MINIMAL}{hook}");
@@ -600,6 +602,7 @@ mod tests {
             (HookKind::Http(http), HookKind::Shell(sh)) => {
                 assert_eq!(http.timeout, Duration::from_secs(30));
                 assert_eq!(sh.timeout, Duration::from_secs(900));
+                assert_eq!(sh.nice, 10, "a shell hook yields to ingest unless told");
             }
             other => panic!("{other:?}"),
         }

@@ -218,6 +218,8 @@ pub(super) struct RawHook {
     pub(super) kill_grace_secs: u64,
     #[serde(default = "d_max_output")]
     pub(super) max_output_bytes: u64,
+    /// Shell only; `None` is the default, so another kind giving it is an error.
+    pub(super) nice: Option<u64>,
     // email
     pub(super) to: Option<Vec<String>>,
     pub(super) subject: Option<String>,

@@ -608,3 +608,43 @@ async fn one_event_fans_out_to_every_matching_hook_independently_and_only_to_tho
         "only the hooks that want the type"
     );
 }
+
+/// The nice value of this test process's thread, which serves the app.
+fn own_nice() -> i32 {
+    let out = std::process::Command::new("nice")
+        .output()
+        .expect("coreutils nice");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn hooks_run_ten_steps_below_the_daemon_unless_their_nice_says_otherwise() {
+    let sandbox = Sandbox::new();
+    let script = r#"nice > "$OUT/nice-$STEERHOOK_HOOK""#;
+    let app = app_on(&sandbox)
+        .hook(&sandbox.shell_hook("default", &["run.succeeded"], script, ""))
+        .hook(&sandbox.shell_hook("own", &["run.succeeded"], script, "nice = 0"))
+        .stepped()
+        .spawn()
+        .await;
+    app.post_accepted(succeeded_body(&unique("evt"), &unique("run")))
+        .await;
+
+    for _ in 0..2 {
+        assert_eq!(app.step_ran().await.1, JobNext::Succeeded);
+    }
+
+    let daemon = own_nice();
+    let read = |hook: &str| sandbox.read_out_string(&format!("nice-{hook}"));
+    assert_eq!(read("default").trim(), ((daemon + 10).min(19)).to_string());
+    assert_eq!(read("own").trim(), daemon.to_string());
+    assert_eq!(
+        own_nice(),
+        daemon,
+        "the daemon's own threads keep their priority"
+    );
+}

@@ -15,6 +15,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::spawner;
 use super::{
     Invocation, ShellFailure, ShellHookSpec, ShellOutcome, DEFAULT_HOOK_PATH, PAYLOAD_FILE_VAR,
 };
@@ -55,8 +56,8 @@ pub(super) async fn run_attempt(
         }
     };
 
-    let mut command = build_command(spec, &inv);
-    let mut child = match command.spawn() {
+    let command = build_command(spec, &inv);
+    let mut child = match spawner::spawn(command, spec.settings.nice).await {
         Ok(child) => child,
         Err(err) => return fail_early(ShellFailure::Spawn(describe_spawn_error(spec, &err))),
     };
