@@ -11,7 +11,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Settings, StorageBackend};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, WorkerRuntime};
 use crate::http::{configure_routes, AppState};
 use crate::metrics::Metrics;
 use crate::signature::Verifier;
@@ -259,8 +259,18 @@ impl Application {
             // Work queued by other daemons on a shared database wakes ours.
             store.watch_for_work(dispatcher.waker(), worker_stop.clone());
         }
-        let worker = run_worker.then(|| {
-            AbortOnDropHandle::new(tokio::spawn(dispatcher.clone().run(worker_stop.clone())))
+        // The worker runs on threads of its own, queue.nice below these
+        // (dispatch::runtime); dropped last, once the worker has ended.
+        let worker_runtime = run_worker
+            .then(|| WorkerRuntime::start(settings.queue.nice))
+            .transpose()
+            .context("cannot start the worker's threads")?;
+        let worker = worker_runtime.as_ref().map(|runtime| {
+            AbortOnDropHandle::new(
+                runtime
+                    .handle()
+                    .spawn(dispatcher.clone().run(worker_stop.clone())),
+            )
         });
         let pruner = AbortOnDropHandle::new(tokio::spawn(prune_periodically(
             store.clone(),

@@ -158,11 +158,6 @@ fn route(
     Match::new(entries).map_err(|(pointer, message)| ConfigError::new(key(&pointer), message))
 }
 
-/// A shell hook runs this many steps below the daemon's CPU priority unless
-/// it says otherwise: the answers to senders come first (README "Hooks and
-/// the CPU").
-const DEFAULT_HOOK_NICE: u64 = 10;
-
 fn shell_hook(i: usize, h: &RawHook) -> Result<ShellHookSettings, ConfigError> {
     let at = |k: &str| format!("hook[{i}].{k}");
     let command = h.command.clone().ok_or_else(|| {
@@ -195,13 +190,6 @@ fn shell_hook(i: usize, h: &RawHook) -> Result<ShellHookSettings, ConfigError> {
         )?,
         kill_grace: secs(&at("kill_grace_secs"), h.kill_grace_secs, 0, 600)?,
         max_output_bytes: count(&at("max_output_bytes"), h.max_output_bytes, 0, 16 << 20)?,
-        nice: u8::try_from(count(
-            &at("nice"),
-            h.nice.unwrap_or(DEFAULT_HOOK_NICE),
-            0,
-            19,
-        )?)
-        .unwrap_or(19),
     })
 }
 
@@ -236,7 +224,6 @@ fn keys_of_other_kinds(i: usize, kind: &str, h: &RawHook) -> Result<(), ConfigEr
             ("working_dir", h.working_dir.is_some(), "shell"),
             ("env", !h.env.is_empty(), "shell"),
             ("env_passthrough", !h.env_passthrough.is_empty(), "shell"),
-            ("nice", h.nice.is_some(), "shell"),
             ("to", h.to.is_some(), "email"),
             ("subject", h.subject.is_some(), "email"),
         ]

@@ -202,6 +202,9 @@ pub struct QueueSettings {
     /// daemon renews its jobs' leases every third of it, so a dead one's
     /// jobs go to others after at most this long.
     pub lease: Duration,
+    /// How many steps below the daemon's CPU priority the worker's threads,
+    /// and so the hooks they start, run (0-19): the answers come first.
+    pub nice: i32,
 }
 
 /// `[opensteer]`
@@ -478,6 +481,10 @@ mod tests {
         assert_eq!(s.webhook.tolerance_secs, 300);
         assert_eq!(s.storage.synchronous, Synchronous::Full);
         assert!(s.opensteer.is_none());
+        assert_eq!(
+            s.queue.nice, 10,
+            "the worker yields to the answers unless told"
+        );
     }
 
     #[test]
@@ -489,6 +496,7 @@ mod tests {
             (&format!("{MINIMAL}tolerance_secs = 3601\n"), "webhook.tolerance_secs"),
             (&format!("{MINIMAL}bogus = 1\n"), "webhook.bogus"),
             (&format!("{MINIMAL}[storage]\npaht = \"x\"\n"), "storage.paht"),
+            (&format!("{MINIMAL}[queue]\nnice = 20\n"), "queue.nice"),
             (
                 &format!("{MINIMAL}[[hook]]\nname=\"a\"\nkind=\"shell\"\nevents=[\"run.failed\"]\ncommand=[\"/bin/true\"]\n[[hook]]\nname=\"a\"\nkind=\"shell\"\nevents=[\"run.failed\"]\ncommand=[\"/bin/true\"]\n"),
                 "hook[1].name",
@@ -558,8 +566,6 @@ mod tests {
                 "hook[0].url",
             ),
             (format!("{shell}url = \"https://x.test/\"\n"), "hook[0].url"),
-            (format!("{HTTP_HOOK}nice = 5\n"), "hook[0].nice"),
-            (format!("{shell}nice = 20\n"), "hook[0].nice"),
         ];
         for (hook, key) in cases {
             let text = format!("{MINIMAL}{hook}");
@@ -602,7 +608,6 @@ mod tests {
             (HookKind::Http(http), HookKind::Shell(sh)) => {
                 assert_eq!(http.timeout, Duration::from_secs(30));
                 assert_eq!(sh.timeout, Duration::from_secs(900));
-                assert_eq!(sh.nice, 10, "a shell hook yields to ingest unless told");
             }
             other => panic!("{other:?}"),
         }

@@ -112,6 +112,8 @@ pub(super) struct RawQueue {
     pub(super) lease_secs: u64,
     #[serde(default)]
     pub(super) paused: bool,
+    #[serde(default = "d_worker_nice")]
+    pub(super) nice: u64,
 }
 
 impl Default for RawQueue {
@@ -126,6 +128,7 @@ impl Default for RawQueue {
             shutdown_grace_secs: d_shutdown_grace(),
             lease_secs: d_lease(),
             paused: false,
+            nice: d_worker_nice(),
         }
     }
 }
@@ -218,8 +221,6 @@ pub(super) struct RawHook {
     pub(super) kill_grace_secs: u64,
     #[serde(default = "d_max_output")]
     pub(super) max_output_bytes: u64,
-    /// Shell only; `None` is the default, so another kind giving it is an error.
-    pub(super) nice: Option<u64>,
     // email
     pub(super) to: Option<Vec<String>>,
     pub(super) subject: Option<String>,
@@ -236,6 +237,10 @@ pub(super) struct RawHook {
     pub(super) body_key: Option<String>,
 }
 
+/// The worker yields the CPU to the answers (README "Hooks and the CPU").
+fn d_worker_nice() -> u64 {
+    10
+}
 fn d_webhook_path() -> String {
     "/webhooks/opensteer".into()
 }

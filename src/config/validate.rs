@@ -224,6 +224,7 @@ fn queue(q: RawQueue) -> Result<QueueSettings, ConfigError> {
         shutdown_grace: secs("queue.shutdown_grace_secs", q.shutdown_grace_secs, 0, 3_600)?,
         paused: q.paused,
         lease: secs("queue.lease_secs", q.lease_secs, 3, 3_600)?,
+        nice: i32::try_from(count("queue.nice", q.nice, 0, 19)?).unwrap_or(19),
     })
 }
 

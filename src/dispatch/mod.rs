@@ -7,11 +7,15 @@
 //!
 //! - [`fetch`]: the fetch job and the paging rules of SPEC §5;
 //! - [`deliver`]: the delivery job, through a [`crate::hooks::Sink`];
-//! - [`retry`]: where a job goes after a failed attempt (pure functions).
+//! - [`retry`]: where a job goes after a failed attempt (pure functions);
+//! - [`runtime`]: the worker's own threads, below the daemon's CPU priority.
 
 mod deliver;
 mod fetch;
 pub mod retry;
+mod runtime;
+
+pub use runtime::WorkerRuntime;
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;

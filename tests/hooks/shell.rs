@@ -609,7 +609,7 @@ async fn one_event_fans_out_to_every_matching_hook_independently_and_only_to_tho
     );
 }
 
-/// The nice value of this test process's thread, which serves the app.
+/// The nice value this test runs at, which the app's own threads keep.
 fn own_nice() -> i32 {
     let out = std::process::Command::new("nice")
         .output()
@@ -622,29 +622,30 @@ fn own_nice() -> i32 {
 }
 
 #[tokio::test]
-async fn hooks_run_ten_steps_below_the_daemon_unless_their_nice_says_otherwise() {
-    let sandbox = Sandbox::new();
-    let script = r#"nice > "$OUT/nice-$STEERHOOK_HOOK""#;
-    let app = app_on(&sandbox)
-        .hook(&sandbox.shell_hook("default", &["run.succeeded"], script, ""))
-        .hook(&sandbox.shell_hook("own", &["run.succeeded"], script, "nice = 0"))
-        .stepped()
-        .spawn()
-        .await;
-    app.post_accepted(succeeded_body(&unique("evt"), &unique("run")))
-        .await;
-
-    for _ in 0..2 {
-        assert_eq!(app.step_ran().await.1, JobNext::Succeeded);
-    }
-
+async fn hooks_run_queue_nice_steps_below_the_daemon_ten_unless_configured() {
     let daemon = own_nice();
-    let read = |hook: &str| sandbox.read_out_string(&format!("nice-{hook}"));
-    assert_eq!(read("default").trim(), ((daemon + 10).min(19)).to_string());
-    assert_eq!(read("own").trim(), daemon.to_string());
-    assert_eq!(
-        own_nice(),
-        daemon,
-        "the daemon's own threads keep their priority"
-    );
+    for (queue, want) in [("", (daemon + 10).min(19)), ("nice = 0", daemon)] {
+        let sandbox = Sandbox::new();
+        let app = app_on(&sandbox)
+            .queue(queue)
+            .hook(&sandbox.shell_hook(
+                "etl",
+                &["run.succeeded"],
+                r#"nice > "$OUT/nice.tmp" && mv "$OUT/nice.tmp" "$OUT/nice""#,
+                "",
+            ))
+            .spawn()
+            .await;
+        app.post_accepted(succeeded_body(&unique("evt"), &unique("run")))
+            .await;
+
+        let seen = wait_for(DEADLINE, "the hook to write its nice value", || {
+            Some(sandbox.read_out_string("nice")).filter(|s| !s.is_empty())
+        })
+        .await;
+
+        assert_eq!(seen.trim(), want.to_string(), "[queue] {queue}");
+        assert_eq!(own_nice(), daemon, "the daemon's threads keep theirs");
+        app.stop().await;
+    }
 }

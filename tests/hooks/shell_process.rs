@@ -41,7 +41,6 @@ fn hook_spec(sandbox: &Sandbox, command: &[&str]) -> ShellHookSpec {
             timeout: Duration::from_secs(30),
             kill_grace: Duration::from_millis(300),
             max_output_bytes: 1024 * 1024,
-            nice: 10,
         },
     }
 }

@@ -14,7 +14,6 @@
 
 mod check;
 mod process;
-mod spawner;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,9 +48,6 @@ pub struct ShellHookSettings {
     pub kill_grace: Duration,
     /// Per stream: only the last this-many bytes of stdout/stderr are kept.
     pub max_output_bytes: usize,
-    /// How many steps below the daemon's CPU priority the hook runs (its
-    /// nice value above the daemon's, 0-19): ingest comes first.
-    pub nice: u8,
 }
 
 /// How to run one shell hook.

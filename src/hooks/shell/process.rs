@@ -15,7 +15,6 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::spawner;
 use super::{
     Invocation, ShellFailure, ShellHookSpec, ShellOutcome, DEFAULT_HOOK_PATH, PAYLOAD_FILE_VAR,
 };
@@ -56,8 +55,8 @@ pub(super) async fn run_attempt(
         }
     };
 
-    let command = build_command(spec, &inv);
-    let mut child = match spawner::spawn(command, spec.settings.nice).await {
+    let mut command = build_command(spec, &inv);
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => return fail_early(ShellFailure::Spawn(describe_spawn_error(spec, &err))),
     };

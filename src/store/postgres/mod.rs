@@ -140,6 +140,8 @@ struct Inner {
     daemon: String,
     /// Where the database is, password hidden, for messages.
     location: String,
+    /// The runtime that opened the store, where every connection is made.
+    home: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -225,6 +227,7 @@ impl PgStore {
                     uuid::Uuid::new_v4().simple()
                 ),
                 location,
+                home: tokio::runtime::Handle::current(),
             }),
         })
     }
@@ -234,8 +237,18 @@ impl PgStore {
         &self.inner.location
     }
 
+    /// A pooled connection. A new connection's I/O runs on the runtime that
+    /// makes it, and the worker's runtime runs below the daemon's CPU
+    /// priority (`dispatch::runtime`); ingest shares these connections, so
+    /// they are all made on the runtime that opened the store.
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.inner.pool.get().await.map_err(pool_error)
+        let pool = self.inner.pool.clone();
+        self.inner
+            .home
+            .spawn(async move { pool.get().await })
+            .await
+            .map_err(|e| StoreError::Database(format!("a connection could not be taken: {e}")))?
+            .map_err(pool_error)
     }
 
     /// Whether the server answers.
