@@ -56,7 +56,7 @@ impl Drop for WorkerRuntime {
 }
 
 /// The calling thread's nice value (0 when it cannot be read).
-pub fn own_nice() -> i32 {
+fn own_nice() -> i32 {
     rustix::process::getpriority_process(None).unwrap_or(0)
 }
 
