@@ -372,14 +372,34 @@ pub const MAX_DERIVED_IDS: u32 = 8;
 /// the same derived id each time; then `<id>~<h>.2` ... `.8`; and last
 /// `<id>~<random>`, which cannot be taken. Each is tried while the previous
 /// one is held by an event of another dedupe key.
-pub fn event_id_candidates(id: &str, event_type: &str, run_id: &str) -> Vec<String> {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{event_type}\n{run_id}").as_bytes());
-    let h = &hex::encode(digest)[..12];
-    let mut ids = vec![id.to_owned(), format!("{id}~{h}")];
-    ids.extend((2..=MAX_DERIVED_IDS).map(|n| format!("{id}~{h}.{n}")));
-    ids.push(format!("{id}~{}", uuid::Uuid::new_v4().simple()));
-    ids
+///
+/// Lazy: nearly every event is stored under its first id, and the derived
+/// ones (a hash, a random part) are made on the writer's thread, so they
+/// are made only when asked for.
+pub fn event_id_candidates<'a>(
+    id: &'a str,
+    event_type: &'a str,
+    run_id: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    let mut hash: Option<String> = None;
+    (0..=MAX_DERIVED_IDS + 1).map(move |n| {
+        if n == 0 {
+            return id.to_owned();
+        }
+        if n == MAX_DERIVED_IDS + 1 {
+            return format!("{id}~{}", uuid::Uuid::new_v4().simple());
+        }
+        let h = hash.get_or_insert_with(|| {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(format!("{event_type}\n{run_id}").as_bytes());
+            hex::encode(&digest[..6])
+        });
+        if n == 1 {
+            format!("{id}~{h}")
+        } else {
+            format!("{id}~{h}.{n}")
+        }
+    })
 }
 
 #[cfg(test)]
@@ -388,13 +408,13 @@ mod tests {
 
     #[test]
     fn derived_ids_are_stable_for_one_dedupe_key_and_differ_between_keys() {
-        let a = event_id_candidates("evt_1", "run.succeeded", "run_a");
-        let again = event_id_candidates("evt_1", "run.succeeded", "run_a");
-        let b = event_id_candidates("evt_1", "run.succeeded", "run_b");
+        let ids = |run| event_id_candidates("evt_1", "run.succeeded", run).collect::<Vec<_>>();
+        let (a, again, b) = (ids("run_a"), ids("run_a"), ids("run_b"));
         assert_eq!(a[0], "evt_1");
         assert_eq!(a[..9], again[..9], "deterministic but for the last resort");
         assert_ne!(a[1], b[1]);
-        assert!(a[1].starts_with("evt_1~") && a[1].len() == "evt_1~".len() + 12);
+        // sha256("run.succeeded\nrun_a") begins 03e57f5b5592.
+        assert_eq!(a[1], "evt_1~03e57f5b5592");
         assert_eq!(a[2], format!("{}.2", a[1]));
         assert_eq!(a.len(), 10);
         assert_ne!(a[9], again[9]);

@@ -368,10 +368,7 @@ async fn insert_with_derived_id(
         )
         .await
         .map_err(pg_error)?;
-    for id in event_id_candidates(&e.id, e.event_type.as_str(), &e.run_id)
-        .into_iter()
-        .skip(1)
-    {
+    for id in event_id_candidates(&e.id, e.event_type.as_str(), &e.run_id).skip(1) {
         let row = client
             .query_opt(
                 &insert,
