@@ -358,24 +358,34 @@ fn run_id_of(v: &Value) -> Option<&str> {
 
 /// Whether `bytes` has no `\u` escape and nests arrays and objects at most
 /// `max` deep (brackets inside strings do not count); one pass, no parse.
+/// Inside a string only a quote or a backslash matters, so the scan jumps
+/// between them (most of a body's bytes are inside strings).
 fn plain_and_shallow(bytes: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                if b == b'u' {
-                    return false;
-                }
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                i += 1;
+                loop {
+                    let Some(k) = bytes
+                        .get(i..)
+                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    else {
+                        // An unterminated string: the parse refuses it.
+                        return true;
+                    };
+                    i += k;
+                    if bytes[i] == b'"' {
+                        break;
+                    }
+                    // A backslash: the byte after it is escaped.
+                    if bytes.get(i + 1) == Some(&b'u') {
+                        return false;
+                    }
+                    i += 2;
+                }
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -385,6 +395,7 @@ fn plain_and_shallow(bytes: &[u8], max: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     true
 }
@@ -626,6 +637,63 @@ mod tests {
         })
     }
 
+    /// The pre-scan as first written, one byte at a time: the fast one
+    /// must say what it says.
+    fn plain_and_shallow_bytewise(bytes: &[u8], max: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in bytes {
+            if in_string {
+                if escaped {
+                    if b == b'u' {
+                        return false;
+                    }
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return false;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn the_pre_scan_sees_escapes_and_depth() {
+        let cases: [(&[u8], bool); 9] = [
+            (br#"{"a":"b"}"#, true),
+            (br#"{"a":"\u0041"}"#, false),
+            (br#"{"a":"\\u0041"}"#, true),
+            (br#"{"a":"\"[[[["}"#, true),
+            (br#"[[["#, false),
+            (br#"["[[[[[["]"#, true),
+            (br#"{"a":"\"#, true),
+            (br#"{"a":"\u"#, false),
+            (b"", true),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                plain_and_shallow(bytes, 2),
+                want,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert_eq!(plain_and_shallow_bytewise(bytes, 2), want);
+        }
+    }
+
     proptest::proptest! {
         // About one body in ten takes the lean read: 1,024 cases make ~100.
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
@@ -637,6 +705,31 @@ mod tests {
             if let Some(lean) = Fields::lean(&text) {
                 proptest::prop_assert_eq!(Ok(lean), Fields::from_tree(&body));
             }
+        }
+
+        /// The jumping pre-scan agrees with the byte-at-a-time one on any
+        /// bytes, most of them the ones it looks for.
+        #[test]
+        fn the_pre_scan_agrees_with_the_bytewise_one(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b'"'),
+                    proptest::strategy::Just(b'\\'),
+                    proptest::strategy::Just(b'u'),
+                    proptest::strategy::Just(b'['),
+                    proptest::strategy::Just(b']'),
+                    proptest::strategy::Just(b'{'),
+                    proptest::strategy::Just(b'}'),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..64,
+            ),
+            max in 0usize..4,
+        ) {
+            proptest::prop_assert_eq!(
+                plain_and_shallow(&bytes, max),
+                plain_and_shallow_bytewise(&bytes, max)
+            );
         }
     }
 }
