@@ -71,13 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve => {
             let settings = load_settings(&cli)?;
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            crate::telemetry::init(
-                settings.log.format,
-                &settings.log.level,
-                std::io::stderr,
-                ansi,
-            );
+            crate::telemetry::init_daemon(settings.log.format, &settings.log.level);
             runtime()?.block_on(async {
                 let shutdown = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(shutdown.clone())

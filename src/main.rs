@@ -9,7 +9,10 @@ use steerhook::commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match commands::run(cli) {
+    let result = commands::run(cli);
+    // The daemon's last log lines, before anything else is printed.
+    steerhook::telemetry::flush();
+    match result {
         Ok(code) => code,
         Err(e) => {
             let code = commands::exit_code_for(&e);

@@ -19,6 +19,7 @@ pub fn cancel_on_signals(token: CancellationToken) -> std::io::Result<()> {
             _ = int.recv() => {},
         }
         tracing::warn!("second signal: exiting now; unfinished work resumes on the next start");
+        crate::telemetry::flush();
         std::process::exit(1);
     });
     Ok(())

@@ -63,6 +63,12 @@ async fn json_logs_have_a_line_per_request_and_no_secret_or_signature() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    // Lines are written by a log thread; the last ones before the exit too.
+    assert_eq!(
+        lines.last().map(|l| &l["message"]),
+        Some(&Value::from("stopped")),
+        "the last line:\n{log}"
+    );
     let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "webhook").collect();
     assert_eq!(requests.len(), 2, "one line per request:\n{log}");
     assert_eq!(requests[0]["code"], "ACCEPTED");

@@ -153,3 +153,78 @@ async fn sigterm_during_requests_keeps_every_answered_event_and_exits_0() {
         exit_after
     );
 }
+
+/// A second SIGTERM while hooks get their grace period exits at once with
+/// 1, and says so: the log's last line is written before the exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_1_at_once_and_its_log_line_is_written() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    let hook = sandbox.shell_hook(
+        "etl",
+        &["run.succeeded"],
+        r#"echo started >> "$OUT/started"; sleep 1000"#,
+        "",
+    );
+    let config_path = sandbox.write_config(
+        &Config::default()
+            .listen(format!("127.0.0.1:{port}"))
+            .lines("queue", "shutdown_grace_secs = 600")
+            .hook(&hook),
+    );
+    let log_path = sandbox.path("serve.log");
+    let mut daemon = Daemon(
+        steerhook_command()
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start steerhook serve"),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_healthy(addr, DEADLINE).await;
+    let body = run_event("run.succeeded", "evt_twice", "run_twice");
+    let header = steerhook::signature::sign(SECRET, system_now_secs(), &body);
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}{WEBHOOK_PATH}"))
+        .header("x-opensteer-signature", header)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    poll_until(DEADLINE, "the hook to start", || {
+        sandbox.out_lines("started") == ["started"]
+    })
+    .await;
+
+    let pid = Pid::from_raw(daemon.0.id() as i32);
+    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+    poll_until(DEADLINE, "the first signal to be logged", || {
+        log().contains("SIGTERM received")
+    })
+    .await;
+    kill(pid, Signal::SIGTERM).expect("send the second SIGTERM");
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "serve did not exit on the second SIGTERM:\n{}",
+            log()
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    };
+    assert_eq!(status.code(), Some(1), "log:\n{}", log());
+    let text = log();
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("second signal: exiting now"),
+        "the last line says why it exited: {last:?}\n{text}"
+    );
+}
