@@ -3,15 +3,15 @@
 
 use steerhook::domain::{Enrichment, EnrichmentError, EnrichmentStatus};
 use steerhook::store::{
-    AttemptOutcome, AttemptRecord, EventFilter, EventStatus, InsertOutcome, JobKind, JobNext,
-    JobState, LogEntry, LogPage, Store, SummaryBounds,
+    AttemptOutcome, AttemptRecord, ClaimFilter, EventFilter, EventStatus, InsertOutcome, JobKind,
+    JobNext, JobState, LogEntry, LogPage, Store, SummaryBounds,
 };
 
 use crate::support::db::TestDb;
-use crate::support::store::{claim, event, failed, ok, register, routing, LEASE_MS, T0};
+use crate::support::store::{claim, claim_at, event, failed, ok, register, routing, LEASE_MS, T0};
 
 /// Jobs queued, as `/metrics` counts them: on SQLite an event's jobs are
-/// made when the worker next claims, and counted meanwhile as they will be.
+/// made when the worker needs them, and counted meanwhile as they will be.
 async fn queued_jobs(store: &Store) -> i64 {
     store
         .queue_counts(T0)
@@ -420,4 +420,41 @@ async fn sqlite_makes_an_events_jobs_when_the_worker_claims_even_after_a_restart
     assert_eq!(fetch.kind, JobKind::Fetch);
     assert_eq!(db.count("SELECT count(*) FROM jobs"), 3);
     assert_eq!(db.count("SELECT count(*) FROM unexpanded"), 0);
+}
+
+/// SQLite makes jobs as hooks take them: a claim makes the next waiting
+/// events' jobs only when a free slot finds no job due, so a backlog is not
+/// turned into job rows (in the commits webhooks wait for) faster than
+/// hooks drain it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_makes_jobs_only_when_a_free_slot_finds_none_due() {
+    let db = TestDb::fresh(crate::support::db::Backend::Sqlite);
+    let store = db.open(routing(false, &["etl"])).await;
+    for n in 1..=3 {
+        store.insert_event(event(n)).await.unwrap();
+    }
+    let waiting = || db.count("SELECT count(*) FROM unexpanded");
+
+    // The hook is at its concurrency limit: nothing could start, nothing is made.
+    let busy = ClaimFilter {
+        busy_hooks: vec!["etl".into()],
+        deliveries_allowed: false,
+        ..claim_at(T0, &["etl"])
+    };
+    assert!(store.claim_due_job(busy.clone()).await.unwrap().is_none());
+    assert_eq!((waiting(), db.count("SELECT count(*) FROM jobs")), (3, 0));
+
+    // A free slot and no job: the waiting events' jobs are made, oldest first.
+    let first = claim(&store, T0, &["etl"]).await.unwrap();
+    assert_eq!(first.event_seq, 1);
+    assert_eq!((waiting(), db.count("SELECT count(*) FROM jobs")), (0, 3));
+
+    // Jobs due: they are claimed, and newer events wait.
+    store.insert_event(event(4)).await.unwrap();
+    assert_eq!(claim(&store, T0, &["etl"]).await.unwrap().event_seq, 2);
+    assert_eq!(claim(&store, T0, &["etl"]).await.unwrap().event_seq, 3);
+    assert_eq!(waiting(), 1, "made only once the jobs before it are taken");
+    assert_eq!(claim(&store, T0, &["etl"]).await.unwrap().event_seq, 4);
+    assert_eq!(waiting(), 0);
+    assert!(claim(&store, T0, &["etl"]).await.is_none());
 }

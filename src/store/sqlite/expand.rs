@@ -1,6 +1,9 @@
 //! Jobs made after the answer: ingest stores an event with one small row in
 //! `unexpanded` instead of its fetch and delivery jobs, and the worker turns
-//! those rows into jobs, many events at a time, when it next claims work.
+//! those rows into jobs, many events at a time, when a claim finds nothing
+//! for a free slot: jobs are made as fast as hooks take them, not as fast as
+//! events arrive. An event's jobs are made from the hooks configured when
+//! the worker reaches it (README, "Choices made where the contract is silent").
 //!
 //! Why: each job row costs a row and three index entries, all written in
 //! the commit the sender waits for; one `unexpanded` row is an append to a
@@ -17,7 +20,7 @@ use crate::domain::EventType;
 use crate::store::{JobDetail, JobKind, JobState, Routing, StoreError};
 
 /// Most events turned into jobs per claim: bounds the claim's write.
-pub(super) const EXPAND_BATCH: i64 = 512;
+pub(super) const EXPAND_BATCH: i64 = 64;
 
 /// The jobs an event of `event_type` gets: (kind, hook, first state).
 pub(super) fn projected(

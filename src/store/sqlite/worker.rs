@@ -8,14 +8,28 @@ use super::{expand, SqliteStore};
 use crate::store::{AttemptRecord, ClaimFilter, ClaimedJob, JobKind, JobNext, StoreError};
 
 impl SqliteStore {
-    /// Makes the jobs of waiting events (see [`expand`]), then claims a
-    /// job. Relaxed: a claim lost to a power failure leaves the job pending,
-    /// as every restart does with claimed jobs anyway, and jobs lost with it
+    /// Claims a job; when none can be claimed although a slot is free,
+    /// first makes the jobs of the next waiting events (see [`expand`]).
+    /// Relaxed: a claim lost to a power failure leaves the job pending, as
+    /// every restart does with claimed jobs anyway, and jobs lost with it
     /// are made again (their events still wait).
+    ///
+    /// Jobs are made as the worker needs them, not as events arrive: while
+    /// hooks drain a backlog, ingest is not joined by two job rows (and
+    /// their index entries) per event in the writer's commits.
     pub async fn claim_due_job(&self, f: ClaimFilter) -> Result<Option<ClaimedJob>, StoreError> {
         let routing = self.inner.routing.clone();
         self.write_relaxed(move |tx| {
-            expand::expand(tx, &routing)?;
+            if let Some(job) = claim_due_job(tx, &f)? {
+                return Ok(Some(job));
+            }
+            // A free slot found nothing: a hook below its concurrency (or the
+            // fetcher, when there is one) has no job due. Its next jobs may
+            // be among the waiting events.
+            let a_slot_is_free = f.deliveries_allowed || (routing.enrich && f.fetch_allowed);
+            if !a_slot_is_free || expand::expand(tx, &routing)? == 0 {
+                return Ok(None);
+            }
             claim_due_job(tx, &f)
         })
         .await
@@ -142,12 +156,15 @@ pub(super) fn extend_leases(tx: &Connection, ids: &[i64], until: i64) -> Result<
 /// The earliest time a pending job becomes due, unix ms.
 pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, StoreError> {
     // An event whose jobs are still to be made (`expand`) is work due since
-    // it arrived.
+    // it arrived. The oldest waiting event is read, not the earliest arrival
+    // among all of them: a backlog waits there (jobs are made as hooks take
+    // them), and the oldest arrived within milliseconds of the earliest.
     Ok(conn.query_row(
         "SELECT min(at) FROM (
              SELECT min(due_at) AS at FROM jobs WHERE state = 'pending'
              UNION ALL
-             SELECT min(e.received_at) FROM unexpanded u CROSS JOIN events e ON e.seq = u.seq)",
+             SELECT * FROM (SELECT e.received_at FROM unexpanded u CROSS JOIN events e ON e.seq = u.seq
+                            ORDER BY u.seq LIMIT 1))",
         [],
         |r| r.get(0),
     )?)
