@@ -9,6 +9,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Lines formatted and not yet written past which loggers wait. The queue
+/// is allocated whole (32 bytes a line), so it is kept small: 4,096 lines
+/// are a quarter of a second at the fastest ingest measured.
+const LOG_LINES_WAITING: usize = 4096;
+
 /// The daemon's log thread, kept until [`flush`].
 static LOG_THREAD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 
@@ -18,14 +23,14 @@ static LOG_THREAD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 /// thread of its own, which writes whatever lines are waiting in one
 /// `write`: under load that is one system call for many lines instead of one
 /// each on the thread answering webhooks (docs/PERFORMANCE.md). No line is
-/// dropped: when the log thread is 64,000 lines behind, loggers wait for
+/// dropped: when the log thread is [`LOG_LINES_WAITING`] lines behind, loggers wait for
 /// it. Lines are written as soon as the log thread runs; [`flush`] writes
 /// the last ones and must be called before the process exits.
 pub fn init_daemon(format: LogFormat, level: &str) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
-        .buffered_lines_limit(64_000)
+        .buffered_lines_limit(LOG_LINES_WAITING)
         .thread_name("steerhook-log")
         .finish(std::io::BufWriter::with_capacity(
             64 * 1024,
