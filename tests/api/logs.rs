@@ -2,10 +2,6 @@
 //! `[log] format = "json"` gives one JSON object per line; never a secret
 //! or a signature.
 
-use std::process::Stdio;
-
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::support::prelude::*;
@@ -20,16 +16,7 @@ async fn json_logs_have_a_line_per_request_and_no_secret_or_signature() {
             .lines("log", "format = \"json\"\nlevel = \"info\""),
     );
     let log_path = sandbox.path("serve.log");
-    let mut child = Daemon(
-        steerhook_command()
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = serve_logging_to(&config, &log_path);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     wait_for_async(DEADLINE, "serve to come up", || {
@@ -55,8 +42,11 @@ async fn json_logs_have_a_line_per_request_and_no_secret_or_signature() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).unwrap();
-    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    child.sigterm();
+    let status = child
+        .exit_status(DEADLINE, "serve to exit after SIGTERM")
+        .await;
+    assert_eq!(status.code(), Some(0));
 
     let log = std::fs::read_to_string(&log_path).unwrap();
     let lines: Vec<Value> = log

@@ -1,13 +1,9 @@
 //! SPEC §7: SIGTERM while requests are in flight — every answered event is on
 //! disk and the process exits 0. The real binary, a real signal.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use crate::support::prelude::*;
 
@@ -21,16 +17,7 @@ async fn sigterm_during_requests_keeps_every_answered_event_and_exits_0() {
     let port = free_port();
     let config_path = sandbox.write_config(&Config::default().listen(format!("127.0.0.1:{port}")));
     let log_path = sandbox.path("serve.log");
-    let mut daemon = Daemon(
-        steerhook_command()
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .expect("start steerhook serve"),
-    );
+    let mut daemon = serve_logging_to(&config_path, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
@@ -103,21 +90,11 @@ async fn sigterm_during_requests_keeps_every_answered_event_and_exits_0() {
         answered.load(Ordering::SeqCst) >= ANSWERS_BEFORE_SIGNAL
     })
     .await;
-    let pid = Pid::from_raw(daemon.0.id() as i32);
-    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+    daemon.sigterm();
     let signalled = Instant::now();
-
-    let status = loop {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(20),
-            "serve did not exit within 20 s of SIGTERM:\n{}",
-            log()
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    };
+    let status = daemon
+        .exit_status(Duration::from_secs(20), "serve to exit after SIGTERM")
+        .await;
     let exit_after = signalled.elapsed();
     assert_eq!(status.code(), Some(0), "exit status; log:\n{}", log());
 
@@ -173,16 +150,7 @@ async fn a_second_sigterm_exits_1_at_once_and_its_log_line_is_written() {
             .hook(&hook),
     );
     let log_path = sandbox.path("serve.log");
-    let mut daemon = Daemon(
-        steerhook_command()
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .expect("start steerhook serve"),
-    );
+    let mut daemon = serve_logging_to(&config_path, &log_path);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_healthy(addr, DEADLINE).await;
@@ -201,25 +169,18 @@ async fn a_second_sigterm_exits_1_at_once_and_its_log_line_is_written() {
     })
     .await;
 
-    let pid = Pid::from_raw(daemon.0.id() as i32);
-    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+    daemon.sigterm();
     poll_until(DEADLINE, "the first signal to be logged", || {
         log().contains("SIGTERM received")
     })
     .await;
-    kill(pid, Signal::SIGTERM).expect("send the second SIGTERM");
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = daemon.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(20),
-            "serve did not exit on the second SIGTERM:\n{}",
-            log()
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    };
+    daemon.sigterm();
+    let status = daemon
+        .exit_status(
+            Duration::from_secs(20),
+            "serve to exit on the second SIGTERM",
+        )
+        .await;
     assert_eq!(status.code(), Some(1), "log:\n{}", log());
     let text = log();
     let last = text.lines().last().unwrap_or_default();

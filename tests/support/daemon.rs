@@ -3,10 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
-use super::poll::wait_for_async;
+use super::poll::{wait_for, wait_for_async};
 
 /// The real binary.
 pub fn steerhook_bin() -> &'static Path {
@@ -37,6 +37,14 @@ pub fn serve_command(config: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd
+}
+
+/// `steerhook serve --config <config>` started, its stderr (the log) going
+/// to the file `log`, `RUST_LOG` unset.
+pub fn serve_logging_to(config: &Path, log: &Path) -> Daemon {
+    let mut cmd = serve_command(config);
+    cmd.stderr(std::fs::File::create(log).expect("create the log file"));
+    Daemon::spawn(cmd)
 }
 
 /// `steerhook --config <config> <args...>` with `env` set, run to its end.
@@ -82,6 +90,15 @@ impl Daemon {
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.0.id()
+    }
+
+    /// Its exit status, once it has exited; fails the test, naming `what`
+    /// it waited for, if that takes longer than `deadline`.
+    pub async fn exit_status(&mut self, deadline: Duration, what: &str) -> ExitStatus {
+        wait_for(deadline, what, || {
+            self.0.try_wait().expect("wait for steerhook")
+        })
+        .await
     }
 
     /// Sends SIGTERM.

@@ -104,8 +104,8 @@ pub mod prelude {
     pub use super::app::{manual_clock, system_now_secs, Guard, TestApp, TestAppBuilder, Worker};
     pub use super::config::{toml_list, toml_str, write_config_file, Config};
     pub use super::daemon::{
-        cli, describe, free_addr, free_port, repo_path, run_cli, serve_command, steerhook_bin,
-        steerhook_command, wait_healthy, Daemon,
+        cli, describe, free_addr, free_port, repo_path, run_cli, serve_command, serve_logging_to,
+        steerhook_bin, steerhook_command, wait_healthy, Daemon,
     };
     pub use super::db::{AttemptRow, Backend, JobRow, TestDb};
     pub use super::fake_api::{
